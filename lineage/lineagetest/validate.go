@@ -126,8 +126,8 @@ func (v *Validator) Validate(event []byte) error {
 		return fmt.Errorf("lineagetest: RunEvent: %w", err)
 	}
 	var ev struct {
-		Run     struct{ Facets map[string]json.RawMessage } `json:"run"`
-		Job     struct{ Facets map[string]json.RawMessage } `json:"job"`
+		Run     struct{ Facets map[string]json.RawMessage }   `json:"run"`
+		Job     struct{ Facets map[string]json.RawMessage }   `json:"job"`
 		Inputs  []struct{ Facets map[string]json.RawMessage } `json:"inputs"`
 		Outputs []struct{ Facets map[string]json.RawMessage } `json:"outputs"`
 	}
