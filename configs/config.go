@@ -1,0 +1,258 @@
+package configs
+
+import (
+	"slices"
+	"time"
+)
+
+// Route values of Listener.Route and Rule.Route.
+const (
+	RouteRules = ""      // Listener.Route only: the rules and startup parameters decide
+	RouteRead  = "read"  // read-only session on a replica
+	RouteWrite = "write" // session on the primary
+)
+
+// Fallback values of Routing.Fallback: what a read session gets when no
+// replica is fit.
+const (
+	FallbackPrimary = "primary" // the primary, with the session forced read-only
+	FallbackReject  = "reject"  // an error 57P03
+)
+
+// Modes of BackendTLS.Mode, with libpq's sslmode meaning.
+const (
+	BackendTLSDisable    = "disable"
+	BackendTLSPrefer     = "prefer"
+	BackendTLSRequire    = "require"
+	BackendTLSVerifyFull = "verify-full"
+)
+
+// Types of Transport.Type.
+const (
+	TransportHTTP    = "http"
+	TransportFile    = "file"
+	TransportConsole = "console"
+)
+
+// RedactedValue replaces a secret that is set, in Config.Redacted.
+const RedactedValue = "********"
+
+// Config is the whole pgproxy configuration, as Load returns it: defaulted,
+// merged from file, environment and flags, and validated. The package doc
+// documents every key. A Config is a plain value: callers must not modify
+// one that other goroutines read; Load returns a fresh one each time.
+type Config struct {
+	Listen     []Listener `yaml:"listen" mapstructure:"listen"`
+	Backends   []Backend  `yaml:"backends" mapstructure:"backends"`
+	Health     Health     `yaml:"health" mapstructure:"health"`
+	Routing    Routing    `yaml:"routing" mapstructure:"routing"`
+	TLS        TLS        `yaml:"tls" mapstructure:"tls"`
+	BackendTLS BackendTLS `yaml:"backend_tls" mapstructure:"backend_tls"`
+	HTTP       HTTP       `yaml:"http" mapstructure:"http"`
+	Admin      Admin      `yaml:"admin" mapstructure:"admin"`
+	Limits     Limits     `yaml:"limits" mapstructure:"limits"`
+	Lineage    Lineage    `yaml:"lineage" mapstructure:"lineage"`
+	Log        Log        `yaml:"log" mapstructure:"log"`
+}
+
+// Listener is one client-facing TCP listener.
+type Listener struct {
+	// Addr is host:port; an empty host listens on every interface, port 0
+	// picks a free port (tests).
+	Addr string `yaml:"addr" mapstructure:"addr"`
+	// Route is RouteRules (""), RouteRead or RouteWrite. A non-empty route
+	// fixes the route of every session on this listener.
+	Route string `yaml:"route" mapstructure:"route"`
+}
+
+// Backend is one PostgreSQL server of the cluster; its role (primary or
+// replica) is discovered by the health checker, never declared.
+type Backend struct {
+	Addr string `yaml:"addr" mapstructure:"addr"` // host:port
+}
+
+// Health configures the backend probes.
+type Health struct {
+	Interval time.Duration `yaml:"interval" mapstructure:"interval"` // probe period per backend
+	Timeout  time.Duration `yaml:"timeout" mapstructure:"timeout"`   // deadline of one probe
+	User     string        `yaml:"user" mapstructure:"user"`         // needs pg_monitor
+	Password string        `yaml:"password" mapstructure:"password"` // secret
+	Database string        `yaml:"database" mapstructure:"database"`
+}
+
+// Routing configures how a session's route and backend are chosen.
+type Routing struct {
+	// MaxLag: a replica staler than this gets no new read session.
+	MaxLag time.Duration `yaml:"max_lag" mapstructure:"max_lag"`
+	// MaxLagBytes: a replica whose replay is further behind than this many
+	// WAL bytes gets no new read session; 0 = no byte limit.
+	MaxLagBytes int64 `yaml:"max_lag_bytes" mapstructure:"max_lag_bytes"`
+	// Fallback is FallbackPrimary or FallbackReject.
+	Fallback string `yaml:"fallback" mapstructure:"fallback"`
+	// Rules are tried in order; the first match wins.
+	Rules []Rule `yaml:"rules" mapstructure:"rules"`
+}
+
+// Rule routes the sessions whose startup parameters match.
+type Rule struct {
+	Match Match  `yaml:"match" mapstructure:"match"`
+	Route string `yaml:"route" mapstructure:"route"` // RouteRead or RouteWrite
+	// StripSuffix is removed from the end of the database name before
+	// connecting to the backend (database "sales_ro" → "sales").
+	StripSuffix string `yaml:"strip_suffix" mapstructure:"strip_suffix"`
+}
+
+// Match holds globs in path.Match syntax; empty fields are ignored, every
+// non-empty field must match, and at least one is non-empty.
+type Match struct {
+	User            string `yaml:"user" mapstructure:"user"`
+	Database        string `yaml:"database" mapstructure:"database"`
+	ApplicationName string `yaml:"application_name" mapstructure:"application_name"`
+}
+
+// TLS is the client-facing TLS; enabled iff both files are set.
+type TLS struct {
+	Cert string `yaml:"cert" mapstructure:"cert"` // PEM certificate chain file
+	Key  string `yaml:"key" mapstructure:"key"`   // PEM private key file
+}
+
+// Enabled reports whether the proxy answers SSLRequest with S.
+func (t TLS) Enabled() bool { return t.Cert != "" && t.Key != "" }
+
+// BackendTLS is the TLS towards the backends. In YAML it is either a scalar
+// (backend_tls: prefer) or a mapping (backend_tls: {mode: verify-full, ca: F}).
+type BackendTLS struct {
+	Mode string `yaml:"mode" mapstructure:"mode"` // disable | prefer | require | verify-full
+	CA   string `yaml:"ca" mapstructure:"ca"`     // PEM CA bundle; empty = system roots
+}
+
+// HTTP configures the metrics and health endpoint server.
+type HTTP struct {
+	// Addr is host:port of /metrics /livez /readyz /status; empty disables it.
+	Addr string `yaml:"addr" mapstructure:"addr"`
+}
+
+// Admin configures the admin console (database "pgproxy").
+type Admin struct {
+	Users []string `yaml:"users" mapstructure:"users"`
+}
+
+// Limits are the hardening limits.
+type Limits struct {
+	MaxSessions    int           `yaml:"max_sessions" mapstructure:"max_sessions"`
+	StartupTimeout time.Duration `yaml:"startup_timeout" mapstructure:"startup_timeout"`
+	DrainTimeout   time.Duration `yaml:"drain_timeout" mapstructure:"drain_timeout"`
+}
+
+// Lineage configures OpenLineage events of tagged queries.
+type Lineage struct {
+	Enabled          bool      `yaml:"enabled" mapstructure:"enabled"`
+	JobNamespace     string    `yaml:"job_namespace" mapstructure:"job_namespace"`
+	DatasetNamespace string    `yaml:"dataset_namespace" mapstructure:"dataset_namespace"`
+	Catalog          string    `yaml:"catalog" mapstructure:"catalog"` // catalog file path
+	NormalizeSQL     bool      `yaml:"normalize_sql" mapstructure:"normalize_sql"`
+	Transport        Transport `yaml:"transport" mapstructure:"transport"`
+}
+
+// Transport is where lineage events go.
+type Transport struct {
+	Type    string        `yaml:"type" mapstructure:"type"`       // http | file | console
+	URL     string        `yaml:"url" mapstructure:"url"`         // http: POST {url}/api/v1/lineage
+	APIKey  string        `yaml:"api_key" mapstructure:"api_key"` // http: bearer token; secret
+	Path    string        `yaml:"path" mapstructure:"path"`       // file: events appended as JSON lines
+	Queue   int           `yaml:"queue" mapstructure:"queue"`     // events buffered before dropping
+	Timeout time.Duration `yaml:"timeout" mapstructure:"timeout"` // per delivery
+}
+
+// Log configures the zap logger.
+type Log struct {
+	Level  string `yaml:"level" mapstructure:"level"`   // debug | info | warn | error
+	Format string `yaml:"format" mapstructure:"format"` // json | console
+}
+
+// Default returns the configuration used for every key that no file,
+// environment variable or flag sets. It has no backends, so it does not
+// validate on its own.
+func Default() *Config {
+	return &Config{
+		Listen: []Listener{
+			{Addr: "127.0.0.1:6432"},
+			{Addr: "127.0.0.1:6433", Route: RouteRead},
+		},
+		Health: Health{
+			Interval: 500 * time.Millisecond,
+			Timeout:  time.Second,
+			Database: "postgres",
+		},
+		Routing:    Routing{MaxLag: 5 * time.Second, Fallback: FallbackPrimary},
+		BackendTLS: BackendTLS{Mode: BackendTLSPrefer},
+		HTTP:       HTTP{Addr: "127.0.0.1:9930"},
+		Admin:      Admin{Users: []string{"postgres"}},
+		Limits: Limits{
+			MaxSessions:    10000,
+			StartupTimeout: 10 * time.Second,
+			DrainTimeout:   30 * time.Second,
+		},
+		Lineage: Lineage{
+			JobNamespace: "ofitec",
+			NormalizeSQL: true,
+			Transport: Transport{
+				Type:    TransportHTTP,
+				Queue:   10000,
+				Timeout: 5 * time.Second,
+			},
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// Clone returns a deep copy of c.
+func (c *Config) Clone() *Config {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	out.Listen = slices.Clone(c.Listen)
+	out.Backends = slices.Clone(c.Backends)
+	out.Routing.Rules = slices.Clone(c.Routing.Rules)
+	out.Admin.Users = slices.Clone(c.Admin.Users)
+	return &out
+}
+
+// Redacted returns a deep copy of c in which every secret that is set
+// (health.password, lineage.transport.api_key, the password inside
+// lineage.transport.url) is replaced by RedactedValue. Use it for anything
+// printed or logged.
+func (c *Config) Redacted() *Config {
+	out := c.Clone()
+	if out == nil {
+		return nil
+	}
+	if out.Health.Password != "" {
+		out.Health.Password = RedactedValue
+	}
+	if out.Lineage.Transport.APIKey != "" {
+		out.Lineage.Transport.APIKey = RedactedValue
+	}
+	out.Lineage.Transport.URL = redactURL(out.Lineage.Transport.URL)
+	return out
+}
+
+// RestartRequired lists the keys whose change from old to c a running proxy
+// cannot apply in place (sockets that are already bound): "listen" (any
+// listener added, removed or changed) and "http.addr". Every other key is
+// applied by a reload. It returns nil when nothing needs a restart or old
+// is nil.
+func (c *Config) RestartRequired(old *Config) []string {
+	if c == nil || old == nil {
+		return nil
+	}
+	var keys []string
+	if !slices.Equal(c.Listen, old.Listen) {
+		keys = append(keys, "listen")
+	}
+	if c.HTTP.Addr != old.HTTP.Addr {
+		keys = append(keys, "http.addr")
+	}
+	return keys
+}

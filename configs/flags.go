@@ -1,0 +1,92 @@
+package configs
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// keyHelp is the one-line help of every key that env/flags can set.
+var keyHelp = map[string]string{
+	"backends":                  "backend addresses host:port, comma-separated (replaces the file's list)",
+	"health.interval":           "probe period per backend",
+	"health.timeout":            "deadline of one probe",
+	"health.user":               "health-check user (needs pg_monitor)",
+	"health.password":           "health-check password (secret)",
+	"health.database":           "database the probes connect to",
+	"routing.max_lag":           "a replica staler than this gets no new read session",
+	"routing.max_lag_bytes":     "a replica further behind than this many WAL bytes gets no new read session; 0 = no limit",
+	"routing.fallback":          "read session with no fit replica: primary (forced read-only) | reject",
+	"tls.cert":                  "client-facing TLS certificate file (PEM)",
+	"tls.key":                   "client-facing TLS key file (PEM)",
+	"backend_tls.mode":          "TLS to backends: disable | prefer | require | verify-full",
+	"backend_tls.ca":            "CA bundle for backend TLS verification (PEM)",
+	"http.addr":                 "address of /metrics /livez /readyz /status; empty disables",
+	"admin.users":               "users allowed on the admin console, comma-separated",
+	"limits.max_sessions":       "client sessions beyond this get 53300",
+	"limits.startup_timeout":    "a socket that has not finished startup + auth by then is closed",
+	"limits.drain_timeout":      "on SIGTERM, how long sessions may finish before they are closed",
+	"lineage.enabled":           "publish OpenLineage events for tagged queries",
+	"lineage.job_namespace":     "OpenLineage job namespace",
+	"lineage.dataset_namespace": "OpenLineage dataset namespace (postgres://host:port)",
+	"lineage.catalog":           "catalog file of lineage datasets",
+	"lineage.normalize_sql":     "send SQL with literals replaced by placeholders",
+	"lineage.transport.type":    "where events go: http | file | console",
+	"lineage.transport.url":     "http transport: events are POSTed to {url}/api/v1/lineage",
+	"lineage.transport.api_key": "http transport: bearer API key (secret)",
+	"lineage.transport.path":    "file transport: file events are appended to",
+	"lineage.transport.queue":   "events buffered before new ones are dropped",
+	"lineage.transport.timeout": "deadline of one delivery",
+	"log.level":                 "debug | info | warn | error",
+	"log.format":                "json | console",
+}
+
+// RegisterFlags defines one flag per key of Keys on fs, named like the key
+// (--routing.max_lag); Load then applies the ones set on the command line.
+// Boolean keys are bool flags, every other key a string flag parsed like
+// its environment variable (durations "5s", lists comma-separated). The
+// caller owns fs and still defines its own flags (--config).
+func RegisterFlags(fs *pflag.FlagSet) {
+	def := flatDefaults()
+	for _, s := range settings() {
+		if s.noEnv != "" {
+			continue
+		}
+		usage := fmt.Sprintf("%s (env %s", keyHelp[s.key], s.env)
+		if d := showDefault(def[s.key]); d != "" {
+			usage += ", default " + d
+		}
+		usage += ")"
+		if s.kind == kindBool {
+			b, _ := def[s.key].(bool)
+			fs.Bool(s.key, b, usage)
+			continue
+		}
+		fs.String(s.key, "", usage)
+	}
+}
+
+func showDefault(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case bool:
+		return ""
+	case []any:
+		var parts []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				parts = append(parts, s)
+			}
+		}
+		return strings.Join(parts, ",")
+	}
+	if reflect.ValueOf(v).IsZero() {
+		return ""
+	}
+	return fmt.Sprint(v)
+}

@@ -1,0 +1,252 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// Validate checks c as Load does and returns every problem joined (nil if
+// none). Use it for a Config built in code (tests, the demo).
+func (c *Config) Validate() error {
+	p := &problems{}
+	c.validate(p)
+	return p.err()
+}
+
+func (c *Config) validate(p *problems) {
+	// listen
+	if len(c.Listen) == 0 {
+		p.add("listen", "", "at least one listener is required")
+	}
+	seen := map[string]int{}
+	for i, l := range c.Listen {
+		key := fmt.Sprintf("listen[%d]", i)
+		if err := checkAddr(l.Addr, true); err != nil {
+			p.add(key+".addr", "", "%v", err)
+		} else if _, port, _ := net.SplitHostPort(l.Addr); port != "0" {
+			if j, dup := seen[normAddr(l.Addr)]; dup {
+				p.add(key+".addr", "", "%s is already used by listen[%d]", quote(l.Addr), j)
+			} else {
+				seen[normAddr(l.Addr)] = i
+			}
+		}
+		switch l.Route {
+		case RouteRules, RouteRead, RouteWrite:
+		default:
+			p.add(key+".route", "", "must be \"read\", \"write\" or empty (rules decide), got %s", quote(l.Route))
+		}
+	}
+
+	// backends
+	if len(c.Backends) == 0 {
+		p.add("backends", "", "at least one backend is required (or set READ_REPLICA_DSN)")
+	}
+	seen = map[string]int{}
+	for i, b := range c.Backends {
+		key := fmt.Sprintf("backends[%d].addr", i)
+		if err := checkAddr(b.Addr, false); err != nil {
+			p.add(key, "", "%v", err)
+			continue
+		}
+		if j, dup := seen[normAddr(b.Addr)]; dup {
+			p.add(key, "", "%s is already backends[%d]", quote(b.Addr), j)
+		} else {
+			seen[normAddr(b.Addr)] = i
+		}
+	}
+
+	// health
+	if c.Health.Interval <= 0 {
+		p.add("health.interval", "", "must be > 0, got %s", c.Health.Interval)
+	}
+	if c.Health.Timeout <= 0 {
+		p.add("health.timeout", "", "must be > 0, got %s", c.Health.Timeout)
+	}
+	if c.Health.Database == "" {
+		p.add("health.database", "", "must not be empty")
+	}
+
+	// routing
+	if c.Routing.MaxLag <= 0 {
+		p.add("routing.max_lag", "", "must be > 0, got %s", c.Routing.MaxLag)
+	}
+	if c.Routing.MaxLagBytes < 0 {
+		p.add("routing.max_lag_bytes", "", "must be >= 0 (0 = no byte limit), got %d", c.Routing.MaxLagBytes)
+	}
+	switch c.Routing.Fallback {
+	case FallbackPrimary, FallbackReject:
+	default:
+		p.add("routing.fallback", "", "must be \"primary\" or \"reject\", got %s", quote(c.Routing.Fallback))
+	}
+	for i, r := range c.Routing.Rules {
+		key := fmt.Sprintf("routing.rules[%d]", i)
+		m := r.Match
+		if m.User == "" && m.Database == "" && m.ApplicationName == "" {
+			p.add(key+".match", "", "needs at least one of user, database, application_name")
+		}
+		for _, g := range []struct{ k, v string }{
+			{"user", m.User}, {"database", m.Database}, {"application_name", m.ApplicationName},
+		} {
+			if _, err := path.Match(g.v, ""); err != nil {
+				p.add(key+".match."+g.k, "", "bad glob %s: %v", quote(g.v), err)
+			}
+		}
+		switch r.Route {
+		case RouteRead, RouteWrite:
+		default:
+			p.add(key+".route", "", "must be \"read\" or \"write\", got %s", quote(r.Route))
+		}
+	}
+
+	// tls
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		if c.TLS.Cert == "" {
+			p.add("tls.cert", "", "is required when tls.key is set")
+		} else {
+			p.add("tls.key", "", "is required when tls.cert is set")
+		}
+	}
+	switch c.BackendTLS.Mode {
+	case BackendTLSDisable, BackendTLSPrefer, BackendTLSRequire, BackendTLSVerifyFull:
+	default:
+		p.add("backend_tls.mode", "", "must be one of disable, prefer, require, verify-full, got %s", quote(c.BackendTLS.Mode))
+	}
+	if c.BackendTLS.CA != "" && c.BackendTLS.Mode == BackendTLSDisable {
+		p.add("backend_tls.ca", "", "is set but backend_tls.mode is disable")
+	}
+
+	// http
+	if c.HTTP.Addr != "" {
+		if err := checkAddr(c.HTTP.Addr, true); err != nil {
+			p.add("http.addr", "", "%v", err)
+		}
+	}
+
+	// admin
+	for i, u := range c.Admin.Users {
+		if u == "" {
+			p.add(fmt.Sprintf("admin.users[%d]", i), "", "must not be empty")
+		}
+	}
+
+	// limits
+	if c.Limits.MaxSessions <= 0 {
+		p.add("limits.max_sessions", "", "must be > 0, got %d", c.Limits.MaxSessions)
+	}
+	if c.Limits.StartupTimeout <= 0 {
+		p.add("limits.startup_timeout", "", "must be > 0, got %s", c.Limits.StartupTimeout)
+	}
+	if c.Limits.DrainTimeout < 0 {
+		p.add("limits.drain_timeout", "", "must be >= 0, got %s", c.Limits.DrainTimeout)
+	}
+
+	// lineage
+	t := c.Lineage.Transport
+	switch t.Type {
+	case TransportHTTP, TransportFile, TransportConsole:
+	default:
+		p.add("lineage.transport.type", "", "must be one of http, file, console, got %s", quote(t.Type))
+	}
+	if t.URL != "" {
+		if err := checkHTTPURL(t.URL); err != nil {
+			p.add("lineage.transport.url", "", "%v", err)
+		}
+	}
+	if t.Queue <= 0 {
+		p.add("lineage.transport.queue", "", "must be > 0, got %d", t.Queue)
+	}
+	if t.Timeout <= 0 {
+		p.add("lineage.transport.timeout", "", "must be > 0, got %s", t.Timeout)
+	}
+	if c.Lineage.Enabled {
+		if c.Lineage.JobNamespace == "" {
+			p.add("lineage.job_namespace", "", "must not be empty when lineage.enabled")
+		}
+		switch {
+		case t.Type == TransportHTTP && t.URL == "":
+			p.add("lineage.transport.url", "", "is required when lineage.enabled and transport.type is http (or set MARQUEZ_URL)")
+		case t.Type == TransportFile && t.Path == "":
+			p.add("lineage.transport.path", "", "is required when lineage.enabled and transport.type is file")
+		}
+	}
+
+	// log
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log.level", "", "must be one of debug, info, warn, error, got %s", quote(c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		p.add("log.format", "", "must be \"json\" or \"console\", got %s", quote(c.Log.Format))
+	}
+}
+
+// checkAddr checks host:port. Listening addresses may have an empty host
+// (every interface) and port 0 (any free port); backend addresses may not.
+func checkAddr(a string, listening bool) error {
+	if a == "" {
+		return fmt.Errorf("must be host:port, got an empty string")
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %s", quote(a))
+	}
+	if host == "" && !listening {
+		return fmt.Errorf("must be host:port with a host, got %s", quote(a))
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("bad host in %s", quote(a))
+	}
+	n, err := strconv.Atoi(port)
+	lo := 1
+	if listening {
+		lo = 0
+	}
+	if err != nil || n < lo || n > 65535 {
+		return fmt.Errorf("port must be a number from %d to 65535, got %s", lo, quote(port))
+	}
+	return nil
+}
+
+// checkHTTPURL checks an http(s) URL without ever repeating it (it may
+// hold a password).
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("must be an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return fmt.Errorf("URL has no host")
+	}
+	return nil
+}
+
+// redactURL hides the password inside a URL.
+func redactURL(s string) string {
+	if s == "" {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return RedactedValue
+		}
+		return s
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), RedactedValue)
+			return u.String()
+		}
+	}
+	return s
+}
