@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's session and traffic metrics. Counters are updated
+// once per session (at start and end), never per message.
+type Metrics struct {
+	sessions      *prometheus.GaugeVec
+	sessionsTotal *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	connectTime   *prometheus.HistogramVec
+	rejected      *prometheus.CounterVec
+	cancels       *prometheus.CounterVec
+}
+
+// NewMetrics registers the proxy's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgproxy_client_sessions", Help: "Open client sessions by listener and route.",
+		}, []string{"listener", "route"}),
+		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_sessions_total", Help: "Client sessions ended, by listener, route and end reason.",
+		}, []string{"listener", "route", "reason"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_bytes_total", Help: "Bytes relayed, by direction (client_to_server, server_to_client).",
+		}, []string{"direction"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pgproxy_session_duration_seconds", Help: "Duration of client sessions.",
+			Buckets: []float64{0.01, 0.1, 1, 10, 60, 600, 3600, 6 * 3600},
+		}, []string{"route"}),
+		connectTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pgproxy_backend_connect_seconds", Help: "Time to connect and authenticate a session at a backend.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"backend"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_rejected_sessions_total", Help: "Client connections refused before reaching a backend, by SQLSTATE.",
+		}, []string{"sqlstate"}),
+		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_cancel_requests_total", Help: "CancelRequests received, by result (forwarded, broadcast, failed).",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sessions, m.sessionsTotal, m.bytes, m.duration, m.connectTime, m.rejected, m.cancels)
+	}
+	return m
+}

@@ -1,0 +1,266 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/ofitec/pgproxy/internal/pgerr"
+)
+
+// PostgreSQL's per-message limits (PQ_SMALL_MESSAGE_LIMIT, PQ_LARGE_MESSAGE_LIMIT).
+const (
+	smallMessageLimit = 10000
+	largeMessageLimit = 0x3fffffff
+)
+
+const (
+	// relayBufSize is each direction's read buffer: one read, one write.
+	relayBufSize = 16 << 10
+	// maxHeld bounds a statement held back for the read-only check; a larger
+	// one on an enforced read-only session is refused (54000).
+	maxHeld = 16 << 20
+	// maxInspect bounds what lineage copies of one statement.
+	maxInspect = 1 << 20
+)
+
+type msgMode uint8
+
+const (
+	modePass    msgMode = iota // forward bytes as they arrive
+	modeInspect                // forward as they arrive and keep a copy of the body (up to maxInspect)
+	modeHold                   // hold the whole message, then forward it or a replacement
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+
+// pump relays one direction. It parses message framing (type + length) from
+// the byte stream without decoding payloads it does not need, and writes
+// everything one read brought in with one write ("flush when the input
+// buffer is drained"), so pipelines and large results stream with bounded
+// memory. A pump is used by one goroutine only.
+type pump struct {
+	s        *session
+	toServer bool
+	src      io.Reader
+	dst      net.Conn
+	buf      []byte
+	count    *atomic.Int64
+
+	inMsg   bool
+	typ     byte
+	rem     int // body bytes still to come
+	mode    msgMode
+	scratch []byte // body copy (inspect) or whole message (hold)
+	tooBig  bool
+}
+
+// errRelayEnd wraps the reason a relay direction stopped.
+type relayEnd struct {
+	reason string
+	err    error
+}
+
+func (e *relayEnd) Error() string {
+	if e.err != nil {
+		return e.reason + ": " + e.err.Error()
+	}
+	return e.reason
+}
+func (e *relayEnd) Unwrap() error { return e.err }
+
+func (p *pump) run() error {
+	bp := bufPool.Get().(*[]byte)
+	p.buf = *bp
+	defer bufPool.Put(bp)
+	keep := 0
+	for {
+		n, err := p.src.Read(p.buf[keep:])
+		if n > 0 {
+			p.count.Add(int64(n))
+			k, werr := p.process(p.buf[:keep+n])
+			if werr != nil {
+				return werr
+			}
+			keep = k
+		}
+		if err != nil {
+			side := "client_closed"
+			if p.toServer {
+				if t := p.s.terminating.Load(); t != nil {
+					return &relayEnd{reason: "shutdown"}
+				}
+			} else {
+				side = "server_closed"
+				if t := p.s.terminating.Load(); t != nil {
+					if !p.inMsg && keep == 0 {
+						p.s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
+					}
+					return &relayEnd{reason: "shutdown"}
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				return &relayEnd{reason: side}
+			}
+			return &relayEnd{reason: side, err: err}
+		}
+	}
+}
+
+// process frames data (which starts at a message boundary or inside the
+// current message) and forwards it. It returns how many trailing bytes (an
+// incomplete header) it moved to the front of p.buf for the next read.
+func (p *pump) process(data []byte) (int, error) {
+	start, i := 0, 0
+	for i < len(data) {
+		if !p.inMsg {
+			if len(data)-i < 5 {
+				if err := p.write(data[start:i]); err != nil {
+					return 0, err
+				}
+				return copy(p.buf, data[i:]), nil
+			}
+			typ := data[i]
+			n := int(binary.BigEndian.Uint32(data[i+1:]))
+			if err := p.checkLength(typ, n); err != nil {
+				return 0, err
+			}
+			p.typ, p.rem, p.inMsg, p.tooBig = typ, n-4, true, false
+			p.mode = p.s.policy(p.toServer, typ, n)
+			switch p.mode {
+			case modeHold:
+				if err := p.write(data[start:i]); err != nil {
+					return 0, err
+				}
+				p.scratch = append(p.scratch[:0], data[i:i+5]...)
+				i += 5
+				start = i
+			case modeInspect:
+				p.scratch = p.scratch[:0]
+				i += 5
+			default:
+				i += 5
+			}
+		} else {
+			k := min(p.rem, len(data)-i)
+			switch p.mode {
+			case modeInspect:
+				if len(p.scratch)+k <= maxInspect {
+					p.scratch = append(p.scratch, data[i:i+k]...)
+				} else {
+					p.tooBig = true
+				}
+			case modeHold:
+				if len(p.scratch)+k <= maxHeld {
+					p.scratch = append(p.scratch, data[i:i+k]...)
+				} else {
+					p.tooBig = true
+				}
+				start = i + k
+			}
+			i += k
+			p.rem -= k
+		}
+		if p.inMsg && p.rem == 0 {
+			p.inMsg = false
+			switch p.mode {
+			case modeInspect:
+				if err := p.s.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {
+					if err := p.write(data[start:i]); err != nil {
+						return 0, err
+					}
+					return 0, err
+				}
+			case modeHold:
+				out, err := p.s.decide(p.toServer, p.typ, p.scratch, p.tooBig)
+				if err != nil {
+					return 0, err
+				}
+				if err := p.write(out); err != nil {
+					return 0, err
+				}
+			}
+			if cap(p.scratch) > maxInspect {
+				p.scratch = nil // do not keep a large buffer for the session's lifetime
+			}
+		}
+	}
+	return 0, p.write(data[start:])
+}
+
+func (p *pump) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := p.dst.Write(b); err != nil {
+		side := "server_closed"
+		if !p.toServer {
+			side = "client_closed"
+		}
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+			return &relayEnd{reason: side}
+		}
+		return &relayEnd{reason: side, err: err}
+	}
+	return nil
+}
+
+// checkLength applies PostgreSQL's own frontend message limits to what the
+// client sends (so a hostile length is refused before anything is
+// allocated) and a sanity check to what the server sends.
+func (p *pump) checkLength(typ byte, n int) error {
+	if n < 4 {
+		return p.violation(fmt.Sprintf("invalid message length %d", n))
+	}
+	if !p.toServer {
+		return nil
+	}
+	limit := smallMessageLimit
+	switch typ {
+	case 'Q', 'P', 'B', 'F', 'd':
+		limit = largeMessageLimit
+	case 'X', 'C', 'D', 'E', 'H', 'S', 'c', 'f', 'p':
+	default:
+		return p.violation(fmt.Sprintf("invalid frontend message type %d", typ))
+	}
+	if n-4 > limit {
+		return p.violation(fmt.Sprintf("invalid message length %d for message type %q", n, typ))
+	}
+	return nil
+}
+
+func (p *pump) violation(msg string) error {
+	if p.toServer {
+		p.s.sendError(pgerr.New(pgerr.ProtocolViolation, "%s", msg))
+	}
+	return &relayEnd{reason: "protocol_violation", err: errors.New(msg)}
+}
+
+// relay runs both directions until one ends, closes both sides once, waits
+// for the other, and returns the end reason.
+func (s *session) relay() string {
+	c2s := &pump{s: s, toServer: true, src: s.client, dst: s.server, count: &s.bytesIn}
+	s2c := &pump{s: s, toServer: false, src: s.serverR, dst: s.client, count: &s.bytesOut}
+	errc := make(chan error, 2)
+	go func() { errc <- c2s.run() }()
+	go func() { errc <- s2c.run() }()
+	first := <-errc
+	s.closeConns()
+	<-errc
+	var re *relayEnd
+	if errors.As(first, &re) {
+		if re.err != nil && re.reason != "client_closed" && re.reason != "server_closed" {
+			s.log.Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
+		}
+		return re.reason
+	}
+	return "error"
+}

@@ -1,0 +1,331 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Listener describes one client-facing listener.
+type Listener struct {
+	// Addr is the host:port it listens on (also its label in logs and metrics).
+	Addr string
+	// Route is "read", "write" or "" (the Director decides from rules).
+	Route string
+}
+
+// Target is where a session goes, as decided by a Director.
+type Target struct {
+	// Addr is the backend's host:port.
+	Addr string
+	// Params are the startup parameters to forward, in order. Nil means the
+	// client's own parameters unchanged.
+	Params []Param
+	// ReadOnly makes the proxy enforce a read-only session (a read session
+	// that fell back to the primary).
+	ReadOnly bool
+	// Route and Reason label logs and metrics ("read", "write"; "rule:1", ...).
+	Route, Reason string
+	// Job is a session-wide lineage job (startup option pgproxy.job).
+	Job string
+	// Release is called once when the session ends or the target is
+	// abandoned (connect failure). May be nil.
+	Release func()
+}
+
+// Param is one startup parameter.
+type Param struct{ Key, Value string }
+
+// Director decides which backend serves a new session. Implementations must
+// be safe for concurrent use; Direct must not block on I/O.
+type Director interface {
+	// Direct returns the target for a session that arrived on l with the
+	// client's startup parameters (in the client's order). exclude lists
+	// backends this session already failed to connect to. An error that
+	// implements pgerr.Coded reaches the client with its SQLSTATE (57P03
+	// when no backend fits).
+	Direct(l Listener, params []Param, exclude []string) (*Target, error)
+}
+
+// BackendTLS configures TLS from the proxy to backends.
+type BackendTLS struct {
+	// Mode is disable, prefer, require or verify-full.
+	Mode string
+	// Config is used for the handshake (ServerName is set per backend for
+	// verify-full). Nil means a default config.
+	Config *tls.Config
+}
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// TLS terminates client TLS when non-nil (SSLRequest → 'S', direct TLS).
+	TLS *tls.Config
+	// BackendTLS: how the proxy talks to backends (default disable).
+	BackendTLS BackendTLS
+	// MaxSessions is the limit of concurrent client connections (default 10000).
+	MaxSessions int
+	// StartupTimeout bounds startup + authentication (default 10s).
+	StartupTimeout time.Duration
+	// ConnectTimeout bounds one TCP connect to a backend (default 5s, never
+	// beyond the startup deadline).
+	ConnectTimeout time.Duration
+	// Backends are every configured backend; a CancelRequest with a key this
+	// instance does not know is forwarded to all of them.
+	Backends []string
+	// ReadOnlyCheck reports whether sql would make a read-only session
+	// writable (see internal/sqlscan.ReadOnlyViolation). Used on sessions whose
+	// Target is ReadOnly. Nil: only the backend's own read-only setting and the
+	// ParameterStatus backstop protect such sessions.
+	ReadOnlyCheck func(sql string) (reason string, violated bool, err error)
+	// Lineage receives tagged statements; nil disables lineage.
+	Lineage LineageSink
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.MaxSessions <= 0 {
+		out.MaxSessions = 10000
+	}
+	if out.StartupTimeout <= 0 {
+		out.StartupTimeout = 10 * time.Second
+	}
+	if out.ConnectTimeout <= 0 {
+		out.ConnectTimeout = 5 * time.Second
+	}
+	if out.BackendTLS.Mode == "" {
+		out.BackendTLS.Mode = "disable"
+	}
+	return out
+}
+
+// Server accepts client connections on one or more listeners and runs a
+// session for each. All methods are safe for concurrent use.
+type Server struct {
+	cfg      atomic.Pointer[Config]
+	director Director
+	log      *zap.Logger
+	metrics  *Metrics
+	cancels  cancelMap
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	closing   bool
+	draining  atomic.Bool
+
+	active   atomic.Int64 // sessions counted against MaxSessions
+	nextID   atomic.Uint64
+	sessWG   sync.WaitGroup // one per session goroutine
+	serveWG  sync.WaitGroup // one per Serve call
+	shutdown chan struct{}  // closed on Shutdown/Close
+}
+
+// NewServer returns a Server. metrics may be nil (no metrics).
+func NewServer(cfg Config, director Director, log *zap.Logger, metrics *Metrics) *Server {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &Server{
+		director:  director,
+		log:       log,
+		metrics:   metrics,
+		listeners: make(map[net.Listener]struct{}),
+		sessions:  make(map[*session]struct{}),
+		shutdown:  make(chan struct{}),
+	}
+	c := cfg.withDefaults()
+	s.cfg.Store(&c)
+	s.cancels.init()
+	return s
+}
+
+// SetConfig replaces the configuration for new sessions (hot reload).
+// Open sessions keep the settings they started with.
+func (s *Server) SetConfig(cfg Config) {
+	c := cfg.withDefaults()
+	s.cfg.Store(&c)
+}
+
+// Serve accepts connections on ln until Shutdown or Close, then returns
+// ErrServerClosed. Temporary accept errors are retried with backoff.
+func (s *Server) Serve(ln net.Listener, l Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.serveWG.Add(1)
+	s.mu.Unlock()
+	defer s.serveWG.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.shutdown:
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				if backoff == 0 {
+					backoff = 5 * time.Millisecond
+				} else if backoff *= 2; backoff > time.Second {
+					backoff = time.Second
+				}
+				s.log.Warn("accept failed; retrying", zap.String("listener", l.Addr), zap.Error(err), zap.Duration("backoff", backoff))
+				select {
+				case <-time.After(backoff):
+				case <-s.shutdown:
+					return ErrServerClosed
+				}
+				continue
+			}
+			return fmt.Errorf("proxy: accept on %s: %w", l.Addr, err)
+		}
+		backoff = 0
+		s.startSession(conn, l)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) startSession(conn net.Conn, l Listener) {
+	cfg := s.cfg.Load()
+	sess := newSession(s, conn, l, cfg, s.nextID.Add(1))
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		conn.Close()
+		return
+	}
+	s.sessions[sess] = struct{}{}
+	s.sessWG.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.sessWG.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.sessions, sess)
+			s.mu.Unlock()
+		}()
+		sess.run()
+	}()
+}
+
+// Draining reports whether Shutdown has started.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Shutdown stops accepting, lets open sessions finish until ctx is done,
+// then closes the rest (their clients get 57P01), and waits for every
+// session goroutine. It returns ctx.Err() if sessions had to be cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginClose()
+	done := make(chan struct{})
+	go func() {
+		s.sessWG.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.closeSessions("pgproxy is shutting down")
+		<-done
+	}
+	s.serveWG.Wait()
+	return err
+}
+
+// Close closes listeners and every session at once and waits for them.
+func (s *Server) Close() error {
+	s.beginClose()
+	s.closeSessions("pgproxy is shutting down")
+	s.sessWG.Wait()
+	s.serveWG.Wait()
+	return nil
+}
+
+func (s *Server) beginClose() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	s.closing = true
+	s.draining.Store(true)
+	close(s.shutdown)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+func (s *Server) closeSessions(reason string) {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.terminate(reason)
+	}
+}
+
+// SessionCount is the number of open client connections.
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// SessionInfo describes an open session (admin console, /status).
+type SessionInfo struct {
+	ID              uint64
+	Listener        string
+	Client          string
+	User, Database  string
+	ApplicationName string
+	Backend         string
+	Route           string
+	ReadOnly        bool
+	State           string
+	Started         time.Time
+}
+
+// Sessions lists the open sessions.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(list))
+	for _, sess := range list {
+		out = append(out, sess.info())
+	}
+	return out
+}

@@ -1,0 +1,682 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/ofitec/pgproxy/internal/pgerr"
+)
+
+// maxAuthMessage caps a message during startup and authentication.
+const maxAuthMessage = 64 << 10
+
+// session is one client connection: startup, routing, backend connect and
+// authentication, then the relay. It is owned by the goroutine that runs
+// run(); fields under mu are also read by info() and terminate().
+type session struct {
+	srv      *Server
+	cfg      *Config
+	id       uint64
+	listener Listener
+	raw      net.Conn // the accepted socket
+	log      *zap.Logger
+	started  time.Time
+
+	client net.Conn // raw, or the TLS conn once negotiated
+	server net.Conn
+	// serverR reads the server side; after authentication it first yields
+	// what the auth phase had buffered.
+	serverR io.Reader
+
+	mu              sync.Mutex
+	user, database  string
+	applicationName string
+	backend         string
+	route           string
+	readOnly        bool
+	release         func()
+	params          map[string]string // ParameterStatus values from the backend
+	job             string
+
+	txStatus    atomic.Uint32 // last ReadyForQuery status byte
+	cancelKey   string
+	lin         *lineageState   // nil unless lineage is enabled
+	poisoned    map[string]bool // statements replaced by the read-only guard (c2s only)
+	terminating atomic.Pointer[string]
+	closeOnce   sync.Once
+	bytesIn     atomic.Int64 // client → server
+	bytesOut    atomic.Int64 // server → client
+}
+
+func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) *session {
+	return &session{
+		srv: srv, cfg: cfg, id: id, listener: l, raw: conn, client: conn,
+		log:     srv.log.With(zap.Uint64("session_id", id), zap.String("listener", l.Addr), zap.String("client_addr", conn.RemoteAddr().String())),
+		started: time.Now(),
+	}
+}
+
+// run drives the session to its end. It never panics: a panic is logged
+// with its stack and ends only this session.
+func (s *session) run() {
+	reason := "unknown"
+	defer func() {
+		if r := recover(); r != nil {
+			reason = "panic"
+			s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+		s.closeConns()
+		if s.cancelKey != "" {
+			s.srv.cancels.remove(s.cancelKey)
+		}
+	}()
+	if n := s.srv.active.Add(1); n > int64(s.cfg.MaxSessions) {
+		s.srv.active.Add(-1)
+		_ = s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		s.sendError(pgerr.New(pgerr.TooManyConnections, "sorry, too many clients already"))
+		s.srv.countRejected(pgerr.TooManyConnections)
+		s.log.Warn("session refused: max_sessions reached", zap.Int("max_sessions", s.cfg.MaxSessions))
+		return
+	}
+	defer s.srv.active.Add(-1)
+
+	deadline := time.Now().Add(s.cfg.StartupTimeout)
+	_ = s.raw.SetDeadline(deadline)
+	sp, err := s.startup()
+	if err != nil {
+		s.failStartup(err)
+		return
+	}
+	if sp.kind == kindCancel {
+		s.handleCancel(sp)
+		return
+	}
+	if unrec, need := sp.negotiation(); need {
+		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrec}).Encode(nil)
+		if _, err := s.client.Write(msg); err != nil {
+			return
+		}
+	}
+	s.mu.Lock()
+	s.user, _ = sp.get("user")
+	s.database, _ = sp.get("database")
+	if s.database == "" {
+		s.database = s.user
+	}
+	s.applicationName, _ = sp.get("application_name")
+	s.mu.Unlock()
+
+	t0 := time.Now()
+	if err := s.connect(sp, deadline); err != nil {
+		s.failStartup(err)
+		return
+	}
+	if s.srv.metrics != nil {
+		s.srv.metrics.connectTime.WithLabelValues(s.backend).Observe(time.Since(t0).Seconds())
+	}
+	_ = s.client.SetDeadline(time.Time{})
+	_ = s.server.SetDeadline(time.Time{})
+	if s.srv.metrics != nil {
+		g := s.srv.metrics.sessions.WithLabelValues(s.listener.Addr, s.route)
+		g.Inc()
+		defer g.Dec()
+	}
+	s.log.Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
+	if s.cfg.Lineage != nil {
+		s.mu.Lock()
+		s.lin = &lineageState{sink: s.cfg.Lineage, info: LineageSession{
+			Database: s.database, User: s.user, ApplicationName: s.applicationName,
+			ServerVersion: s.params["server_version"], Job: s.job,
+		}}
+		s.mu.Unlock()
+	}
+	reason = s.relay()
+	s.failPending(reason)
+	dur := time.Since(s.started)
+	s.log.Info("session ended",
+		zap.String("user", s.user), zap.String("database", s.database),
+		zap.String("application_name", s.applicationName),
+		zap.String("backend", s.backend), zap.String("route", s.route), zap.Bool("read_only_enforced", s.readOnly),
+		zap.Duration("duration", dur), zap.Int64("bytes_in", s.bytesIn.Load()), zap.Int64("bytes_out", s.bytesOut.Load()),
+		zap.String("reason", reason))
+	if m := s.srv.metrics; m != nil {
+		m.sessionsTotal.WithLabelValues(s.listener.Addr, s.route, reason).Inc()
+		m.duration.WithLabelValues(s.route).Observe(dur.Seconds())
+		m.bytes.WithLabelValues("client_to_server").Add(float64(s.bytesIn.Load()))
+		m.bytes.WithLabelValues("server_to_client").Add(float64(s.bytesOut.Load()))
+	}
+}
+
+// failStartup reports a startup/connect error to the client (when it has a
+// SQLSTATE) and logs it once.
+func (s *session) failStartup(err error) {
+	var coded pgerr.Coded
+	if errors.As(err, &coded) {
+		s.sendError(err)
+		s.srv.countRejected(coded.SQLState())
+		s.log.Info("session refused", zap.String("user", s.user), zap.String("database", s.database),
+			zap.String("sqlstate", coded.SQLState()), zap.Error(err))
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.log.Info("session closed: startup_timeout", zap.Duration("startup_timeout", s.cfg.StartupTimeout))
+		return
+	}
+	if errors.Is(err, errAlreadyReported) {
+		return
+	}
+	s.log.Debug("session closed during startup", zap.String("error", describeStartupErr(err)))
+}
+
+var errAlreadyReported = errors.New("error already relayed to the client")
+
+func (s *Server) countRejected(code string) {
+	if s.metrics != nil {
+		s.metrics.rejected.WithLabelValues(code).Inc()
+	}
+}
+
+// sendError writes err as an ErrorResponse to the client (best effort).
+func (s *session) sendError(err error) {
+	resp := pgerr.Response(err, pgerr.InternalError, "internal error in pgproxy")
+	b, encErr := resp.Encode(nil)
+	if encErr != nil {
+		return
+	}
+	_, _ = s.client.Write(b)
+}
+
+// startup negotiates SSL/GSS encryption and returns the StartupMessage or
+// CancelRequest.
+func (s *session) startup() (*startupPacket, error) {
+	var first [1]byte
+	if _, err := io.ReadFull(s.raw, first[:]); err != nil {
+		return nil, err
+	}
+	tlsDone := false
+	var r io.Reader
+	if first[0] == 0x16 { // TLS ClientHello: direct TLS (PostgreSQL 17 sslnegotiation=direct)
+		if s.cfg.TLS == nil {
+			return nil, errors.New("direct TLS connection but no tls configured")
+		}
+		tc := tls.Server(&prefixConn{Conn: s.raw, prefix: first[:]}, directTLSConfig(s.cfg.TLS))
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("direct TLS handshake: %w", err)
+		}
+		if tc.ConnectionState().NegotiatedProtocol != "postgresql" {
+			return nil, errors.New("direct TLS connection without ALPN postgresql")
+		}
+		s.client, r, tlsDone = tc, tc, true
+	} else {
+		r = io.MultiReader(bytes.NewReader(first[:]), s.raw)
+	}
+	gssDone := false
+	for {
+		sp, err := readStartupPacket(r)
+		if err != nil {
+			return nil, err
+		}
+		switch sp.kind {
+		case kindSSLRequest:
+			if tlsDone {
+				return nil, pgerr.New(pgerr.ProtocolViolation, "SSLRequest received after TLS was established")
+			}
+			if s.cfg.TLS == nil {
+				if _, err := s.raw.Write([]byte{'N'}); err != nil {
+					return nil, err
+				}
+				tlsDone = true // a second SSLRequest is refused all the same
+				continue
+			}
+			if _, err := s.raw.Write([]byte{'S'}); err != nil {
+				return nil, err
+			}
+			// readStartupPacket consumed exactly the 8 request bytes, so any
+			// plaintext the client pipelined after it goes into the TLS
+			// handshake and fails it, never into the session.
+			tc := tls.Server(s.raw, s.cfg.TLS)
+			if err := tc.Handshake(); err != nil {
+				return nil, fmt.Errorf("TLS handshake: %w", err)
+			}
+			s.client, r, tlsDone = tc, tc, true
+		case kindGSSENCRequest:
+			if gssDone || s.client != s.raw {
+				return nil, pgerr.New(pgerr.ProtocolViolation, "unexpected GSSENCRequest")
+			}
+			gssDone = true
+			if _, err := s.raw.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		default:
+			return sp, nil
+		}
+	}
+}
+
+func directTLSConfig(base *tls.Config) *tls.Config {
+	c := base.Clone()
+	c.NextProtos = []string{"postgresql"}
+	return c
+}
+
+// prefixConn replays bytes already read from the socket before reading more.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// handleCancel forwards a CancelRequest to the backend that owns the key,
+// or to every backend when the key is not ours (another pgproxy instance
+// behind the same load balancer may own it; servers ignore foreign keys).
+func (s *session) handleCancel(sp *startupPacket) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := cancelKeyOf(sp.cancelPID, sp.cancelKey)
+	if addr, ok := s.srv.cancels.lookup(key); ok {
+		if err := forwardCancel(ctx, addr, sp.cancelPID, sp.cancelKey); err != nil {
+			s.log.Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
+			s.srv.countCancel("failed")
+			return
+		}
+		s.log.Debug("cancel request forwarded", zap.String("backend", addr))
+		s.srv.countCancel("forwarded")
+		return
+	}
+	var wg sync.WaitGroup
+	for _, addr := range s.cfg.Backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = forwardCancel(ctx, addr, sp.cancelPID, sp.cancelKey)
+		}()
+	}
+	wg.Wait()
+	s.srv.countCancel("broadcast")
+}
+
+func (s *Server) countCancel(result string) {
+	if s.metrics != nil {
+		s.metrics.cancels.WithLabelValues(result).Inc()
+	}
+}
+
+// connect asks the Director for a backend, connects (trying the next
+// candidate while nothing was relayed yet), sends the StartupMessage and
+// relays authentication until the backend's first ReadyForQuery.
+func (s *session) connect(sp *startupPacket, deadline time.Time) error {
+	params := make([]Param, len(sp.params))
+	for i, kv := range sp.params {
+		params[i] = Param{kv.key, kv.value}
+	}
+	var exclude []string
+	var lastErr error
+	for attempt := 0; attempt < 8; attempt++ {
+		t, err := s.srv.director.Direct(s.listener, params, exclude)
+		if err != nil {
+			return err
+		}
+		conn, br, err := s.dialBackend(t, params, deadline)
+		if err != nil {
+			if t.Release != nil {
+				t.Release()
+			}
+			s.log.Warn("backend connect failed; trying the next candidate", zap.String("backend", t.Addr), zap.Error(err))
+			exclude = append(exclude, t.Addr)
+			lastErr = err
+			if time.Now().After(deadline) {
+				break
+			}
+			continue
+		}
+		s.mu.Lock()
+		s.server, s.backend, s.route, s.readOnly, s.job = conn, t.Addr, t.Route, t.ReadOnly, t.Job
+		s.mu.Unlock()
+		s.release = t.Release // called once by closeConns
+		return s.relayAuth(br)
+	}
+	return &pgerr.Error{Code: pgerr.CannotConnectNow, Severity: "FATAL",
+		Message: "pgproxy could not connect to any backend for this session", Err: lastErr}
+}
+
+// dialBackend opens the TCP (and TLS) connection, sends the startup packet
+// and reads the backend's first message. A backend that refuses before
+// authentication starts (not accepting connections) counts as a failed
+// connect, so the next candidate is tried.
+func (s *session) dialBackend(t *Target, clientParams []Param, deadline time.Time) (net.Conn, *bufio.Reader, error) {
+	timeout := min(s.cfg.ConnectTimeout, time.Until(deadline))
+	if timeout <= 0 {
+		return nil, nil, errors.New("startup deadline passed")
+	}
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.Dial("tcp", t.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	_ = conn.SetDeadline(deadline)
+	conn, err = s.backendTLS(conn, t.Addr)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	params := t.Params
+	if params == nil {
+		params = clientParams
+	}
+	if t.ReadOnly {
+		params = withParam(params, "default_transaction_read_only", "on")
+	}
+	pp := make([]param, len(params))
+	for i, p := range params {
+		pp[i] = param{p.Key, p.Value}
+	}
+	if _, err := conn.Write(encodeStartup(make([]byte, 0, 256), pp)); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, 8192)
+	hdr, err := br.Peek(5)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("reading backend's first message: %w", err)
+	}
+	if hdr[0] == 'E' {
+		n := int(binary.BigEndian.Uint32(hdr[1:]))
+		if n >= 4 && n <= maxAuthMessage {
+			if b, err := br.Peek(1 + n); err == nil {
+				var er pgproto3.ErrorResponse
+				if er.Decode(b[5:]) == nil && (er.Code == pgerr.CannotConnectNow || er.Code == pgerr.TooManyConnections || er.Code == pgerr.AdminShutdown) {
+					conn.Close()
+					return nil, nil, fmt.Errorf("backend refused the connection: %s (SQLSTATE %s)", er.Message, er.Code)
+				}
+			}
+		}
+	}
+	return conn, br, nil
+}
+
+func withParam(params []Param, key, value string) []Param {
+	out := make([]Param, 0, len(params)+1)
+	found := false
+	for _, p := range params {
+		if p.Key == key {
+			p.Value = value
+			found = true
+		}
+		out = append(out, p)
+	}
+	if !found {
+		out = append(out, Param{key, value})
+	}
+	return out
+}
+
+// backendTLS negotiates TLS with a backend per the backend_tls mode.
+func (s *session) backendTLS(conn net.Conn, addr string) (net.Conn, error) {
+	mode := s.cfg.BackendTLS.Mode
+	if mode == "disable" {
+		return conn, nil
+	}
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[:], 8)
+	binary.BigEndian.PutUint32(req[4:], codeSSLRequest)
+	if _, err := conn.Write(req[:]); err != nil {
+		return nil, err
+	}
+	var resp [1]byte
+	if _, err := io.ReadFull(conn, resp[:]); err != nil {
+		return nil, err
+	}
+	switch resp[0] {
+	case 'S':
+	case 'N':
+		if mode == "prefer" {
+			return conn, nil
+		}
+		return nil, fmt.Errorf("backend %s does not support TLS (backend_tls: %s)", addr, mode)
+	default:
+		return nil, fmt.Errorf("backend %s: unexpected answer %q to SSLRequest", addr, resp[0])
+	}
+	var cfg *tls.Config
+	if s.cfg.BackendTLS.Config != nil {
+		cfg = s.cfg.BackendTLS.Config.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if mode == "verify-full" {
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	} else {
+		cfg.InsecureSkipVerify = true //nolint:gosec // prefer/require encrypt without verifying, like libpq's sslmode
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("backend %s TLS handshake: %w", addr, err)
+	}
+	return tc, nil
+}
+
+// relayAuth relays the authentication exchange between client and backend
+// until the backend's first ReadyForQuery. It offers the client only
+// SCRAM-SHA-256 (channel binding cannot cross a TLS-terminating proxy),
+// records BackendKeyData for cancels and ParameterStatus values.
+func (s *session) relayAuth(br *bufio.Reader) error {
+	out := make([]byte, 0, 1024)
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		_, err := s.client.Write(out)
+		s.bytesOut.Add(int64(len(out)))
+		out = out[:0]
+		return err
+	}
+	params := make(map[string]string, 16)
+	for {
+		typ, body, err := readMessage(br, maxAuthMessage)
+		if err != nil {
+			_ = flush()
+			return fmt.Errorf("backend %s during authentication: %w", s.backend, err)
+		}
+		needReply := false
+		switch typ {
+		case 'R':
+			if len(body) < 4 {
+				return pgerr.New(pgerr.ProtocolViolation, "invalid authentication request from backend")
+			}
+			switch code := binary.BigEndian.Uint32(body); code {
+			case 0, 12: // AuthenticationOk, SASLFinal
+			case 3, 5, 11: // cleartext, MD5, SASLContinue
+				needReply = true
+			case 10: // SASL: drop the -PLUS mechanisms
+				mechs := bytes.Split(bytes.TrimRight(body[4:], "\x00"), []byte{0})
+				nb := binary.BigEndian.AppendUint32(nil, 10)
+				for _, m := range mechs {
+					if len(m) == 0 || bytes.HasSuffix(m, []byte("-PLUS")) {
+						continue
+					}
+					nb = append(append(nb, m...), 0)
+				}
+				if len(nb) == 4 {
+					return pgerr.New(pgerr.InvalidAuthorization, "backend offers only SASL mechanisms with channel binding, which cannot pass through pgproxy")
+				}
+				body = append(nb, 0)
+				needReply = true
+			default:
+				_ = flush()
+				return pgerr.New(pgerr.FeatureNotSupported, "authentication method %d requested by the backend is not supported by pgproxy", code)
+			}
+		case 'K':
+			if len(body) >= 8 {
+				key := cancelKeyOf(binary.BigEndian.Uint32(body), body[4:])
+				s.cancelKey = key
+				s.srv.cancels.add(key, s.backend)
+			}
+		case 'S':
+			if k, v, ok := parseParameterStatus(body); ok {
+				params[k] = v
+			}
+		case 'E':
+			out = appendMessage(out, typ, body)
+			_ = flush()
+			return errAlreadyReported
+		case 'N', 'v':
+		case 'Z':
+			out = appendMessage(out, typ, body)
+			if err := flush(); err != nil {
+				return err
+			}
+			s.mu.Lock()
+			s.params = params
+			s.mu.Unlock()
+			if len(body) == 1 {
+				s.txStatus.Store(uint32(body[0]))
+			}
+			if s.readOnly && params["default_transaction_read_only"] == "off" {
+				return pgerr.New(pgerr.ReadOnlySQLTransaction, "pgproxy: this read session must be read-only but the backend reports default_transaction_read_only=off")
+			}
+			// Hand what the auth phase read ahead to the relay.
+			if n := br.Buffered(); n > 0 {
+				pending, _ := br.Peek(n)
+				s.serverR = io.MultiReader(bytes.NewReader(slices.Clone(pending)), s.server)
+			} else {
+				s.serverR = s.server
+			}
+			return nil
+		default:
+			return pgerr.New(pgerr.ProtocolViolation, "unexpected message %q from backend during authentication", typ)
+		}
+		out = appendMessage(out, typ, body)
+		if needReply || br.Buffered() == 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if needReply {
+			ctyp, cbody, err := readMessage(s.client, maxAuthMessage)
+			if err != nil {
+				return err
+			}
+			if ctyp != 'p' {
+				return pgerr.New(pgerr.ProtocolViolation, "expected password response, got message type %q", ctyp)
+			}
+			msg := appendMessage(nil, ctyp, cbody)
+			s.bytesIn.Add(int64(len(msg)))
+			if _, err := s.server.Write(msg); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func parseParameterStatus(body []byte) (string, string, bool) {
+	k, rest, ok := bytes.Cut(body, []byte{0})
+	if !ok {
+		return "", "", false
+	}
+	v, _, ok := bytes.Cut(rest, []byte{0})
+	return string(k), string(v), ok
+}
+
+// readMessage reads one typed message of at most max bytes.
+func readMessage(r io.Reader, max int) (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[1:]))
+	if n < 4 || n-4 > max {
+		return 0, nil, pgerr.New(pgerr.ProtocolViolation, "invalid message length %d for message type %q", n, hdr[0])
+	}
+	body := make([]byte, n-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], body, nil
+}
+
+func appendMessage(dst []byte, typ byte, body []byte) []byte {
+	dst = append(dst, typ)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)+4))
+	return append(dst, body...)
+}
+
+// terminate ends the session from outside (shutdown, admin): the relay
+// notices, tells the client why when it can do so between messages, and
+// closes both sides.
+func (s *session) terminate(reason string) {
+	s.terminating.CompareAndSwap(nil, &reason)
+	s.mu.Lock()
+	srv := s.server
+	s.mu.Unlock()
+	if srv != nil {
+		_ = srv.SetReadDeadline(time.Now())
+	} else {
+		_ = s.raw.SetDeadline(time.Now())
+	}
+}
+
+func (s *session) closeConns() {
+	s.closeOnce.Do(func() {
+		s.client.Close()
+		if s.client != s.raw {
+			s.raw.Close()
+		}
+		s.mu.Lock()
+		srv := s.server
+		s.mu.Unlock()
+		if srv != nil {
+			srv.Close()
+		}
+		if s.release != nil {
+			s.release()
+		}
+	})
+}
+
+func (s *session) info() SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	state := "startup"
+	switch s.txStatus.Load() {
+	case 'I':
+		state = "idle"
+	case 'T':
+		state = "in transaction"
+	case 'E':
+		state = "failed transaction"
+	}
+	return SessionInfo{
+		ID: s.id, Listener: s.listener.Addr, Client: s.raw.RemoteAddr().String(),
+		User: s.user, Database: s.database, ApplicationName: s.applicationName,
+		Backend: s.backend, Route: s.route, ReadOnly: s.readOnly, State: state, Started: s.started,
+	}
+}
