@@ -67,6 +67,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "metabase-provision: %v\n", err)
 		return 2
 	}
+	defer client.CloseIdleConnections()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

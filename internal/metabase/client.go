@@ -25,7 +25,7 @@ const (
 
 // ClientOptions configure a [Client]. The zero value is usable.
 type ClientOptions struct {
-	// HTTPClient defaults to a client with a 60s timeout.
+	// HTTPClient defaults to a client with a 60s timeout and its own transport.
 	HTTPClient *http.Client
 	// Attempts per request when Metabase answers 503 or the network fails
 	// (default 5). Other failures are never retried: 401s in particular,
@@ -66,7 +66,7 @@ func NewClient(baseURL string, opts ClientOptions) (*Client, error) {
 	c := &Client{base: u, hc: opts.HTTPClient, attempts: opts.Attempts,
 		backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, log: opts.Logger}
 	if c.hc == nil {
-		c.hc = &http.Client{Timeout: 60 * time.Second}
+		c.hc = &http.Client{Timeout: 60 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	if c.attempts <= 0 {
 		c.attempts = 5
@@ -82,6 +82,10 @@ func NewClient(baseURL string, opts ClientOptions) (*Client, error) {
 	}
 	return c, nil
 }
+
+// CloseIdleConnections closes the HTTP client's idle keep-alive
+// connections (and so their goroutines); call it when done.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
 // APIError is a non-2xx answer from Metabase.
 type APIError struct {

@@ -1,0 +1,105 @@
+package metabase_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ofitec/pgproxy/internal/metabase"
+	"github.com/ofitec/pgproxy/test/pgcluster"
+)
+
+var cluster *pgcluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(pgcluster.Main(m, pgcluster.Options{Replicas: 1}, &cluster))
+}
+
+// readAddr is where Metabase's queries go: pgproxy's read listener.
+// TODO(lead): once test/proxytest lands, switch to
+//
+//	return proxytest.Start(t, cluster, nil).ReadAddr()
+//
+// Until then the SQL runs on the cluster's replica directly.
+func readAddr(t *testing.T) string {
+	t.Helper()
+	return cluster.Replicas()[0].Addr()
+}
+
+// Every card of configs/metabase.yaml runs against deploy/demo/marts.sql on a
+// replica (the read route) and returns rows with the columns its
+// visualization_settings name.
+func TestCardSQLOnDemoSchema(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	schema, err := os.ReadFile("../../deploy/demo/marts.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Primary().Exec(ctx, string(schema)); err != nil {
+		t.Fatalf("loading deploy/demo/marts.sql: %v", err)
+	}
+	if err := cluster.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Cards) < 6 {
+		t.Fatalf("configs/metabase.yaml has %d cards, want at least 6", len(cfg.Cards))
+	}
+
+	conn, err := pgx.Connect(ctx, "postgres://postgres@"+readAddr(t)+"/postgres?sslmode=disable&application_name=Metabase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var standby bool
+	if err := conn.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&standby); err != nil {
+		t.Fatal(err)
+	}
+	if !standby {
+		t.Fatal("the read address is served by the primary, want a replica")
+	}
+
+	for _, card := range cfg.Cards {
+		t.Run(card.Name, func(t *testing.T) {
+			rows, err := conn.Query(ctx, card.SQL)
+			if err != nil {
+				t.Fatalf("query: %v", err)
+			}
+			var cols []string
+			for _, fd := range rows.FieldDescriptions() {
+				cols = append(cols, fd.Name)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				t.Fatalf("rows: %v", err)
+			}
+			if n == 0 {
+				t.Errorf("returned no rows")
+			}
+			named := card.Columns()
+			if len(named) == 0 {
+				t.Fatalf("visualization_settings names no column")
+			}
+			for _, c := range named {
+				if !slices.Contains(cols, c) {
+					t.Errorf("visualization_settings names column %q; the result has %v", c, cols)
+				}
+			}
+			t.Logf("%d rows, columns %v", n, cols)
+		})
+	}
+}
