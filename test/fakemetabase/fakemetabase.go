@@ -203,7 +203,7 @@ func (s *Server) addPersonal(u *User) {
 		Location: "/", PersonalOwnerID: &owner})
 }
 
-// Requests returns "METHOD /path" of every request so far.
+// Requests returns "METHOD /path[?query]" of every request so far.
 func (s *Server) Requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -327,7 +327,11 @@ func write(w http.ResponseWriter, rep reply) {
 
 func (s *Server) route(r *http.Request, body map[string]any) reply {
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	s.requests = append(s.requests, r.Method+" "+path)
+	logged := r.Method + " " + path
+	if r.URL.RawQuery != "" {
+		logged += "?" + r.URL.RawQuery
+	}
+	s.requests = append(s.requests, logged)
 	if r.Method != http.MethodGet && path != "/api/session" {
 		s.mutations = append(s.mutations, r.Method+" "+path)
 	}
