@@ -49,8 +49,9 @@ func NewMonitor(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Monito
 		probers: map[string]context.CancelFunc{},
 	}
 	m.cfg.Store(&c)
-	m.tr = newTracker(c, log)
-	m.snap.Store(m.tr.snapshot(time.Now()))
+	now := time.Now()
+	m.tr = newTracker(c, log, now)
+	m.snap.Store(m.tr.snapshot(now))
 	if reg != nil {
 		if err := reg.Register(newCollector(m)); err != nil {
 			return nil, fmt.Errorf("health: register metrics: %w", err)

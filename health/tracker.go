@@ -28,10 +28,11 @@ type observation struct {
 
 // tracked is the state machine of one backend.
 type tracked struct {
-	b          Backend
-	ok         bool // the last probe succeeded
-	fenced     bool
-	lagRemoved bool // removed for lag: returns below half the limits
+	b           Backend
+	ok          bool // the last probe succeeded
+	fenced      bool
+	lagRemoved  bool // removed for lag: returns below half the limits
+	oldTimeline bool // a replica receiving a timeline below the primary's
 
 	announced     bool // the first probe's outcome has been logged
 	announcedRole Role // role at the last log line
@@ -51,9 +52,9 @@ type tracker struct {
 	log         *zap.Logger
 }
 
-func newTracker(cfg Config, log *zap.Logger) *tracker {
+func newTracker(cfg Config, log *zap.Logger, now time.Time) *tracker {
 	t := &tracker{backends: map[string]*tracked{}, log: log}
-	t.setConfig(cfg, time.Time{})
+	t.setConfig(cfg, now)
 	return t
 }
 
@@ -184,6 +185,13 @@ func (t *tracker) primaryUp() bool {
 // history, then applies the hysteresis.
 func (t *tracker) measureLag(tb *tracked, o observation) {
 	b := &tb.b
+	// A replica still receiving an older timeline than the primary's follows
+	// a primary that is gone or fenced: its LSNs are not comparable.
+	tb.oldTimeline = t.primaryUp() && o.timeline > 0 && o.timeline < t.primaryTL
+	if tb.oldTimeline {
+		b.LagKnown = false
+		return
+	}
 	if !t.primaryUp() || !o.hasReplay {
 		b.LagKnown = false // keep the last values: unknown, not growing
 		return
@@ -233,6 +241,8 @@ func (t *tracker) setState(tb *tracked, now time.Time) {
 		t.setStateWithReason(tb, StateFenced, reason, now)
 	case b.Role == RolePrimary:
 		t.setStateWithReason(tb, StateUp, fmt.Sprintf("primary on timeline %d", b.Timeline), now)
+	case tb.oldTimeline:
+		t.setStateWithReason(tb, StateLagging, fmt.Sprintf("receives timeline %d, below timeline %d of primary %s", b.Timeline, t.primaryTL, t.primary), now)
 	case tb.lagRemoved:
 		t.setStateWithReason(tb, StateLagging, t.lagReason(b, true), now)
 	default:
@@ -322,7 +332,15 @@ func shortError(err error) string {
 		return "probe timed out"
 	}
 	for {
-		next := errors.Unwrap(err)
+		var next error
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			next = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			if errs := u.Unwrap(); len(errs) == 1 {
+				next = errs[0]
+			}
+		}
 		if next == nil {
 			return err.Error()
 		}

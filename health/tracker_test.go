@@ -30,6 +30,8 @@ func repl(addr string, t float64, replay int64) observation {
 		hasReplay: true, replayLSN: replay, receiveLSN: replay, pauseState: "not paused", receiver: "streaming"}
 }
 
+func withTimeline(o observation, tl int) observation { o.timeline = tl; return o }
+
 func fail(addr string, t float64) observation {
 	err := fmt.Errorf("health: connect %s: %w", addr, &net.OpError{Op: "dial", Net: "tcp",
 		Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
@@ -65,7 +67,7 @@ func runSteps(t *testing.T, cfg Config, steps []step) *observer.ObservedLogs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := newTracker(c, zap.New(core))
+	tr := newTracker(c, zap.New(core), t0)
 	for i, st := range steps {
 		var now time.Time
 		if st.cfg != nil {
@@ -185,9 +187,12 @@ func TestTrackerPromotionAndFencing(t *testing.T) {
 		// Fencing lasts even while B is down.
 		{obs: fail(rB, 4), primary: "-"},
 		{obs: prim(pA, 5, 1100, 1), primary: "-", want: map[string]want{pA: {state: StateFenced}}},
-		// The old primary rebuilt as a replica: no longer fenced.
-		{obs: repl(pA, 6, 1100), want: map[string]want{pA: {state: StateUp, role: RoleReplica}}},
 		{obs: prim(rB, 7, 1300, 2), primary: rB},
+		// C still receives timeline 1 (from the fenced old primary): unfit.
+		{obs: repl(rC, 7.5, 1300), want: map[string]want{rC: {state: StateLagging, reason: "receives timeline 1, below timeline 2"}}},
+		// The old primary rebuilt as a replica of B: no longer fenced.
+		{obs: withTimeline(repl(pA, 8, 1300), 2), want: map[string]want{pA: {state: StateUp, role: RoleReplica}}},
+		{obs: withTimeline(repl(rC, 8, 1300), 2), want: map[string]want{rC: {state: StateUp}}},
 	})
 	fenced := logs.FilterMessageSnippet("fenced").All()
 	if len(fenced) != 1 || fenced[0].Level != zapcore.ErrorLevel {
@@ -225,7 +230,7 @@ func TestTrackerConfigUpdate(t *testing.T) {
 		{obs: repl(rC, 5, 2000), primary: pA},
 	})
 	c, _ := tighter.withDefaults()
-	tr := newTracker(c, zap.NewNop())
+	tr := newTracker(c, zap.NewNop(), t0)
 	tr.observe(repl(rC, 5, 2000)) // a probe in flight when C was removed: ignored
 	if s := tr.snapshot(at(5)); len(s.Backends) != 2 || s.Backend(rC) != nil {
 		t.Fatalf("removed backend in snapshot: %+v", s.Backends)
@@ -256,7 +261,7 @@ func TestTrackerLogsOncePerChange(t *testing.T) {
 
 func TestTrackerSinceAndDownReason(t *testing.T) {
 	c, _ := Config{Backends: []string{pA}, Interval: time.Second}.withDefaults()
-	tr := newTracker(c, zap.NewNop())
+	tr := newTracker(c, zap.NewNop(), t0)
 	tr.observe(prim(pA, 0, 1, 1))
 	tr.observe(prim(pA, 1, 1, 1))
 	if b := tr.snapshot(at(1)).Backends[0]; !b.Since.Equal(at(0.001)) || b.Probes != 2 {
