@@ -244,3 +244,21 @@ func Normalize(sql string) (string, error) {
 	}
 	return out, nil
 }
+
+// Split returns the statements of a multi-statement string, each without its
+// trailing ';' and with the comments that precede it (a sqlcommenter tag
+// written before a statement stays with it; one written after a ';' goes
+// with the next statement). Empty statements are dropped.
+func Split(sql string) ([]string, error) {
+	stmts, err := pg.SplitWithParser(sql, true)
+	if err != nil {
+		return nil, fmt.Errorf("sqlscan: split: %w", err)
+	}
+	out := stmts[:0]
+	for _, s := range stmts {
+		if strings.TrimSpace(s) != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}

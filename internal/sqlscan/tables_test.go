@@ -161,3 +161,17 @@ func TestNormalize(t *testing.T) {
 		t.Error("Normalize of an unterminated literal: want error")
 	}
 }
+
+func TestSplit(t *testing.T) {
+	got, err := Split("-- header\n/*job='a'*/ INSERT INTO t SELECT 1;\n\n/*job='b'*/ SELECT 2 /*x*/;;\nSELECT 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"-- header\n/*job='a'*/ INSERT INTO t SELECT 1", "/*job='b'*/ SELECT 2 /*x*/", "SELECT 3"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Split = %q, want %q", got, want)
+	}
+	if _, err := Split("SELECT 'x"); err == nil {
+		t.Error("want error")
+	}
+}
