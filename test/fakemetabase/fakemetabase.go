@@ -259,6 +259,19 @@ func (s *Server) Edit(cardID int, f func(*Card)) bool {
 	return false
 }
 
+// AddCard stores a copy of c under a new id, as if made by hand in
+// Metabase, and returns the id.
+func (s *Server) AddCard(c Card) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.ID = s.id()
+	if c.Type == "" {
+		c.Type = "question"
+	}
+	s.cards = append(s.cards, &c)
+	return c.ID
+}
+
 func snapshot[T any](s *Server, list []*T) []T {
 	s.mu.Lock()
 	defer s.mu.Unlock()
