@@ -47,11 +47,13 @@
 //	listen[].route               "" (rules decide, then startup parameters, else write) | read | write
 //	backends                     list of every server of the cluster; roles are discovered [none: required]
 //	backends[].addr              host:port
+//	health                       backend probes
 //	health.interval              probe period per backend [500ms]
 //	health.timeout               deadline of one probe [1s]
 //	health.user                  probe user, needs pg_monitor [""]
 //	health.password              probe password; secret, redacted in output [""]
 //	health.database              database the probes connect to [postgres]
+//	routing                      how sessions are routed
 //	routing.max_lag              a replica staler than this gets no new read session; > 0 [5s]
 //	routing.max_lag_bytes        a replica further behind in WAL bytes gets no new read session; 0 = no limit [0]
 //	routing.fallback             read session with no fit replica: primary (forced read-only) | reject [primary]
@@ -62,27 +64,34 @@
 //	routing.rules[].match.application_name  glob on application_name
 //	routing.rules[].route        read | write
 //	routing.rules[].strip_suffix removed from the end of the database name before connecting
+//	tls                          client-facing TLS; absent = SSLRequest is answered N
 //	tls.cert                     client-facing TLS certificate (PEM file); TLS is on iff cert and key are set
 //	tls.key                      client-facing TLS key (PEM file)
 //	backend_tls                  scalar mode, or a mapping of the two keys below
 //	backend_tls.mode             disable | prefer | require | verify-full, as libpq's sslmode [prefer]
 //	backend_tls.ca               CA bundle (PEM) for verify-full; empty = system roots [""]
+//	http                         metrics and health endpoints
 //	http.addr                    host:port of /metrics /livez /readyz /status; empty disables [127.0.0.1:9930]
+//	admin                        admin console
 //	admin.users                  users who may open the admin console (database "pgproxy") [postgres]
+//	limits                       hardening limits
 //	limits.max_sessions          client sessions beyond this get 53300 [10000]
 //	limits.startup_timeout       socket closed if startup + auth is not done by then [10s]
 //	limits.drain_timeout         on SIGTERM, time sessions get to finish before being closed; 0 = none [30s]
+//	lineage                      OpenLineage events of tagged queries
 //	lineage.enabled              publish OpenLineage events for tagged queries [false]
 //	lineage.job_namespace        OpenLineage job namespace [ofitec]
 //	lineage.dataset_namespace    OpenLineage dataset namespace, e.g. postgres://db-primary:5432 [""]
 //	lineage.catalog              catalog file of datasets [""]
 //	lineage.normalize_sql        replace literals in the SQL sent with events [true]
+//	lineage.transport            where events go
 //	lineage.transport.type       http | file | console [http]
 //	lineage.transport.url        http: events are POSTed to {url}/api/v1/lineage; required when enabled [""]
 //	lineage.transport.api_key    http: bearer API key; secret, redacted in output [""]
 //	lineage.transport.path       file: events are appended as JSON lines; required when enabled [""]
 //	lineage.transport.queue      events buffered before new ones are dropped [10000]
 //	lineage.transport.timeout    deadline of one delivery [5s]
+//	log                          logger
 //	log.level                    debug | info | warn | error [info]
 //	log.format                   json | console [json]
 //

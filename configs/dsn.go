@@ -91,6 +91,9 @@ func parseDSN(s string) (seedDSN, error) {
 		return d, errors.New("port must be a number from 1 to 65535")
 	}
 	d.addr = net.JoinHostPort(host, port)
+	if checkAddr(d.addr, false) != nil {
+		return d, errors.New("bad host")
+	}
 	return d, nil
 }
 

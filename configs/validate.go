@@ -244,8 +244,10 @@ func redactURL(s string) string {
 	}
 	if u.User != nil {
 		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), RedactedValue)
-			return u.String()
+			// url escapes '*' in a password; put the marker in afterwards.
+			const marker = "REDACTEDPASSWORD"
+			u.User = url.UserPassword(u.User.Username(), marker)
+			return strings.Replace(u.String(), ":"+marker+"@", ":"+RedactedValue+"@", 1)
 		}
 	}
 	return s
