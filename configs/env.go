@@ -89,8 +89,8 @@ func envLayer(env map[string]string, p *problems) map[string]any {
 	// Seeds: PGPROXY_* wins.
 	if raw := env[EnvReplicaMaxLagS]; raw != "" && !hasPath(out, "routing.max_lag") {
 		n, err := strconv.ParseInt(strings.TrimSpace(raw), 10, 32)
-		if err != nil || n < 0 {
-			p.add(EnvReplicaMaxLagS, "environment", "must be a whole number of seconds >= 0, got %s", quote(raw))
+		if err != nil || n <= 0 {
+			p.add(EnvReplicaMaxLagS, "environment", "must be a whole number of seconds > 0, got %s", quote(raw))
 		} else {
 			setPath(out, "routing.max_lag", time.Duration(n)*time.Second)
 		}

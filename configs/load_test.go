@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"fmt"
 	"errors"
 	"os"
 	"path/filepath"
@@ -425,6 +426,7 @@ func TestBadEnvironment(t *testing.T) {
 		{"PGPROXY_ROUTING_FALLBACK=primry", []string{`routing.fallback: must be "primary" or "reject", got "primry"`}},
 		{"REPLICA_MAX_LAG_S=2.5", []string{"REPLICA_MAX_LAG_S: must be a whole number of seconds"}},
 		{"REPLICA_MAX_LAG_S=-3", []string{"REPLICA_MAX_LAG_S: must be a whole number"}},
+		{"REPLICA_MAX_LAG_S=0", []string{"REPLICA_MAX_LAG_S: must be a whole number of seconds > 0"}},
 		{"MARQUEZ_URL=marquez:5000", []string{"lineage.transport.url: must be an http:// or https:// URL"}},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
@@ -612,6 +614,32 @@ func TestBadFlags(t *testing.T) {
 		}
 		if tc.arg != "--log.level=chatty" && (err == nil || !strings.Contains(err.Error(), "(flag --")) {
 			t.Errorf("%s: err = %v does not name the flag", tc.arg, err)
+		}
+	}
+}
+
+// Load keeps no global state: concurrent loads with different inputs do
+// not see each other (run with -race).
+func TestLoadConcurrent(t *testing.T) {
+	path := writeConfig(t, minimal)
+	errs := make(chan error, 16)
+	for i := range 16 {
+		go func() {
+			want := time.Duration(i+1) * time.Second
+			c, err := Load(LoadOptions{Path: path, Environ: []string{"PGPROXY_ROUTING_MAX_LAG=" + want.String()}})
+			switch {
+			case err != nil:
+				errs <- err
+			case c.Routing.MaxLag != want:
+				errs <- fmt.Errorf("max_lag = %v, want %v", c.Routing.MaxLag, want)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range 16 {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }
