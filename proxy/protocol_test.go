@@ -481,11 +481,16 @@ func TestNotificationWhileIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	notifier := connect(t, tp.dsn("postgres", "postgres"))
+	sent := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		_, _ = notifier.Exec(ctx, "SELECT pg_notify('imbus', 'hello')")
+		_, err := notifier.Exec(ctx, "SELECT pg_notify('imbus', 'hello')")
+		sent <- err
 	}()
 	n, err := listener.WaitForNotification(ctx)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	if err != nil || n.Channel != "imbus" || n.Payload != "hello" {
 		t.Fatalf("notification %+v err=%v", n, err)
 	}
