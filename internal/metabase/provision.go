@@ -137,15 +137,16 @@ func setup(ctx context.Context, c *Client, cfg *Config, cred Credentials, props 
 	return nil
 }
 
-// login authenticates: the API key when set, else MB_USER/MB_PASS (unless
-// the setup just opened a session as that same admin).
+// login authenticates: right after the first-run setup with the admin
+// session it opened (no API key or other user can exist yet), else with the
+// API key when set, else MB_USER/MB_PASS.
 func login(ctx context.Context, c *Client, cred Credentials, didSetup bool, say func(string)) error {
 	switch {
+	case didSetup:
+		// The setup's session is the new admin's.
 	case cred.APIKey != "":
 		c.UseAPIKey(cred.APIKey)
 		say("authenticating with the API key")
-	case didSetup && cred.AdminEmail == cred.User:
-		// The setup's session is already the admin's.
 	default:
 		say(fmt.Sprintf("logging in as %s", cred.User))
 		if err := c.Login(ctx, cred.User, cred.Password); err != nil {

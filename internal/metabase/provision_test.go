@@ -219,3 +219,63 @@ func TestDryRunPlanMatchesTheRun(t *testing.T) {
 		t.Errorf("no dashboard created:\n%s", real)
 	}
 }
+
+// A dashboard removed from the YAML is archived; its cards stay.
+func TestRemovedDashboardIsArchived(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	fake := withAdmin()
+	defer fake.Close()
+	mustProvision(t, fake, metabase.Summary{Created: shippedObjects})
+	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", func(k string) string {
+		return map[string]string{"MB_URL": fake.URL}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Dashboards = cfg.Dashboards[:2] // drop Proyectos
+	c, err := metabase.NewClient(fake.URL, metabase.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	res, err := metabase.Provision(context.Background(), c, metabase.Options{Config: cfg,
+		Credentials: metabase.Credentials{User: admin, Password: adminPass}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (metabase.Summary{Archived: 1, Unchanged: shippedObjects - 1}); res.Summary != want {
+		t.Fatalf("summary %v, want %v", res.Summary, want)
+	}
+	for _, d := range fake.Dashboards() {
+		if d.Archived != (d.Name == "Proyectos") {
+			t.Errorf("dashboard %q archived=%v", d.Name, d.Archived)
+		}
+	}
+	card(t, fake, "EVM por proyecto") // still there
+}
+
+// On a fresh instance the setup's admin session is used, whoever MB_USER is.
+func TestSetupSessionIsUsedAfterSetup(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	fake := fakemetabase.New()
+	defer fake.Close()
+	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", func(k string) string {
+		return map[string]string{"MB_URL": fake.URL, "MB_DB_PASS": "x"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := metabase.NewClient(fake.URL, metabase.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	_, err = metabase.Provision(context.Background(), c, metabase.Options{Config: cfg,
+		Credentials: metabase.Credentials{User: "reporter@ofitec.cl", Password: "x", AdminEmail: admin, AdminPassword: adminPass}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(fake.Requests(), "POST /api/session") {
+		t.Error("logged in as MB_USER, who does not exist on a fresh instance")
+	}
+}
