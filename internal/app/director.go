@@ -1,0 +1,72 @@
+package app
+
+import (
+	"sync/atomic"
+
+	"github.com/ofitec/pgproxy/configs"
+	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/proxy"
+	"github.com/ofitec/pgproxy/router"
+)
+
+// director adapts the router to proxy.Director: classify the session from
+// its listener, the rules and its startup parameters, then pick a backend
+// from the latest health snapshot.
+type director struct {
+	router *router.Router
+	cfg    atomic.Pointer[configs.Config]
+}
+
+var _ proxy.Director = (*director)(nil)
+
+func (d *director) Direct(l proxy.Listener, params []proxy.Param, exclude []string) (*proxy.Target, error) {
+	m := make(map[string]string, len(params))
+	for _, p := range params {
+		m[p.Key] = p.Value
+	}
+	rc := routerConfig(d.cfg.Load())
+	sess, err := router.Classify(&rc, l.Route, m)
+	if err != nil {
+		return nil, &pgerr.Error{Code: pgerr.InvalidParameterValue, Severity: "FATAL", Message: err.Error()}
+	}
+	dec, err := d.router.Pick(&sess, exclude)
+	if err != nil {
+		return nil, err
+	}
+	d.router.Acquire(dec.Backend)
+	// Forward in the client's order, as the classifier rewrote them.
+	fwd := make([]proxy.Param, 0, len(sess.Params))
+	for _, p := range params {
+		if v, ok := sess.Params[p.Key]; ok {
+			fwd = append(fwd, proxy.Param{Key: p.Key, Value: v})
+		}
+	}
+	for k, v := range sess.Params {
+		if _, ok := m[k]; !ok {
+			fwd = append(fwd, proxy.Param{Key: k, Value: v})
+		}
+	}
+	backend := dec.Backend
+	return &proxy.Target{
+		Addr: backend, Params: fwd, ReadOnly: dec.Fallback,
+		Route: dec.Route.String(), Reason: dec.Reason, Job: sess.Job,
+		Release: func() { d.router.Release(backend) },
+	}, nil
+}
+
+func routerConfig(cfg *configs.Config) router.Config {
+	rc := router.Config{
+		MaxLag: cfg.Routing.MaxLag, MaxLagBytes: cfg.Routing.MaxLagBytes, Fallback: cfg.Routing.Fallback,
+	}
+	for _, r := range cfg.Routing.Rules {
+		route := router.RouteWrite
+		if r.Route == "read" {
+			route = router.RouteRead
+		}
+		rc.Rules = append(rc.Rules, router.Rule{
+			User: r.Match.User, Database: r.Match.Database, ApplicationName: r.Match.ApplicationName,
+			Route: route, StripSuffix: r.StripSuffix,
+		})
+	}
+	return rc
+}

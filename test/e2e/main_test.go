@@ -1,0 +1,65 @@
+// Package e2e runs the whole pgproxy (internal/app) in front of a real
+// primary with two streaming replicas and checks routing end to end.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ofitec/pgproxy/test/pgcluster"
+)
+
+var cluster *pgcluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(pgcluster.Main(m, pgcluster.Options{Replicas: 2}, &cluster))
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctxT(t, 20*time.Second), dsn)
+	if err != nil {
+		t.Fatalf("connect %s: %v", dsn, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// servedBy returns the port and recovery state of the backend behind conn.
+func servedBy(t *testing.T, conn *pgx.Conn) (int, bool) {
+	t.Helper()
+	var port int
+	var rec bool
+	if err := conn.QueryRow(ctxT(t, 10*time.Second), "SELECT inet_server_port(), pg_is_in_recovery()").Scan(&port, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return port, rec
+}
+
+func reset(t *testing.T) {
+	t.Helper()
+	pgcluster.Require(t, cluster)
+	if err := cluster.Reset(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
