@@ -120,7 +120,11 @@ type Run struct {
 	info  SessionInfo
 	sql   string
 	tags  Tags
-	ended atomic.Bool
+	// fromSession: the job came from the session (pgproxy.job), not a tag;
+	// such runs publish nothing for statements without datasets (BEGIN,
+	// SET, SELECT 1, ...), which would otherwise flood the catalog.
+	fromSession bool
+	ended       atomic.Bool
 
 	// Set by the worker goroutine only.
 	parsed  bool
@@ -243,15 +247,17 @@ func (e *Emitter) Enabled() bool { return e != nil && e.cfg.Enabled }
 
 // Start records that a tagged statement was sent to the server and enqueues
 // its START event. The job is tags.Job, else info.SessionJob; with neither,
-// Start returns nil. sql is the statement text as the client sent it; it is
+// Start returns nil. A run whose job comes from the session publishes
+// nothing when its statement reads and writes no table (BEGIN, SET, ...). sql is the statement text as the client sent it; it is
 // parsed later, on the worker. The returned Run must be ended with Complete
 // or Fail.
 func (e *Emitter) Start(info SessionInfo, sql string, tags Tags) *Run {
 	if e == nil || !e.cfg.Enabled {
 		return nil
 	}
+	fromSession := false
 	if tags.Job == "" {
-		tags.Job = info.SessionJob
+		tags.Job, fromSession = info.SessionJob, true
 	}
 	if tags.Job == "" {
 		return nil
@@ -260,7 +266,7 @@ func (e *Emitter) Start(info SessionInfo, sql string, tags Tags) *Run {
 	if err != nil {
 		id = uuid.New()
 	}
-	r := &Run{e: e, id: id, info: info, sql: sql, tags: tags}
+	r := &Run{e: e, id: id, info: info, sql: sql, tags: tags, fromSession: fromSession}
 	e.enqueue(item{kind: kindStart, run: r, at: time.Now()})
 	return r
 }
@@ -429,6 +435,12 @@ func (e *Emitter) flush(ctx context.Context) {
 
 // handle builds one event and delivers it.
 func (e *Emitter) handle(ctx context.Context, it item) {
+	if !it.run.parsed {
+		e.parse(it.run)
+	}
+	if it.run.fromSession && len(it.run.inputs)+len(it.run.outputs) == 0 {
+		return // a session-tagged statement that touches no dataset
+	}
 	body, err := json.Marshal(e.build(it))
 	if err != nil { // cannot happen with these types
 		e.events.WithLabelValues(ResultFailed).Inc()

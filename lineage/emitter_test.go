@@ -184,6 +184,8 @@ func TestEventsFileTransport(t *testing.T) {
 	// Session-wide job, no tags.
 	r3 := e.Start(SessionInfo{User: "bob", ServerVersion: "15.8", SessionJob: "session_job"}, "SELECT * FROM t", Tags{})
 	r3.Complete()
+	// Session-wide job on a statement without datasets: nothing published.
+	e.Start(SessionInfo{SessionJob: "session_job"}, "BEGIN", Tags{}).Complete()
 	// Unparsable SQL: still a run, with no datasets and no query text.
 	r4 := e.Start(session, "SELEC 'secret' FROM", Tags{Job: "broken", JobNamespace: "has space", ParentJob: "p", ParentRunID: "not-a-uuid"})
 	r4.Fail("42601", "syntax error")
