@@ -115,11 +115,11 @@ type item struct {
 // exactly once (later calls are no-ops). A nil *Run is valid and does
 // nothing. Its methods are safe for concurrent use.
 type Run struct {
-	e     *Emitter
-	id    uuid.UUID
-	info  SessionInfo
-	sql   string
-	tags  Tags
+	e    *Emitter
+	id   uuid.UUID
+	info SessionInfo
+	sql  string
+	tags Tags
 	// fromSession: the job came from the session (pgproxy.job), not a tag;
 	// such runs publish nothing for statements without datasets (BEGIN,
 	// SET, SELECT 1, ...), which would otherwise flood the catalog.
