@@ -210,7 +210,7 @@ func databaseChanges(want Database, cur *remoteDatabase) []string {
 	if detailString(cur.Details, "user") != want.User {
 		ch = append(ch, "details.user")
 	}
-	if detailString(cur.Details, "ssl") != fmt.Sprint(want.SSL) {
+	if ssl := detailString(cur.Details, "ssl"); ssl != fmt.Sprint(want.SSL) && !(ssl == "" && !want.SSL) {
 		ch = append(ch, "details.ssl")
 	}
 	return ch
