@@ -11,6 +11,7 @@ import (
 
 	"github.com/ofitec/pgproxy/internal/metabase"
 	"github.com/ofitec/pgproxy/test/pgcluster"
+	"github.com/ofitec/pgproxy/test/proxytest"
 )
 
 var cluster *pgcluster.Cluster
@@ -19,20 +20,16 @@ func TestMain(m *testing.M) {
 	os.Exit(pgcluster.Main(m, pgcluster.Options{Replicas: 1}, &cluster))
 }
 
-// readAddr is where Metabase's queries go: pgproxy's read listener.
-// TODO(lead): once test/proxytest lands, switch to
-//
-//	return proxytest.Start(t, cluster, nil).ReadAddr()
-//
-// Until then the SQL runs on the cluster's replica directly.
+// readAddr is where Metabase's queries go: the read listener of a pgproxy
+// running in front of the cluster (stopped when the test ends).
 func readAddr(t *testing.T) string {
 	t.Helper()
-	return cluster.Replicas()[0].Addr()
+	return proxytest.Start(t, cluster, nil).ReadAddr()
 }
 
-// Every card of configs/metabase.yaml runs against deploy/demo/marts.sql on a
-// replica (the read route) and returns rows with the columns its
-// visualization_settings name.
+// Every card of configs/metabase.yaml runs against deploy/demo/marts.sql
+// through pgproxy's read listener (so on a replica, as Metabase's queries
+// will) and returns rows with the columns its visualization_settings name.
 func TestCardSQLOnDemoSchema(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -66,7 +63,7 @@ func TestCardSQLOnDemoSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !standby {
-		t.Fatal("the read address is served by the primary, want a replica")
+		t.Fatal("the read listener is served by the primary, want a replica")
 	}
 
 	for _, card := range cfg.Cards {
