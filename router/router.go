@@ -103,8 +103,11 @@ type Router struct {
 	snap func() *health.Snapshot
 	rr   atomic.Uint64
 
-	mu       sync.RWMutex
-	sessions map[string]*atomic.Int64
+	// sessions maps addr → count. The map is copied on insert (rare: once
+	// per backend), so readers never lock.
+	mu       sync.Mutex
+	sessions atomic.Pointer[map[string]*atomic.Int64]
+	counters sync.Map // decisionKey → prometheus.Counter (WithLabelValues is slow)
 
 	decisions *prometheus.CounterVec
 	fallbacks *prometheus.CounterVec
@@ -115,8 +118,7 @@ type Router struct {
 // on one registry panics, like prometheus.MustRegister).
 func New(cfg Config, snap func() *health.Snapshot, reg prometheus.Registerer) *Router {
 	r := &Router{
-		snap:     snap,
-		sessions: map[string]*atomic.Int64{},
+		snap: snap,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgproxy_routing_decisions_total",
 			Help: "Backend choices by route, backend (none when rejected) and reason (primary, replica, fallback_primary, reject).",
@@ -126,6 +128,7 @@ func New(cfg Config, snap func() *health.Snapshot, reg prometheus.Registerer) *R
 			Help: "Reads no replica could serve, by reason (lag, no_replica, connect_failed); counted whether served by the primary or rejected.",
 		}, []string{"reason"}),
 	}
+	r.sessions.Store(&map[string]*atomic.Int64{})
 	r.SetConfig(cfg)
 	if reg != nil {
 		reg.MustRegister(r.decisions, r.fallbacks)
@@ -149,19 +152,37 @@ func (r *Router) Classify(listenerRoute string, params map[string]string) (Sessi
 }
 
 func (r *Router) counter(addr string) *atomic.Int64 {
-	r.mu.RLock()
-	c := r.sessions[addr]
-	r.mu.RUnlock()
-	if c != nil {
+	if c := (*r.sessions.Load())[addr]; c != nil {
 		return c
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c = r.sessions[addr]; c == nil {
-		c = new(atomic.Int64)
-		r.sessions[addr] = c
+	old := *r.sessions.Load()
+	if c := old[addr]; c != nil {
+		return c
 	}
+	m := make(map[string]*atomic.Int64, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	c := new(atomic.Int64)
+	m[addr] = c
+	r.sessions.Store(&m)
 	return c
+}
+
+type decisionKey struct{ route, backend, reason string }
+
+// decided counts one decision.
+func (r *Router) decided(route Route, backend, reason string) {
+	k := decisionKey{route.String(), backend, reason}
+	if c, ok := r.counters.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := r.decisions.WithLabelValues(k.route, k.backend, k.reason)
+	r.counters.Store(k, c)
+	c.Inc()
 }
 
 // Acquire counts a session on addr (call once connected); Release undoes it.
@@ -172,13 +193,10 @@ func (r *Router) Release(addr string) { r.counter(addr).Add(-1) }
 
 // Sessions returns the number of acquired sessions on addr.
 func (r *Router) Sessions(addr string) int {
-	r.mu.RLock()
-	c := r.sessions[addr]
-	r.mu.RUnlock()
-	if c == nil {
-		return 0
+	if c := (*r.sessions.Load())[addr]; c != nil {
+		return int(c.Load())
 	}
-	return int(c.Load())
+	return 0
 }
 
 // Pick chooses the backend for s, skipping the addresses in exclude (backends
@@ -196,10 +214,10 @@ func (r *Router) Pick(s *Session, exclude []string) (Decision, error) {
 		return r.pickRead(snap, s, exclude)
 	}
 	if p := snap.Primary(); p != nil && !slices.Contains(exclude, p.Addr) {
-		r.decisions.WithLabelValues(s.Route.String(), p.Addr, DecisionPrimary).Inc()
+		r.decided(s.Route, p.Addr, DecisionPrimary)
 		return Decision{Backend: p.Addr, Route: s.Route, Reason: DecisionPrimary}, nil
 	}
-	r.decisions.WithLabelValues(s.Route.String(), "none", DecisionReject).Inc()
+	r.decided(s.Route, "none", DecisionReject)
 	return Decision{}, &NoBackendError{Route: s.Route, Message: "no primary available: " + describePrimaries(snap, exclude)}
 }
 
@@ -263,7 +281,7 @@ func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude []string) (
 			}
 		}
 		addr := snap.Backends[best].Addr
-		r.decisions.WithLabelValues(s.Route.String(), addr, DecisionReplica).Inc()
+		r.decided(s.Route, addr, DecisionReplica)
 		return Decision{Backend: addr, Route: s.Route, Reason: DecisionReplica}, nil
 	}
 
@@ -271,11 +289,11 @@ func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude []string) (
 	r.fallbacks.WithLabelValues(fallbackReason(snap, exclude)).Inc()
 	if cfg.Fallback != FallbackReject {
 		if p := snap.Primary(); p != nil && !slices.Contains(exclude, p.Addr) {
-			r.decisions.WithLabelValues(s.Route.String(), p.Addr, DecisionFallbackPrimary).Inc()
+			r.decided(s.Route, p.Addr, DecisionFallbackPrimary)
 			return Decision{Backend: p.Addr, Route: s.Route, Fallback: true, Reason: DecisionFallbackPrimary}, nil
 		}
 	}
-	r.decisions.WithLabelValues(s.Route.String(), "none", DecisionReject).Inc()
+	r.decided(s.Route, "none", DecisionReject)
 	msg := describeReplicas(snap, exclude, maxLag, maxBytes, s.MaxLag > 0 && maxLag == s.MaxLag)
 	if cfg.Fallback != FallbackReject {
 		msg += "; no primary for the read-only fallback: " + describePrimaries(snap, exclude)
