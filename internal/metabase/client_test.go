@@ -173,3 +173,41 @@ func TestDialErrorsAreRetriedEvenForPOST(t *testing.T) {
 		t.Errorf("%d dials, want 4 (a POST that never reached Metabase is safe to resend)", n)
 	}
 }
+
+func TestFindDatabase(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	want := Database{Name: "OFITEC (réplica)", Engine: "postgres", Host: "pgproxy", DBName: "ofitec"}
+	cases := []struct {
+		name, body string
+		id         int
+		err        string
+	}{
+		{"by name, host and dbname; lowest id", `{"data":[
+			{"id":1,"name":"Sample Database","engine":"h2","is_sample":true,"details":{}},
+			{"id":7,"name":"OFITEC (réplica)","engine":"postgres","details":{"host":"other","dbname":"ofitec"}},
+			{"id":6,"name":"OFITEC (réplica)","engine":"postgres","details":{"host":"pgproxy","dbname":"ofitec"}},
+			{"id":5,"name":"OFITEC (réplica)","engine":"postgres","details":{"host":"pgproxy","dbname":"ofitec"}}],"total":4}`, 5, ""},
+		{"none", `{"data":[],"total":0}`, 0, ""},
+		{"plain array (before 0.40)", `[{"id":3,"name":"OFITEC (réplica)","engine":"postgres","details":{"host":"pgproxy","dbname":"ofitec"}}]`, 3, ""},
+		{"details hidden", `{"data":[{"id":4,"name":"OFITEC (réplica)","engine":"postgres"}],"total":1}`, 0, "without its connection details"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(tc.body)) }))
+			defer ts.Close()
+			c := testClient(t, ts.URL)
+			defer c.CloseIdleConnections()
+			got, err := findDatabase(context.Background(), c, want)
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("err %v, want %q", err, tc.err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case tc.id == 0 && got != nil, tc.id != 0 && (got == nil || got.ID != tc.id):
+				t.Errorf("found %+v, want id %d", got, tc.id)
+			}
+		})
+	}
+}

@@ -212,6 +212,11 @@ func findDatabase(ctx context.Context, c *Client, want Database) (*remoteDatabas
 	var found *remoteDatabase
 	for i := range list {
 		d := &list[i]
+		if !d.IsSample && d.Name == want.Name && d.Details == nil {
+			// Metabase hides details from non-admins: matching by host and
+			// dbname is impossible, and creating would duplicate.
+			return nil, fmt.Errorf("database %q (id %d) is listed without its connection details: the job needs an admin user or an admin API key", d.Name, d.ID)
+		}
 		if d.IsSample || d.Name != want.Name || d.Engine != want.Engine ||
 			detailString(d.Details, "host") != want.Host || detailString(d.Details, "dbname") != want.DBName {
 			continue
