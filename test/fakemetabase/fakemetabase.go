@@ -805,12 +805,8 @@ func (s *Server) updateCard(id int, body map[string]any) reply {
 		return notFound
 	}
 	next := *c
-	if v, has := body["name"]; has {
-		n, _ := v.(string)
-		if strings.TrimSpace(n) == "" {
-			return fieldErr("name", "value must be a non-blank string.")
-		}
-		next.Name = n
+	if rep, good := s.patchCommon(body, &next.Name, &next.Description, &next.CollectionID, &next.Archived); !good {
+		return rep
 	}
 	if v, has := body["display"]; has {
 		d, _ := v.(string)
@@ -836,25 +832,38 @@ func (s *Server) updateCard(id int, body map[string]any) reply {
 		}
 		next.DatasetQuery = dq
 	}
-	if _, has := body["description"]; has {
-		desc, rep, good := nonBlankOrNull(body, "description")
-		if !good {
-			return rep
-		}
-		next.Description = desc
-	}
-	if _, has := body["collection_id"]; has {
-		coll, rep, good := s.collectionRef(body)
-		if !good {
-			return rep
-		}
-		next.CollectionID = coll
-	}
-	if a, has := body["archived"].(bool); has {
-		next.Archived = a
-	}
 	*c = next
 	return ok(s.cardJSON(c, true))
+}
+
+// patchCommon applies the fields cards and dashboards share (name,
+// description, collection_id, archived) from a PUT body.
+func (s *Server) patchCommon(body map[string]any, name *string, desc **string, coll **int, archived *bool) (reply, bool) {
+	if v, has := body["name"]; has {
+		n, _ := v.(string)
+		if strings.TrimSpace(n) == "" {
+			return fieldErr("name", "value must be a non-blank string."), false
+		}
+		*name = n
+	}
+	if _, has := body["description"]; has {
+		d, rep, good := nonBlankOrNull(body, "description")
+		if !good {
+			return rep, false
+		}
+		*desc = d
+	}
+	if _, has := body["collection_id"]; has {
+		c, rep, good := s.collectionRef(body)
+		if !good {
+			return rep, false
+		}
+		*coll = c
+	}
+	if a, has := body["archived"].(bool); has {
+		*archived = a
+	}
+	return reply{}, true
 }
 
 // cardJSON answers a card; from 0.57 the query is MBQL 5 unless legacy is asked.
@@ -917,29 +926,8 @@ func (s *Server) updateDashboard(id int, body map[string]any) reply {
 		return notFound
 	}
 	next := *d
-	if v, has := body["name"]; has {
-		n, _ := v.(string)
-		if strings.TrimSpace(n) == "" {
-			return fieldErr("name", "value must be a non-blank string.")
-		}
-		next.Name = n
-	}
-	if _, has := body["description"]; has {
-		desc, rep, good := nonBlankOrNull(body, "description")
-		if !good {
-			return rep
-		}
-		next.Description = desc
-	}
-	if _, has := body["collection_id"]; has {
-		coll, rep, good := s.collectionRef(body)
-		if !good {
-			return rep
-		}
-		next.CollectionID = coll
-	}
-	if a, has := body["archived"].(bool); has {
-		next.Archived = a
+	if rep, good := s.patchCommon(body, &next.Name, &next.Description, &next.CollectionID, &next.Archived); !good {
+		return rep
 	}
 	if raw, has := body["dashcards"]; has {
 		dcs, rep := s.replaceDashcards(d, raw)
