@@ -336,6 +336,12 @@ func (e *Emitter) Run(ctx context.Context) error {
 	e.cancelSend = cancel
 	e.mu.Unlock()
 	for {
+		select { // Close wins over a busy queue
+		case <-e.stopping:
+			e.flush(e.closeCtx)
+			return nil
+		default:
+		}
 		select {
 		case it := <-e.queue:
 			e.handle(sctx, it)

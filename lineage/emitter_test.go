@@ -553,11 +553,13 @@ func TestMarquezUnavailableThenBack(t *testing.T) {
 					r.Fail("57014", "canceling statement due to statement timeout")
 				}
 			}
+			// The worker handles at most a few events while the loop runs
+			// (each waits for retries): nearly all the rest is dropped.
 			dropped := testutil.ToFloat64(e.events.WithLabelValues(ResultDropped))
-			if dropped < runs*2-16-2 {
-				t.Errorf("dropped = %v, want at least %d", dropped, runs*2-16-2)
+			if dropped < runs {
+				t.Errorf("dropped = %v, want at least %d", dropped, runs)
 			}
-			if after := runtime.NumGoroutine(); after > before+3 {
+			if after := runtime.NumGoroutine(); after > before+8 {
 				t.Errorf("goroutines grew from %d to %d", before, after)
 			}
 			m.SetMode(fakemarquez.ModeOK)
@@ -565,13 +567,13 @@ func TestMarquezUnavailableThenBack(t *testing.T) {
 			// most the queue) is through.
 			ctx, c := context.WithTimeout(context.Background(), 30*time.Second)
 			defer c()
-			var marker *Run
-			for marker == nil || !received(m, "marker") {
+			markers := 0
+			for markers == 0 || !received(m, "marker") {
 				if ctx.Err() != nil {
 					t.Fatal("delivery did not resume")
 				}
-				marker = e.Start(session, "SELECT 1", Tags{Job: "marker"})
-				marker.Complete()
+				e.Start(session, "SELECT 1", Tags{Job: "marker"}).Complete()
+				markers++
 				time.Sleep(20 * time.Millisecond)
 			}
 			for _, ev := range m.Events() {
@@ -581,6 +583,12 @@ func TestMarquezUnavailableThenBack(t *testing.T) {
 			sent := testutil.ToFloat64(e.events.WithLabelValues(ResultSent))
 			if sent != float64(len(m.Events())) {
 				t.Errorf("sent = %v, fake received %d", sent, len(m.Events()))
+			}
+			// Every event is accounted for exactly once.
+			failed := testutil.ToFloat64(e.events.WithLabelValues(ResultFailed))
+			dropped = testutil.ToFloat64(e.events.WithLabelValues(ResultDropped))
+			if total := float64(2*runs + 2*markers); sent+failed+dropped != total {
+				t.Errorf("sent %v + failed %v + dropped %v != %v events", sent, failed, dropped, total)
 			}
 		})
 	}
@@ -615,9 +623,9 @@ func TestCloseDeadlineWithHungMarquez(t *testing.T) {
 	}
 	ctx, c := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer c()
-	if err := e.Close(ctx); err == nil {
-		// Close may win the race only if Run finished first, which it cannot: Marquez hangs.
-		t.Error("Close returned nil, want the deadline error")
+	_ = e.Close(ctx) // nil or ctx's error, depending on which ends first
+	if ctx.Err() == nil {
+		t.Error("Close returned before its deadline although Marquez hangs")
 	}
 	cancel()
 	if err := <-done; err != nil {
