@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -435,6 +436,7 @@ func TestHTTPToMarquezFake(t *testing.T) {
 	m := fakemarquez.New()
 	defer m.Close()
 	m.SetAPIKey("secret-key")
+	m.SetCheck(lineagetest.ValidateEvent)
 	e, err := NewEmitter(httpConfig(m.URL), zaptest.NewLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -461,11 +463,26 @@ func TestHTTPToMarquezFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeEmitter(t, e, cancel, done)
+	if errs := m.CheckErrors(); len(errs) > 0 {
+		t.Errorf("schema errors: %v", errs)
+	}
 	if got := testutil.ToFloat64(e.events.WithLabelValues(ResultSent)); got != 3 {
 		t.Errorf("sent = %v, want 3", got)
 	}
 	if got := testutil.ToFloat64(e.events.WithLabelValues(ResultFailed)); got != 0 {
 		t.Errorf("failed = %v, want 0", got)
+	}
+}
+
+// checkBody validates a POSTed event (from a handler goroutine: Errorf).
+func checkBody(t *testing.T, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Errorf("read body: %v", err)
+		return
+	}
+	if err := lineagetest.ValidateEvent(b); err != nil {
+		t.Errorf("invalid event: %v", err)
 	}
 }
 
@@ -476,6 +493,7 @@ func TestHTTP4xxNotRetried(t *testing.T) {
 	var auth atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
+		checkBody(t, r)
 		auth.Store(r.Header.Get("Authorization") + " " + r.Header.Get("Content-Type") + " " + r.URL.Path)
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		_, _ = w.Write([]byte(`{"errors":["run.runId must not be null"]}`))
@@ -506,6 +524,7 @@ func TestHTTP5xxRetriesBounded(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
+		checkBody(t, r)
 		w.WriteHeader(http.StatusInternalServerError)
 	}))
 	defer srv.Close()

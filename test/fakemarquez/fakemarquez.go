@@ -71,6 +71,8 @@ type Server struct {
 	mu       sync.Mutex
 	mode     Mode
 	apiKey   string
+	check    func([]byte) error // extra check of each POSTed body (schemas)
+	checkErr []error
 	events   []json.RawMessage // accepted, in arrival order
 	statuses map[int]int       // answers by status code
 	hang     chan struct{}     // closed when leaving ModeHang
@@ -151,6 +153,22 @@ func (s *Server) SetAPIKey(key string) {
 	s.mu.Lock()
 	s.apiKey = key
 	s.mu.Unlock()
+}
+
+// SetCheck runs check on every POSTed body (e.g. lineagetest.ValidateEvent,
+// the OpenLineage JSON schemas) and records its errors (CheckErrors). The
+// answer still follows Marquez's rules: Marquez does not validate schemas.
+func (s *Server) SetCheck(check func(event []byte) error) {
+	s.mu.Lock()
+	s.check = check
+	s.mu.Unlock()
+}
+
+// CheckErrors returns the errors of SetCheck's check so far.
+func (s *Server) CheckErrors() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]error(nil), s.checkErr...)
 }
 
 // Close stops the server, releases hung requests and waits for its
@@ -255,6 +273,16 @@ func (s *Server) postLineage(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.answer(w, http.StatusBadRequest, errorsBody(err.Error()))
 		return
+	}
+	s.mu.Lock()
+	check := s.check
+	s.mu.Unlock()
+	if check != nil {
+		if err := check(body); err != nil {
+			s.mu.Lock()
+			s.checkErr = append(s.checkErr, err)
+			s.mu.Unlock()
+		}
 	}
 	code, msgs := validate(body)
 	if code != http.StatusCreated {

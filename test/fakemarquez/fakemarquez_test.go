@@ -95,6 +95,25 @@ func TestPostStatusCodes(t *testing.T) {
 	}
 }
 
+func TestCheck(t *testing.T) {
+	s := New()
+	defer s.Close()
+	s.SetCheck(func(b []byte) error {
+		if !bytes.Contains(b, []byte("_producer")) {
+			return errors.New("no facet")
+		}
+		return nil
+	})
+	c, done := client()
+	defer done()
+	if code, _ := post(t, c, s.URL, good); code != 201 {
+		t.Fatalf("status %d: the check must not change Marquez's answer", code)
+	}
+	if errs := s.CheckErrors(); len(errs) != 1 || errs[0].Error() != "no facet" {
+		t.Fatalf("check errors %v", errs)
+	}
+}
+
 func TestAPIKey(t *testing.T) {
 	s := New()
 	defer s.Close()
