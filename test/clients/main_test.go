@@ -1,0 +1,148 @@
+// Package clients runs real PostgreSQL client programs (psql, pgbench,
+// psycopg2 under the system python3, pgjdbc under the JDK) through a
+// complete pgproxy in front of a real primary and one streaming replica, and
+// checks what they report. Each client is driven the way the applications
+// the proxy serves use it (CLIENTS.md: Odoo on psycopg2, Metabase on pgjdbc).
+package clients
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ofitec/pgproxy/test/pgcluster"
+	"github.com/ofitec/pgproxy/test/proxytest"
+)
+
+var cluster *pgcluster.Cluster
+
+func TestMain(m *testing.M) {
+	code := pgcluster.Main(m, pgcluster.Options{Replicas: 1}, &cluster)
+	if code == 0 {
+		// Every proxy was stopped by its test's cleanup: nothing may remain.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const (
+	psqlBin    = "/usr/bin/psql"
+	pgbenchBin = "/usr/lib/postgresql/15/bin/pgbench"
+	python3Bin = "/usr/bin/python3" // Debian's, which has python3-psycopg2
+	jdbcJar    = "/usr/share/java/postgresql.jar"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// startProxy runs a pgproxy in front of the package cluster for this test.
+func startProxy(t *testing.T) *proxytest.Proxy {
+	t.Helper()
+	pgcluster.Require(t, cluster)
+	if err := cluster.Reset(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return proxytest.Start(t, cluster, nil)
+}
+
+// needTool fails (CI) or skips (elsewhere) when a client program is missing.
+func needTool(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (CI installs it in .ci/run): %v", p, err)
+			}
+			t.Skipf("%s is missing: %v", p, err)
+		}
+	}
+}
+
+// result is what a client program did.
+type result struct {
+	stdout, stderr string
+	err            error
+	elapsed        time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("err=%v\n--- stdout\n%s\n--- stderr\n%s", r.err, r.stdout, r.stderr)
+}
+
+// pgEnv is the libpq environment for user/db through the listener at addr.
+// PGPASSWORD is set for the password roles; a ~/.pgpass or service file of
+// the machine is ignored.
+func pgEnv(addr, user, db string, extra ...string) []string {
+	host, port, _ := strings.Cut(addr, ":")
+	env := []string{
+		"PATH=/usr/bin:/bin",
+		"HOME=" + os.TempDir(),
+		"LANG=C.UTF-8",
+		"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + user, "PGDATABASE=" + db,
+		"PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10",
+		"PGPASSFILE=/nonexistent/pgpass", "PGSYSCONFDIR=/nonexistent",
+	}
+	switch user {
+	case pgcluster.MD5User:
+		env = append(env, "PGPASSWORD="+pgcluster.MD5Password)
+	case pgcluster.ScramUser:
+		env = append(env, "PGPASSWORD="+pgcluster.ScramPassword)
+	}
+	return append(env, extra...)
+}
+
+// run executes a client program with env and stdin, bounded by ctx.
+func run(ctx context.Context, env []string, stdin string, name string, args ...string) result {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), err: err, elapsed: time.Since(start)}
+	if ctx.Err() != nil {
+		r.err = errors.Join(r.err, ctx.Err())
+	}
+	return r
+}
+
+// psql runs psql without ~/.psqlrc, unaligned, tuples only, stopping at the
+// first error; args are extra arguments (-c ... or -f ...).
+func psql(ctx context.Context, env []string, stdin string, args ...string) result {
+	base := []string{"-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"}
+	return run(ctx, env, stdin, psqlBin, append(base, args...)...)
+}
+
+// primaryScalar reads one value straight from the primary (not through the proxy).
+func primaryScalar(t *testing.T, sql string, dest any) {
+	t.Helper()
+	if err := cluster.Primary().QueryRow(ctxT(t, 20*time.Second), sql, dest); err != nil {
+		t.Fatalf("%s on the primary: %v", sql, err)
+	}
+}
+
+func primaryExec(t *testing.T, sql string) {
+	t.Helper()
+	if err := cluster.Primary().Exec(ctxT(t, 30*time.Second), sql); err != nil {
+		t.Fatalf("%s on the primary: %v", sql, err)
+	}
+}

@@ -1,0 +1,211 @@
+package clients
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ofitec/pgproxy/test/pgcluster"
+)
+
+// TestPsqlSimpleQueries: psql's simple query protocol through both
+// listeners, with trust, md5 and SCRAM roles; an error in the middle of a
+// session leaves the session usable.
+func TestPsqlSimpleQueries(t *testing.T) {
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	primary := strconv.Itoa(cluster.Primary().Port)
+	replica := strconv.Itoa(cluster.Replicas()[0].Port)
+	cases := []struct {
+		name, addr, user string
+		want             string
+	}{
+		{"write trust", p.WriteAddr(), "postgres", "postgres|" + primary + "|f"},
+		{"write md5", p.WriteAddr(), pgcluster.MD5User, pgcluster.MD5User + "|" + primary + "|f"},
+		{"write scram", p.WriteAddr(), pgcluster.ScramUser, pgcluster.ScramUser + "|" + primary + "|f"},
+		{"read trust", p.ReadAddr(), "postgres", "postgres|" + replica + "|t"},
+		{"read scram", p.ReadAddr(), pgcluster.ScramUser, pgcluster.ScramUser + "|" + replica + "|t"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := psql(ctxT(t, 30*time.Second), pgEnv(c.addr, c.user, "postgres"), "",
+				"-c", "SELECT current_user, inet_server_port(), pg_is_in_recovery()")
+			if r.err != nil || strings.TrimSpace(r.stdout) != c.want {
+				t.Fatalf("want %q\n%s", c.want, r)
+			}
+		})
+	}
+
+	t.Run("multi-statement and DDL on the primary", func(t *testing.T) {
+		r := psql(ctxT(t, 30*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), "",
+			"-c", "DROP TABLE IF EXISTS psql_simple; CREATE TABLE psql_simple(id int, v text); INSERT INTO psql_simple SELECT g, 'v' || g FROM generate_series(1, 10) g; SELECT count(*), sum(id) FROM psql_simple")
+		if r.err != nil || strings.TrimSpace(r.stdout) != "10|55" {
+			t.Fatalf("want 10|55\n%s", r)
+		}
+		var n int
+		primaryScalar(t, "SELECT count(*) FROM psql_simple", &n)
+		if n != 10 {
+			t.Fatalf("primary has %d rows, want 10", n)
+		}
+	})
+
+	t.Run("error then more statements in one session", func(t *testing.T) {
+		script := "SELECT 1/0;\nSELECT 'after-error';\nBEGIN;\nSELECT 'in-tx';\nSELECT nosuchcolumn;\nSELECT 'aborted';\nROLLBACK;\nSELECT 'after-rollback';\n"
+		r := run(ctxT(t, 30*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), script,
+			psqlBin, "-X", "-A", "-t", "-q", "-v", "VERBOSITY=verbose", "-f", "-")
+		for _, want := range []string{"after-error", "in-tx", "after-rollback"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("stdout lacks %q\n%s", want, r)
+			}
+		}
+		if strings.Contains(r.stdout, "aborted") {
+			t.Errorf("a statement ran in an aborted transaction\n%s", r)
+		}
+		for _, want := range []string{"22012: division by zero", "42703: column \"nosuchcolumn\" does not exist", "25P02: current transaction is aborted"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr lacks %q\n%s", want, r)
+			}
+		}
+	})
+
+	t.Run("read listener refuses writes with 25006", func(t *testing.T) {
+		r := psql(ctxT(t, 30*time.Second), pgEnv(p.ReadAddr(), "postgres", "postgres"), "",
+			"-v", "VERBOSITY=verbose", "-c", "CREATE TABLE psql_on_replica(x int)")
+		if r.err == nil || !strings.Contains(r.stderr, "25006") {
+			t.Fatalf("want a 25006 error\n%s", r)
+		}
+	})
+}
+
+// TestPsqlCopy: \copy out and in of 50 000 rows through the write listener,
+// and \copy out through the read listener; counts and checksums are read on
+// the primary directly.
+func TestPsqlCopy(t *testing.T) {
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	const rows = 50000
+	primaryExec(t, "DROP TABLE IF EXISTS copy_src, copy_dst")
+	primaryExec(t, fmt.Sprintf("CREATE TABLE copy_src AS SELECT g AS id, md5(g::text) AS h, 'tab\tand \\ backslash ' || g AS s FROM generate_series(1, %d) g", rows))
+	primaryExec(t, "CREATE TABLE copy_dst (LIKE copy_src)")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tsv")
+	env := pgEnv(p.WriteAddr(), "postgres", "postgres")
+
+	r := psql(ctxT(t, 60*time.Second), env, "", "-c", fmt.Sprintf(`\copy copy_src TO '%s'`, out))
+	if r.err != nil {
+		t.Fatalf("copy out: %s", r)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), "\n"); n != rows {
+		t.Fatalf("copy out wrote %d lines, want %d", n, rows)
+	}
+
+	r = psql(ctxT(t, 60*time.Second), env, "", "-c", fmt.Sprintf(`\copy copy_dst FROM '%s'`, out))
+	if r.err != nil {
+		t.Fatalf("copy in: %s", r)
+	}
+	var n int
+	primaryScalar(t, "SELECT count(*) FROM copy_dst", &n)
+	if n != rows {
+		t.Fatalf("primary has %d rows after \\copy in, want %d", n, rows)
+	}
+	var diff int
+	primaryScalar(t, "SELECT count(*) FROM ((TABLE copy_src EXCEPT ALL TABLE copy_dst) UNION ALL (TABLE copy_dst EXCEPT ALL TABLE copy_src)) d", &diff)
+	if diff != 0 {
+		t.Fatalf("copy_dst differs from copy_src in %d rows", diff)
+	}
+
+	// COPY out on a replica, to stdout, once it has replayed the table.
+	if err := cluster.WaitReplicasCaughtUp(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	r = psql(ctxT(t, 60*time.Second), pgEnv(p.ReadAddr(), "postgres", "postgres"), "",
+		"-c", `\copy (SELECT id FROM copy_dst WHERE pg_is_in_recovery()) TO STDOUT`)
+	if r.err != nil {
+		t.Fatalf("copy out on the read listener: %s", r)
+	}
+	if n := strings.Count(r.stdout, "\n"); n != rows {
+		t.Fatalf("copy out on the replica gave %d lines, want %d", n, rows)
+	}
+
+	// A failing COPY FROM (bad data in the middle) leaves the session usable.
+	bad := filepath.Join(dir, "bad.tsv")
+	if err := os.WriteFile(bad, []byte("1\tx\ty\nnot-a-number\tx\ty\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("\\copy copy_dst FROM '%s'\nSELECT 'still-here', count(*) FROM copy_dst;\n", bad)
+	r = run(ctxT(t, 30*time.Second), env, script, psqlBin, "-X", "-A", "-t", "-q", "-v", "VERBOSITY=verbose", "-f", "-")
+	if !strings.Contains(r.stderr, "22P02") || !strings.Contains(r.stdout, fmt.Sprintf("still-here|%d", rows)) {
+		t.Fatalf("want 22P02 then still-here|%d\n%s", rows, r)
+	}
+}
+
+// TestPsqlCancel: Ctrl-C (SIGINT) on psql running pg_sleep(30) makes psql
+// send a CancelRequest on a new connection to the proxy; the statement must
+// end with 57014 well before the sleep would (the bound is 2 s; the sleep
+// is 30 s), on both listeners.
+func TestPsqlCancel(t *testing.T) {
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	for _, c := range []struct {
+		name string
+		addr string
+	}{{"write", p.WriteAddr()}, {"read", p.ReadAddr()}} {
+		t.Run(c.name, func(t *testing.T) {
+			app := fmt.Sprintf("clients-cancel-%s-%d", c.name, time.Now().UnixNano())
+			ctx := ctxT(t, 60*time.Second)
+			cmd := exec.CommandContext(ctx, psqlBin, "-X", "-A", "-t", "-v", "VERBOSITY=verbose", "-c", "SELECT pg_sleep(30)")
+			cmd.Env = pgEnv(c.addr, "postgres", "postgres", "PGAPPNAME="+app)
+			var out, errb strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			cmd.WaitDelay = 5 * time.Second
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Wait until the statement runs on a backend.
+			node := cluster.Primary()
+			if c.name == "read" {
+				node = cluster.Replicas()[0]
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				var n int
+				err := node.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+app+"' AND state = 'active' AND query LIKE '%pg_sleep%'", &n)
+				if err == nil && n == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+					t.Fatalf("the query never showed up on %s (err %v)\nstderr: %s", node.Name, err, errb.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			sent := time.Now()
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			elapsed := time.Since(sent)
+			t.Logf("psql ended %v after SIGINT", elapsed)
+			if err == nil {
+				t.Errorf("psql exited 0 after cancel\nstdout: %s", out.String())
+			}
+			if !strings.Contains(errb.String(), "57014") || !strings.Contains(errb.String(), "canceling statement due to user request") {
+				t.Errorf("stderr lacks 57014 canceling statement due to user request: %q", errb.String())
+			}
+			if elapsed > 2*time.Second {
+				t.Errorf("cancel took %v, want < 2s", elapsed)
+			}
+		})
+	}
+}
