@@ -66,6 +66,13 @@ const (
 	flushTimeout = 5 * time.Second
 )
 
+// maxPendingSQL bounds the bytes of SQL text held by runs whose START the
+// worker has not handled yet: the queue bounds the number of events, this
+// bounds their size (a 10 MB INSERT ... VALUES times the queue length would
+// not be bounded memory). A START over the budget is dropped like one that
+// finds the queue full. A variable for tests.
+var maxPendingSQL int64 = 64 << 20
+
 // Emitter turns run transitions into OpenLineage events and delivers them on
 // its own worker (Run). Start, Complete and Fail are safe for concurrent use
 // and never block: they take a timestamp and try a non-blocking send on a
@@ -79,7 +86,9 @@ type Emitter struct {
 	queue    chan item
 	sender   sender
 
-	events *prometheus.CounterVec
+	events                *prometheus.CounterVec
+	sent, dropped, failed prometheus.Counter
+	pendingSQL            atomic.Int64 // bytes of SQL not yet parsed by the worker
 
 	mu       sync.RWMutex // guards closed against enqueue (RLock) and Close (Lock)
 	closed   bool
@@ -125,6 +134,10 @@ type Run struct {
 	// SET, SELECT 1, ...), which would otherwise flood the catalog.
 	fromSession bool
 	ended       atomic.Bool
+	// startDropped: the START event was dropped, so the terminal event is
+	// dropped (and counted) too: runs are published whole or not at all
+	// (short of a terminal event dropped after its START went out).
+	startDropped atomic.Bool
 
 	// Set by the worker goroutine only.
 	parsed  bool
@@ -168,9 +181,9 @@ func NewEmitter(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Emitte
 			Help: "OpenLineage events by outcome: sent (2xx or written), dropped (queue full, closed, or flush deadline), failed (4xx, retries exhausted).",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{ResultSent, ResultDropped, ResultFailed} {
-		e.events.WithLabelValues(r)
-	}
+	e.sent = e.events.WithLabelValues(ResultSent)
+	e.dropped = e.events.WithLabelValues(ResultDropped)
+	e.failed = e.events.WithLabelValues(ResultFailed)
 	if !cfg.Enabled {
 		e.closed = true
 		if err := e.register(reg); err != nil {
@@ -247,10 +260,10 @@ func (e *Emitter) Enabled() bool { return e != nil && e.cfg.Enabled }
 
 // Start records that a tagged statement was sent to the server and enqueues
 // its START event. The job is tags.Job, else info.SessionJob; with neither,
-// Start returns nil. A run whose job comes from the session publishes
-// nothing when its statement reads and writes no table (BEGIN, SET, ...). sql is the statement text as the client sent it; it is
+// Start returns nil. sql is the statement text as the client sent it; it is
 // parsed later, on the worker. The returned Run must be ended with Complete
-// or Fail.
+// or Fail. A run whose job comes from the session publishes nothing when its
+// statement reads and writes no table (BEGIN, SET, ...).
 func (e *Emitter) Start(info SessionInfo, sql string, tags Tags) *Run {
 	if e == nil || !e.cfg.Enabled {
 		return nil
@@ -267,13 +280,29 @@ func (e *Emitter) Start(info SessionInfo, sql string, tags Tags) *Run {
 		id = uuid.New()
 	}
 	r := &Run{e: e, id: id, info: info, sql: sql, tags: tags, fromSession: fromSession}
-	e.enqueue(item{kind: kindStart, run: r, at: time.Now()})
+	n := int64(len(sql))
+	if e.pendingSQL.Add(n) > maxPendingSQL {
+		e.pendingSQL.Add(-n)
+		r.sql = ""
+		r.startDropped.Store(true)
+		e.dropped.Inc()
+		return r
+	}
+	if !e.enqueue(item{kind: kindStart, run: r, at: time.Now()}) {
+		e.pendingSQL.Add(-n)
+		r.sql = ""
+		r.startDropped.Store(true)
+	}
 	return r
 }
 
 // Complete enqueues the run's COMPLETE event (its CommandComplete arrived).
 func (r *Run) Complete() {
 	if r == nil || !r.ended.CompareAndSwap(false, true) {
+		return
+	}
+	if r.startDropped.Load() {
+		r.e.dropped.Inc()
 		return
 	}
 	r.e.enqueue(item{kind: kindComplete, run: r, at: time.Now()})
@@ -285,20 +314,28 @@ func (r *Run) Fail(sqlstate, message string) {
 	if r == nil || !r.ended.CompareAndSwap(false, true) {
 		return
 	}
+	if r.startDropped.Load() {
+		r.e.dropped.Inc()
+		return
+	}
 	r.e.enqueue(item{kind: kindFail, run: r, at: time.Now(), sqlstate: sqlstate, message: message})
 }
 
-func (e *Emitter) enqueue(it item) {
+// enqueue tries a non-blocking send; a full queue or a closed Emitter drops
+// (and counts) the event.
+func (e *Emitter) enqueue(it item) bool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.closed {
-		e.events.WithLabelValues(ResultDropped).Inc()
-		return
+		e.dropped.Inc()
+		return false
 	}
 	select {
 	case e.queue <- it:
+		return true
 	default:
-		e.events.WithLabelValues(ResultDropped).Inc()
+		e.dropped.Inc()
+		return false
 	}
 }
 
@@ -425,7 +462,11 @@ func (e *Emitter) flush(ctx context.Context) {
 		select {
 		case it := <-e.queue:
 			if ctx.Err() != nil {
-				e.events.WithLabelValues(ResultDropped).Inc()
+				if !it.run.parsed {
+					e.pendingSQL.Add(-int64(len(it.run.sql)))
+					it.run.parsed, it.run.sql = true, ""
+				}
+				e.dropped.Inc()
 				continue
 			}
 			e.handle(ctx, it)
@@ -449,12 +490,12 @@ func (e *Emitter) handle(ctx context.Context, it item) {
 	}
 	body, err := json.Marshal(e.build(it))
 	if err != nil { // cannot happen with these types
-		e.events.WithLabelValues(ResultFailed).Inc()
+		e.failed.Inc()
 		e.log.Error("lineage event encoding", zap.Error(err))
 		return
 	}
 	if err := e.sender.Send(ctx, body); err != nil {
-		e.events.WithLabelValues(ResultFailed).Inc()
+		e.failed.Inc()
 		fields := []zap.Field{
 			zap.String("job", it.run.tags.Job),
 			zap.String("run_id", it.run.id.String()),
@@ -468,7 +509,7 @@ func (e *Emitter) handle(ctx context.Context, it item) {
 		e.log.Warn("lineage event not delivered", fields...)
 		return
 	}
-	e.events.WithLabelValues(ResultSent).Inc()
+	e.sent.Inc()
 }
 
 func eventType(k itemKind) string {
@@ -547,16 +588,19 @@ const withheldQuery = "-- pgproxy: the statement could not be parsed; its text i
 
 // parse fills the run's query text and datasets (worker goroutine only).
 func (e *Emitter) parse(r *Run) {
+	sql := r.sql
 	r.parsed = true
-	r.query = r.sql
+	r.sql = "" // parsed: the text is no longer held
+	e.pendingSQL.Add(-int64(len(sql)))
+	r.query = sql
 	if e.cfg.NormalizeSQL {
-		q, err := sqlscan.Normalize(r.sql)
+		q, err := sqlscan.Normalize(sql)
 		if err != nil {
 			q = withheldQuery
 		}
 		r.query = q
 	}
-	reads, writes, err := sqlscan.Tables(r.sql)
+	reads, writes, err := sqlscan.Tables(sql)
 	if err != nil {
 		e.log.Debug("lineage: statement not parsed", zap.String("job", r.tags.Job), zap.Error(err))
 		return

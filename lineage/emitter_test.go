@@ -414,6 +414,35 @@ func TestQueueFullDropsAndNeverBlocks(t *testing.T) {
 	}
 }
 
+func TestPendingSQLBudget(t *testing.T) {
+	old := maxPendingSQL
+	maxPendingSQL = 100
+	defer func() { maxPendingSQL = old }()
+	cfg, out := fileConfig(t)
+	e, err := NewEmitter(cfg, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql := "SELECT * FROM t WHERE x = '" + strings.Repeat("x", 50) + "'" // 78 bytes
+	r1 := e.Start(session, sql, Tags{Job: "first"})
+	r2 := e.Start(session, sql, Tags{Job: "second"}) // over budget: START dropped
+	r2.Complete()                                    // and so its COMPLETE
+	r1.Complete()
+	if got := testutil.ToFloat64(e.dropped); got != 2 {
+		t.Errorf("dropped = %v, want 2", got)
+	}
+	if err := e.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := readEvents(t, out)
+	if len(evs) != 2 || evs[0].Job.Name != "first" || evs[1].Job.Name != "first" {
+		t.Errorf("events %+v", evs)
+	}
+	if n := e.pendingSQL.Load(); n != 0 {
+		t.Errorf("pending SQL bytes after the flush: %d", n)
+	}
+}
+
 func fastRetries(t *testing.T) {
 	old := []any{httpMaxAttempts, httpMaxElapsed, httpBackoffBase, httpBackoffMax}
 	httpMaxAttempts, httpMaxElapsed, httpBackoffBase, httpBackoffMax = 4, 2*time.Second, 10*time.Millisecond, 50*time.Millisecond
