@@ -209,3 +209,18 @@ func TestPsqlCancel(t *testing.T) {
 		})
 	}
 }
+
+// TestPsqlBind: psql's \bind (PostgreSQL 16+ psql) sends the extended
+// protocol (Parse/Bind/Describe/Execute/Sync) with parameters. psql 15 has
+// no \bind; the test skips there, saying so.
+func TestPsqlBind(t *testing.T) {
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	r := psql(ctxT(t, 30*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), "SELECT $1::int + $2::int AS s, pg_is_in_recovery() \\bind 40 2 \\g\n", "-f", "-")
+	if strings.Contains(r.stderr, `invalid command \bind`) {
+		t.Skipf("this psql has no \\bind (added in psql 16): %s", strings.TrimSpace(r.stderr))
+	}
+	if r.err != nil || strings.TrimSpace(r.stdout) != "42|f" {
+		t.Fatalf("want 42|f\n%s", r)
+	}
+}
