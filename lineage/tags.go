@@ -19,7 +19,8 @@ type Tags struct {
 // (either side of a trailing ';', after leading "--" line comments) contains
 // "job" followed by "=". It never misses a query ParseTags accepts; false
 // positives (a "parent_job=" alone, "job=" in a Django comment) are fine, the
-// worker decides. It does not allocate and looks only at the comments at
+// worker decides. The terminating NUL of a Query message body may be
+// included. It does not allocate and looks only at the comments at
 // either end, so its cost does not grow with the length of the statement body.
 func HasTag(sql []byte) bool {
 	found := false
@@ -101,7 +102,7 @@ trailing:
 	for j > start {
 		c := sql[j-1]
 		switch {
-		case isSpace(c) || c == ';':
+		case isSpace(c) || c == ';' || c == 0: // 0: a Query message's terminator
 			j--
 		case c == '/' && j-2 >= start && sql[j-2] == '*':
 			open := bytes.LastIndex(sql[start:j-2], []byte("/*"))

@@ -69,6 +69,7 @@ func TestHasTag(t *testing.T) {
 		{"", false},
 		{";;", false},
 		{"*/", false},
+		{"SELECT 1 /*job='x'*/;\x00", true}, // Query message body with its terminator
 	} {
 		if got := HasTag([]byte(tt.sql)); got != tt.want {
 			t.Errorf("HasTag(%q) = %v, want %v", tt.sql, got, tt.want)
