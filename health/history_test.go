@@ -102,3 +102,15 @@ func absDiff(a, b float64) float64 {
 	}
 	return b - a
 }
+
+func TestFormatSize(t *testing.T) {
+	for _, tt := range []struct {
+		n    int64
+		want string
+	}{{0, "0 bytes"}, {10239, "10239 bytes"}, {10240, "10 kB"}, {8150832, "7960 kB"}, {1 << 20, "1024 kB"},
+		{10 << 20, "10 MB"}, {5 << 30, "5120 MB"}, {20 << 30, "20 GB"}, {1 << 50, "1024 TB"}, {1 << 60, "1048576 TB"}} {
+		if got := FormatSize(tt.n); got != tt.want {
+			t.Errorf("FormatSize(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}

@@ -164,7 +164,7 @@ func TestMonitorReplayPausedBecomesLaggingAndReturns(t *testing.T) {
 	if b1.State != StateLagging {
 		t.Fatalf("replica 1 not lagging after 2 probes:\n%s", dump(s))
 	}
-	if !b1.ReplayPaused || b1.LagBytes < 1<<20 || !strings.Contains(b1.Reason, "bytes > 1048576") {
+	if !b1.ReplayPaused || b1.LagBytes < 1<<20 || !strings.Contains(b1.Reason, " > 1024 kB") {
 		t.Fatalf("replica 1: %+v", *b1)
 	}
 	if b2 := s.Backend(r2.Addr()); b2.State != StateUp {

@@ -257,17 +257,17 @@ func (t *tracker) lagReason(b *Backend, removed bool) string {
 		if b.Probes == 0 || (b.LagSeconds == 0 && b.LagBytes == 0) {
 			r = "lag unknown (no primary)"
 		} else {
-			r = fmt.Sprintf("lag unknown (no primary), last %s, %d bytes", fmtSeconds(b.LagSeconds), b.LagBytes)
+			r = fmt.Sprintf("lag unknown (no primary), last %s, %s", fmtSeconds(b.LagSeconds), FormatSize(b.LagBytes))
 		}
 	} else {
-		r = fmt.Sprintf("lag %s, %d bytes", fmtSeconds(b.LagSeconds), b.LagBytes)
+		r = fmt.Sprintf("lag %s, %s", fmtSeconds(b.LagSeconds), FormatSize(b.LagBytes))
 	}
 	if removed {
 		switch {
 		case t.lim.maxLag > 0 && b.LagSeconds > t.lim.maxLag.Seconds():
 			r = fmt.Sprintf("lag %s > %s", fmtSeconds(b.LagSeconds), t.lim.maxLag)
 		case t.lim.maxLagBytes > 0 && b.LagBytes > t.lim.maxLagBytes:
-			r = fmt.Sprintf("lag %d bytes > %d", b.LagBytes, t.lim.maxLagBytes)
+			r = fmt.Sprintf("lag %s > %s", FormatSize(b.LagBytes), FormatSize(t.lim.maxLagBytes))
 		default:
 			r += ": back below half the limit"
 		}
@@ -316,6 +316,21 @@ func (t *tracker) snapshot(now time.Time) *Snapshot {
 }
 
 func fmtSeconds(s float64) string { return fmt.Sprintf("%.1fs", s) }
+
+// FormatSize renders a byte count like pg_size_pretty: "8191 bytes",
+// "7960 kB", "12 MB".
+func FormatSize(n int64) string {
+	if n < 10*1024 && n > -10*1024 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	units := [...]string{"kB", "MB", "GB", "TB"}
+	f, u := float64(n)/1024, 0
+	for (f >= 10*1024 || f <= -10*1024) && u < len(units)-1 {
+		f /= 1024
+		u++
+	}
+	return fmt.Sprintf("%.0f %s", f, units[u])
+}
 
 // shortError is the innermost cause of a probe failure, for Reason
 // ("connection refused", "probe timed out", the server's message).

@@ -149,7 +149,7 @@ func TestTrackerByteLimit(t *testing.T) {
 	runSteps(t, cfg, []step{
 		{obs: prim(pA, 0, 10000, 1), primary: pA},
 		{obs: repl(rB, 0.5, 9500), want: map[string]want{rB: {state: StateUp, lagBytes: byts(500)}}},
-		{obs: repl(rB, 0.6, 8999), want: map[string]want{rB: {state: StateLagging, reason: "lag 1001 bytes > 1000"}}},
+		{obs: repl(rB, 0.6, 8999), want: map[string]want{rB: {state: StateLagging, reason: "lag 1001 bytes > 1000 bytes"}}},
 		{obs: repl(rB, 0.7, 9400), want: map[string]want{rB: {state: StateLagging}}}, // 600 ≥ 500
 		{obs: repl(rB, 0.8, 9501), want: map[string]want{rB: {state: StateUp}}},      // 499 < 500
 	})

@@ -356,7 +356,7 @@ func describeReplicas(snap *health.Snapshot, exclude []string, maxLag time.Durat
 		case maxLag > 0 && be.LagSeconds > maxLag.Seconds():
 			fmt.Fprintf(&b, "lag %.1fs > %s", be.LagSeconds, maxLag)
 		case maxBytes > 0 && be.LagBytes > maxBytes:
-			fmt.Fprintf(&b, "lag %d bytes > %d", be.LagBytes, maxBytes)
+			fmt.Fprintf(&b, "lag %s > %s", health.FormatSize(be.LagBytes), health.FormatSize(maxBytes))
 		default:
 			b.WriteString(be.State.String() + ": " + be.Reason)
 		}

@@ -102,7 +102,7 @@ func TestPick(t *testing.T) {
 			errMsg: "no replica within max_lag 2s: 10.0.0.2:5432 lag 2.5s > 2s"},
 		{name: "read: byte limit", cfg: Config{MaxLagBytes: 1000, Fallback: "reject"},
 			snap: mkSnap(prim(pg1), repl(pg2, 0, 1001)), session: Session{Route: RouteRead},
-			errMsg: "no replica available: 10.0.0.2:5432 lag 1001 bytes > 1000"},
+			errMsg: "no replica available: 10.0.0.2:5432 lag 1001 bytes > 1000 bytes"},
 		{name: "read: excluded replica → the next candidate", cfg: Config{MaxLag: 5 * time.Second},
 			snap: healthy, session: Session{Route: RouteRead}, exclude: []string{pg3}, want: pg2, reason: "replica"},
 		{name: "read: no replica fits → primary, read-only", cfg: Config{MaxLag: 5 * time.Second},
