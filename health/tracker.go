@@ -89,7 +89,7 @@ func (t *tracker) setConfig(cfg Config, now time.Time) {
 	}
 }
 
-// observe applies one probe result and reports whether the snapshot changed.
+// observe applies one probe result.
 func (t *tracker) observe(o observation) {
 	tb := t.backends[o.addr]
 	if tb == nil {
