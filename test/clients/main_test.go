@@ -65,7 +65,7 @@ func needTool(t *testing.T, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
 		if _, err := os.Stat(p); err != nil {
-			if os.Getenv("CI") == "true" {
+			if isCI() {
 				t.Fatalf("%s is missing (CI installs it in .ci/run): %v", p, err)
 			}
 			t.Skipf("%s is missing: %v", p, err)
@@ -145,4 +145,19 @@ func primaryExec(t *testing.T, sql string) {
 	if err := cluster.Primary().Exec(ctxT(t, 30*time.Second), sql); err != nil {
 		t.Fatalf("%s on the primary: %v", sql, err)
 	}
+}
+
+func isCI() bool { return os.Getenv("CI") == "true" }
+
+// runCmd runs a short local command (a tool probe) and returns its output.
+func runCmd(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.CommandContext(ctxT(t, 60*time.Second), name, args...).CombinedOutput()
+	return string(out), err
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
