@@ -1,0 +1,119 @@
+// Metabase-like pgjdbc session through pgproxy (run by pgjdbc_test.go).
+//
+// usage: java -cp postgresql.jar:. MetabaseLike JDBC_URL USER PASSWORD
+// Prints key=value lines; the Go test asserts. Exit status 1 on an
+// unexpected exception (stack trace on stderr).
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.util.Properties;
+
+public class MetabaseLike {
+    static void out(String k, Object v) {
+        System.out.println(k + "=" + v);
+    }
+
+    static String scalar(Connection c, String sql) throws SQLException {
+        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery(sql)) {
+            rs.next();
+            return rs.getString(1);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        Properties props = new Properties();
+        props.setProperty("user", args[1]);
+        props.setProperty("password", args[2]);
+        props.setProperty("ApplicationName", "Metabase v0.50.0 [clients-test]");
+        props.setProperty("sslmode", "disable");
+        props.setProperty("connectTimeout", "10");
+        try (Connection c = DriverManager.getConnection(args[0], props)) {
+            out("driver", c.getMetaData().getDriverVersion());
+            out("session", scalar(c, "SELECT inet_server_port() || ',' || pg_is_in_recovery()"));
+
+            // Pool checkout and health check.
+            try (Statement s = c.createStatement()) {
+                s.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ UNCOMMITTED");
+                out("empty_query_has_result", s.execute(""));
+                out("empty_query_update_count", s.getUpdateCount());
+            }
+            out("isolation", scalar(c, "SHOW transaction_isolation"));
+            out("is_valid", c.isValid(5));
+
+            // The same PreparedStatement 8 times: after prepareThreshold (5)
+            // executions pgjdbc uses a named server statement S_n (binary).
+            String sql = "-- Metabase:: userID: 1 queryHash: 0f3c\nSELECT ?::int + 1 AS n, 'x'::text AS t";
+            try (PreparedStatement ps = c.prepareStatement(sql)) {
+                int sum = 0;
+                for (int i = 1; i <= 8; i++) {
+                    ps.setInt(1, i);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        sum += rs.getInt(1);
+                    }
+                    if (i == 1 || i == 6) {
+                        out("named_statements_after_" + i, scalar(c, "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql AND statement LIKE '%queryHash: 0f3c%'"));
+                    }
+                }
+                out("prepared_sum", sum);
+                out("prepared_is_server", ((org.postgresql.PGStatement) ps).isUseServerPrepare());
+            }
+
+            // Cursor-mode fetch: autocommit off + fetchSize gives Execute with a
+            // row limit and PortalSuspended every 100 rows.
+            c.setAutoCommit(false);
+            try (PreparedStatement ps = c.prepareStatement("SELECT g, repeat('r', 50) FROM generate_series(1, 1000) g ORDER BY g")) {
+                ps.setFetchSize(100);
+                long rows = 0, sum = 0;
+                String fetchedWhileOpen = "";
+                try (ResultSet rs = ps.executeQuery()) {
+                    while (rs.next()) {
+                        rows++;
+                        sum += rs.getLong(1);
+                        if (rows == 150) {
+                            // The portal is still open on the server here.
+                            fetchedWhileOpen = scalar(c, "SELECT count(*) FROM pg_cursors WHERE name <> '' AND statement LIKE '%generate_series(1, 1000)%'");
+                        }
+                    }
+                }
+                out("fetch_rows", rows);
+                out("fetch_sum", sum);
+                out("fetch_cursors_while_open", fetchedWhileOpen);
+            }
+            c.commit();
+            c.setAutoCommit(true);
+
+            // Statement.cancel() from another thread: a CancelRequest on a new
+            // connection.
+            try (Statement s = c.createStatement()) {
+                final long[] cancelAt = {0};
+                Thread th = new Thread(() -> {
+                    try {
+                        Thread.sleep(1000);
+                        cancelAt[0] = System.nanoTime();
+                        s.cancel();
+                    } catch (Exception e) {
+                        e.printStackTrace();
+                    }
+                });
+                th.start();
+                long start = System.nanoTime();
+                String state = "none";
+                try {
+                    s.execute("SELECT pg_sleep(30)");
+                } catch (SQLException e) {
+                    state = e.getSQLState();
+                }
+                long end = System.nanoTime();
+                th.join();
+                out("cancel_sqlstate", state);
+                out("cancel_total_ms", (end - start) / 1000000);
+                out("cancel_after_request_ms", cancelAt[0] == 0 ? -1 : (end - cancelAt[0]) / 1000000);
+            }
+            out("after_cancel", scalar(c, "SELECT 'usable'"));
+        }
+    }
+}
