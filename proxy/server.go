@@ -89,6 +89,10 @@ type Config struct {
 	ReadOnlyCheck func(sql string) (reason string, violated bool, err error)
 	// Lineage receives tagged statements; nil disables lineage.
 	Lineage LineageSink
+	// Admin answers the admin console (database "pgproxy") for AdminUsers,
+	// after they authenticated at the primary. Nil disables the console.
+	Admin      AdminConsole
+	AdminUsers []string
 }
 
 func (c *Config) withDefaults() Config {

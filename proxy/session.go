@@ -57,6 +57,7 @@ type session struct {
 	cancelKey   string
 	lin         *lineageState   // nil unless lineage is enabled
 	poisoned    map[string]bool // statements replaced by the read-only guard (c2s only)
+	adminAuth   bool            // authenticating for the admin console
 	terminating atomic.Pointer[string]
 	closeOnce   sync.Once
 	bytesIn     atomic.Int64 // client → server
@@ -121,6 +122,12 @@ func (s *session) run() {
 	s.applicationName, _ = sp.get("application_name")
 	s.mu.Unlock()
 
+	if s.database == AdminDatabase {
+		if err := s.serveAdmin(sp, deadline); err != nil {
+			s.failStartup(err)
+		}
+		return
+	}
 	t0 := time.Now()
 	if err := s.connect(sp, deadline); err != nil {
 		s.failStartup(err)
@@ -335,8 +342,12 @@ func (s *session) connect(sp *startupPacket, deadline time.Time) error {
 	}
 	var exclude []string
 	var lastErr error
+	l := s.listener
+	if s.adminAuth {
+		l.Route = "write" // the admin console authenticates at the primary
+	}
 	for attempt := 0; attempt < 8; attempt++ {
-		t, err := s.srv.director.Direct(s.listener, params, exclude)
+		t, err := s.srv.director.Direct(l, params, exclude)
 		if err != nil {
 			return err
 		}

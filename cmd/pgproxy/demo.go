@@ -18,6 +18,7 @@ import (
 	"github.com/ofitec/pgproxy/configs"
 	"github.com/ofitec/pgproxy/deploy/demo"
 	"github.com/ofitec/pgproxy/internal/app"
+	"github.com/ofitec/pgproxy/internal/sqlscan"
 	"github.com/ofitec/pgproxy/test/pgcluster"
 )
 
@@ -198,7 +199,15 @@ func runDemoETL(ctx context.Context, addr string) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	// Simple protocol: the file holds several statements, each with its tag.
-	_, err = conn.PgConn().Exec(ctx, etl).ReadAll()
-	return err
+	// One statement at a time, each with its own tag: one lineage run per stage.
+	stmts, err := sqlscan.Split(etl)
+	if err != nil {
+		return err
+	}
+	for _, st := range stmts {
+		if _, err := conn.PgConn().Exec(ctx, st).ReadAll(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

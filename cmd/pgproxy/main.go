@@ -104,6 +104,7 @@ func serve(cfg *configs.Config, load func() (*configs.Config, error), log *zap.L
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
+	a.SetReloader(load)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -117,12 +118,7 @@ func serve(cfg *configs.Config, load func() (*configs.Config, error), log *zap.L
 			case <-ctx.Done():
 				return
 			case <-hup:
-				next, err := load()
-				if err != nil {
-					log.Error("reload rejected: invalid configuration; the old one stays in force", zap.Error(err))
-					continue
-				}
-				if _, err := a.Reload(next); err != nil {
+				if err := a.ReloadFromSource(); err != nil {
 					log.Error("reload failed; the old configuration stays in force", zap.Error(err))
 				}
 			}

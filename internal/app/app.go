@@ -42,9 +42,11 @@ type App struct {
 	server   *proxy.Server
 	emitter  *lineage.Emitter
 	director *director
+	admin    adminAdapter
 
-	mu  sync.Mutex
-	cfg *configs.Config
+	mu       sync.Mutex
+	cfg      *configs.Config
+	reloader func() (*configs.Config, error)
 
 	listeners []boundListener
 	httpLn    net.Listener
@@ -78,7 +80,13 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 		return nil, err
 	}
 	a.router = router.New(routerConfig(cfg), a.monitor.Snapshot, a.reg)
-	a.director = &director{router: a.router}
+	a.director = &director{router: a.router, snapshot: a.monitor.Snapshot,
+		staleness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgproxy_read_session_staleness_seconds",
+			Help:    "Freshness SLO view: the replication lag of the backend each read session was given (0 for the primary).",
+			Buckets: []float64{0, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
+		})}
+	a.reg.MustRegister(a.director.staleness)
 	a.director.cfg.Store(cfg)
 
 	pcfg, err := proxyConfig(cfg)
@@ -93,6 +101,9 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 		pcfg.Lineage = lineageSink{a.emitter}
 	}
 	a.server = proxy.NewServer(pcfg, a.director, log.Named("proxy"), proxy.NewMetrics(a.reg))
+	a.admin = adminAdapter{a.adminConsole()}
+	pcfg.Admin = a.admin
+	a.server.SetConfig(pcfg)
 
 	for _, l := range cfg.Listen {
 		ln, err := net.Listen("tcp", l.Addr)
@@ -244,6 +255,7 @@ func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	if a.emitter != nil {
 		pcfg.Lineage = lineageSink{a.emitter}
 	}
+	pcfg.Admin = a.admin
 	a.server.SetConfig(pcfg)
 	a.director.cfg.Store(cfg)
 	if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil && a.level != (zap.AtomicLevel{}) {
@@ -293,6 +305,7 @@ func proxyConfig(cfg *configs.Config) (proxy.Config, error) {
 		StartupTimeout: cfg.Limits.StartupTimeout,
 		Backends:       backendAddrs(cfg),
 		ReadOnlyCheck:  sqlscan.ReadOnlyViolation,
+		AdminUsers:     cfg.Admin.Users,
 	}
 	if cfg.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)

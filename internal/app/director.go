@@ -1,9 +1,13 @@
 package app
 
 import (
+	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ofitec/pgproxy/configs"
+	"github.com/ofitec/pgproxy/health"
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/proxy"
 	"github.com/ofitec/pgproxy/router"
@@ -15,6 +19,10 @@ import (
 type director struct {
 	router *router.Router
 	cfg    atomic.Pointer[configs.Config]
+	paused sync.Map // addr → true: PAUSE'd backends get no new sessions
+	// staleness observes, per read session, the lag of the backend it was given.
+	staleness prometheus.Histogram
+	snapshot  func() *health.Snapshot
 }
 
 var _ proxy.Director = (*director)(nil)
@@ -29,9 +37,20 @@ func (d *director) Direct(l proxy.Listener, params []proxy.Param, exclude []stri
 	if err != nil {
 		return nil, &pgerr.Error{Code: pgerr.InvalidParameterValue, Severity: "FATAL", Message: err.Error()}
 	}
+	d.paused.Range(func(k, _ any) bool {
+		exclude = append(exclude, k.(string))
+		return true
+	})
 	dec, err := d.router.Pick(&sess, exclude)
 	if err != nil {
 		return nil, err
+	}
+	if dec.Route == router.RouteRead && d.staleness != nil {
+		lag := 0.0
+		if b := d.snapshot().Backend(dec.Backend); b != nil && b.Role == health.RoleReplica {
+			lag = b.LagSeconds
+		}
+		d.staleness.Observe(lag)
 	}
 	d.router.Acquire(dec.Backend)
 	// Forward in the client's order, as the classifier rewrote them.

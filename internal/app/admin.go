@@ -1,0 +1,82 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/ofitec/pgproxy/configs"
+	"github.com/ofitec/pgproxy/internal/admin"
+	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/proxy"
+)
+
+// SetReloader sets how RELOAD (admin console) and SIGHUP re-read the
+// configuration: cmd/pgproxy passes its file+env+flags loader.
+func (a *App) SetReloader(load func() (*configs.Config, error)) {
+	a.mu.Lock()
+	a.reloader = load
+	a.mu.Unlock()
+}
+
+// ReloadFromSource re-reads the configuration with the reloader and applies
+// it; an invalid configuration leaves the old one in force.
+func (a *App) ReloadFromSource() error {
+	a.mu.Lock()
+	load := a.reloader
+	a.mu.Unlock()
+	if load == nil {
+		return &pgerr.Error{Code: pgerr.ObjectNotInPrerequisiteSta, Severity: "ERROR", Message: "no configuration source to reload from"}
+	}
+	cfg, err := load()
+	if err != nil {
+		return &pgerr.Error{Code: admin.ConfigFileError, Severity: "ERROR", Message: "reload rejected, the old configuration stays in force: " + err.Error()}
+	}
+	_, err = a.Reload(cfg)
+	return err
+}
+
+func (a *App) adminConsole() *admin.Console {
+	return admin.New(admin.Deps{
+		Snapshot:        a.monitor.Snapshot,
+		Sessions:        a.server.Sessions,
+		BackendSessions: a.router.Sessions,
+		Config:          a.Config,
+		Reload:          a.ReloadFromSource,
+		Pause:           func(addr string) error { return a.director.setPaused(a.Config(), addr, true) },
+		Resume:          func(addr string) error { return a.director.setPaused(a.Config(), addr, false) },
+		Paused:          a.director.isPaused,
+	})
+}
+
+// adminAdapter adapts *admin.Console to proxy.AdminConsole.
+type adminAdapter struct{ c *admin.Console }
+
+func (ad adminAdapter) Exec(ctx context.Context, query string) ([]proxy.AdminResult, error) {
+	rs, err := ad.c.Exec(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]proxy.AdminResult, len(rs))
+	for i, r := range rs {
+		out[i] = proxy.AdminResult{Columns: r.Columns, Rows: r.Rows, Tag: r.Tag}
+	}
+	return out, nil
+}
+
+func (d *director) setPaused(cfg *configs.Config, addr string, paused bool) error {
+	if !slices.ContainsFunc(cfg.Backends, func(b configs.Backend) bool { return b.Addr == addr }) {
+		return &pgerr.Error{Code: pgerr.UndefinedObject, Severity: "ERROR", Message: fmt.Sprintf("backend %q does not exist", addr)}
+	}
+	if paused {
+		d.paused.Store(addr, true)
+	} else {
+		d.paused.Delete(addr)
+	}
+	return nil
+}
+
+func (d *director) isPaused(addr string) bool {
+	_, ok := d.paused.Load(addr)
+	return ok
+}
