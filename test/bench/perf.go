@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// perfProfile samples pgproxy with `perf record -g` while pgbench -M simple
+// -c 16 runs through it, and returns the top of `perf report` (self time by
+// shared object and symbol, then by shared object alone).
+func perfProfile(ctx context.Context, pgbench string, env []string, pid, port int, d time.Duration, dir string) (string, error) {
+	data := filepath.Join(dir, "perf.data")
+	var wg sync.WaitGroup
+	var benchErr error
+	var benchOut []byte
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := Case{Mode: "simple", Clients: 16}
+		_, benchOut, benchErr = runPgbench(ctx, pgbench, c.Args(port, "postgres", d+2*time.Second), env)
+	}()
+	time.Sleep(time.Second) // past connection setup
+	secs := strconv.FormatFloat(d.Seconds(), 'f', 1, 64)
+	out, err := command(ctx, env, "perf", "record", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", data, "--", "sleep", secs)
+	wg.Wait()
+	if err != nil {
+		return "", fmt.Errorf("perf record: %w: %s", err, lastLines(out, 3))
+	}
+	if benchErr != nil {
+		return "", fmt.Errorf("pgbench during perf: %w: %s", benchErr, lastLines(benchOut, 3))
+	}
+	var b strings.Builder
+	for _, sort := range []string{"dso,symbol", "dso"} {
+		out, err := command(ctx, env, "perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+			"--percent-limit", "0.8", "--sort", sort)
+		if err != nil {
+			return "", fmt.Errorf("perf report: %w: %s", err, lastLines(out, 3))
+		}
+		fmt.Fprintf(&b, "perf report --no-children --sort %s (self time, pgproxy process, -M simple -c 16):\n", sort)
+		n := 0
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			b.WriteString(strings.TrimRight(l, " ") + "\n")
+			if n++; n == 30 {
+				break
+			}
+		}
+		b.WriteString("\n")
+	}
+	return strings.TrimRight(b.String(), "\n"), nil
+}

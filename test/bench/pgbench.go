@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Result is what one pgbench run reported.
+type Result struct {
+	TPS       float64 // "tps = X (without initial connection time)" or "(including reconnection times)"
+	LatencyMS float64 // "latency average = X ms"
+	Processed int64   // "number of transactions actually processed: N"
+	Failed    int64   // "number of failed transactions: N (...)"; 0 when pgbench does not print it
+	Aborted   bool    // pgbench exited non-zero (a client aborted: errors are not retried)
+}
+
+// parsePgbench reads the summary pgbench 15 prints on stdout. It fails when
+// the tps, latency or processed-count line is missing.
+func parsePgbench(out []byte) (Result, error) {
+	var r Result
+	var haveTPS, haveLat, haveN bool
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "tps = "):
+			v, err := firstFloat(strings.TrimPrefix(line, "tps = "))
+			if err != nil {
+				return r, fmt.Errorf("pgbench: tps line %q: %w", line, err)
+			}
+			r.TPS, haveTPS = v, true
+		case strings.HasPrefix(line, "latency average = "):
+			rest := strings.TrimPrefix(line, "latency average = ")
+			v, err := firstFloat(rest)
+			if err != nil {
+				return r, fmt.Errorf("pgbench: latency line %q: %w", line, err)
+			}
+			if !strings.HasSuffix(rest, " ms") {
+				return r, fmt.Errorf("pgbench: latency line %q: unit is not ms", line)
+			}
+			r.LatencyMS, haveLat = v, true
+		case strings.HasPrefix(line, "number of transactions actually processed: "):
+			rest := strings.TrimPrefix(line, "number of transactions actually processed: ")
+			rest, _, _ = strings.Cut(rest, "/") // "-t" runs print "N/M"
+			v, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			if err != nil {
+				return r, fmt.Errorf("pgbench: processed line %q: %w", line, err)
+			}
+			r.Processed, haveN = v, true
+		case strings.HasPrefix(line, "number of failed transactions: "):
+			rest := strings.TrimPrefix(line, "number of failed transactions: ")
+			f, _, _ := strings.Cut(rest, " ")
+			v, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				return r, fmt.Errorf("pgbench: failed line %q: %w", line, err)
+			}
+			r.Failed = v
+		}
+	}
+	var missing []string
+	if !haveTPS {
+		missing = append(missing, "tps")
+	}
+	if !haveLat {
+		missing = append(missing, "latency average")
+	}
+	if !haveN {
+		missing = append(missing, "transactions processed")
+	}
+	if len(missing) > 0 {
+		return r, fmt.Errorf("pgbench: output lacks %s", strings.Join(missing, ", "))
+	}
+	return r, nil
+}
+
+// firstFloat parses the leading number of s ("123.4 (without ...)").
+func firstFloat(s string) (float64, error) {
+	f, _, _ := strings.Cut(strings.TrimSpace(s), " ")
+	return strconv.ParseFloat(f, 64)
+}
+
+// Case is one pgbench configuration of the matrix.
+type Case struct {
+	Mode    string // simple | extended | prepared
+	Clients int
+	Connect bool // -C: a new connection per transaction
+}
+
+// Name is how the case appears in the table ("-M simple -c 16 -C").
+func (c Case) Name() string {
+	s := fmt.Sprintf("-M %s -c %d", c.Mode, c.Clients)
+	if c.Connect {
+		s += " -C"
+	}
+	return s
+}
+
+// Args are pgbench's arguments for the case against host:port.
+func (c Case) Args(port int, db string, d time.Duration) []string {
+	threads := min(c.Clients, 2)
+	secs := int(d.Round(time.Second) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	args := []string{
+		"-n", "-S", "-M", c.Mode,
+		"-c", strconv.Itoa(c.Clients), "-j", strconv.Itoa(threads),
+		"-T", strconv.Itoa(secs),
+	}
+	if c.Connect {
+		args = append(args, "-C")
+	}
+	return append(args, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", db)
+}
+
+// runPgbench runs pgbench and parses its summary. A non-zero exit with a
+// parsable summary is a run with aborted clients (reported, not fatal).
+func runPgbench(ctx context.Context, bin string, args []string, env []string) (Result, []byte, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	runErr := cmd.Run()
+	r, perr := parsePgbench(stdout.Bytes())
+	all := append(stdout.Bytes(), stderr.Bytes()...)
+	if ctx.Err() != nil {
+		return r, all, ctx.Err()
+	}
+	if perr != nil {
+		return r, all, errors.Join(perr, runErr)
+	}
+	if runErr != nil {
+		r.Aborted = true
+	}
+	return r, all, nil
+}

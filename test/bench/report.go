@@ -1,0 +1,333 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Target names, in table order.
+const (
+	Direct    = "direct"
+	PgBouncer = "PgBouncer"
+	Pgproxy   = "pgproxy"
+)
+
+// Sample is one pgbench run against one target.
+type Sample struct {
+	Result
+	CPU    time.Duration // CPU the relay process used during the run (0 for direct)
+	HasCPU bool
+	Err    error // the run produced no summary
+}
+
+// Summary is the median of a target's samples for one case.
+type Summary struct {
+	N          int     // runs with a summary
+	Errors     int     // runs without one
+	Aborted    int     // runs where pgbench exited non-zero
+	TPS        float64 // median
+	LatencyMS  float64 // median
+	CPUPer100k float64 // median CPU seconds per 100 000 transactions; NaN without CPU
+	Failed     int64   // sum over runs
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
+
+func summarize(samples []Sample) Summary {
+	var sum Summary
+	var tps, lat, cpu []float64
+	for _, s := range samples {
+		if s.Err != nil {
+			sum.Errors++
+			continue
+		}
+		sum.N++
+		if s.Aborted {
+			sum.Aborted++
+		}
+		sum.Failed += s.Failed
+		tps = append(tps, s.TPS)
+		lat = append(lat, s.LatencyMS)
+		if s.HasCPU && s.Processed > 0 {
+			cpu = append(cpu, s.CPU.Seconds()/float64(s.Processed)*100000)
+		}
+	}
+	sum.TPS, sum.LatencyMS, sum.CPUPer100k = median(tps), median(lat), median(cpu)
+	return sum
+}
+
+// Table holds every sample by case and target.
+type Table struct {
+	Cases   []Case
+	Targets []string // in table order; PgBouncer may be absent
+	Samples map[string]map[string][]Sample
+}
+
+func newTable(cases []Case, targets []string) *Table {
+	t := &Table{Cases: cases, Targets: targets, Samples: map[string]map[string][]Sample{}}
+	for _, c := range cases {
+		t.Samples[c.Name()] = map[string][]Sample{}
+	}
+	return t
+}
+
+func (t *Table) add(c Case, target string, s Sample) {
+	t.Samples[c.Name()][target] = append(t.Samples[c.Name()][target], s)
+}
+
+func (t *Table) summary(c Case, target string) (Summary, bool) {
+	ss, ok := t.Samples[c.Name()][target]
+	if !ok {
+		return Summary{}, false
+	}
+	return summarize(ss), true
+}
+
+func (t *Table) has(target string) bool {
+	for _, x := range t.Targets {
+		if x == target {
+			return true
+		}
+	}
+	return false
+}
+
+func fnum(v float64, prec int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+func ratio(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// Markdown renders the results table. Missing targets show "–".
+func (t *Table) Markdown() string {
+	var b strings.Builder
+	b.WriteString("| pgbench `-S` | TPS direct | TPS PgBouncer | TPS pgproxy | pgproxy / direct | pgproxy / PgBouncer | latency ms direct / PgBouncer / pgproxy | pgproxy added latency µs | CPU s per 100k q PgBouncer | CPU s per 100k q pgproxy | failed tx direct / PgBouncer / pgproxy |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	na := Summary{TPS: math.NaN(), LatencyMS: math.NaN(), CPUPer100k: math.NaN()}
+	for _, c := range t.Cases {
+		d, _ := t.summary(c, Direct)
+		pb, okB := t.summary(c, PgBouncer)
+		px, _ := t.summary(c, Pgproxy)
+		if !okB {
+			pb = na
+		}
+		failed := func(s Summary, ok bool) string {
+			if !ok {
+				return "–"
+			}
+			out := fmt.Sprint(s.Failed)
+			if s.Aborted > 0 {
+				out += fmt.Sprintf(" (%d aborted)", s.Aborted)
+			}
+			if s.Errors > 0 {
+				out += fmt.Sprintf(" (%d no summary)", s.Errors)
+			}
+			return out
+		}
+		added := math.NaN()
+		if !math.IsNaN(px.LatencyMS) && !math.IsNaN(d.LatencyMS) {
+			added = (px.LatencyMS - d.LatencyMS) * 1000
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s / %s / %s |\n",
+			c.Name(),
+			fnum(d.TPS, 0), fnum(pb.TPS, 0), fnum(px.TPS, 0),
+			ratio(px.TPS, d.TPS), ratio(px.TPS, pb.TPS),
+			fnum(d.LatencyMS, 3), fnum(pb.LatencyMS, 3), fnum(px.LatencyMS, 3),
+			signed(added),
+			fnum(pb.CPUPer100k, 2), fnum(px.CPUPer100k, 2),
+			failed(d, true), failed(pb, okB), failed(px, true))
+	}
+	return b.String()
+}
+
+func signed(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%+.0f", v)
+}
+
+// Check is one target of issue 8 and whether the run met it.
+type Check struct {
+	Target string
+	Result string
+	OK     *bool // nil: not measured
+}
+
+func (c Check) mark() string {
+	switch {
+	case c.OK == nil:
+		return "not measured"
+	case *c.OK:
+		return "met"
+	default:
+		return "**not met**"
+	}
+}
+
+func okp(b bool) *bool { return &b }
+
+// Checks evaluates the issue 8 targets on the medians.
+func (t *Table) Checks(idle *IdleResult) []Check {
+	var out []Check
+	// -c16, all three protocols: pgproxy >= 1.0x PgBouncer.
+	{
+		var parts []string
+		ok, seen := true, false
+		for _, c := range t.Cases {
+			if c.Clients != 16 || c.Connect {
+				continue
+			}
+			pb, okB := t.summary(c, PgBouncer)
+			px, _ := t.summary(c, Pgproxy)
+			if !okB || math.IsNaN(pb.TPS) || math.IsNaN(px.TPS) {
+				continue
+			}
+			seen = true
+			r := px.TPS / pb.TPS
+			ok = ok && r >= 1.0
+			parts = append(parts, fmt.Sprintf("%s %.2f×", c.Mode, r))
+		}
+		ch := Check{Target: "`-S -c16`, every protocol: pgproxy ≥ 1.0× PgBouncer TPS", Result: strings.Join(parts, ", ")}
+		if seen {
+			ch.OK = okp(ok)
+		}
+		out = append(out, ch)
+	}
+	// CPU per 100k queries pgproxy <= PgBouncer, every case.
+	{
+		var worse []string
+		n, seen := 0, false
+		for _, c := range t.Cases {
+			pb, okB := t.summary(c, PgBouncer)
+			px, _ := t.summary(c, Pgproxy)
+			if !okB || math.IsNaN(pb.CPUPer100k) || math.IsNaN(px.CPUPer100k) {
+				continue
+			}
+			seen = true
+			n++
+			if px.CPUPer100k > pb.CPUPer100k {
+				worse = append(worse, fmt.Sprintf("`%s` %.2f vs %.2f", c.Name(), px.CPUPer100k, pb.CPUPer100k))
+			}
+		}
+		res := fmt.Sprintf("%d of %d cases at or below PgBouncer", n-len(worse), n)
+		if len(worse) > 0 {
+			res += "; above: " + strings.Join(worse, ", ")
+		}
+		ch := Check{Target: "CPU s per 100k queries: pgproxy ≤ PgBouncer", Result: res}
+		if seen {
+			ch.OK = okp(len(worse) == 0)
+		}
+		out = append(out, ch)
+	}
+	// -c1 added latency <= 40 us, without -C.
+	{
+		var parts []string
+		ok, seen := true, false
+		for _, c := range t.Cases {
+			if c.Clients != 1 || c.Connect {
+				continue
+			}
+			d, _ := t.summary(c, Direct)
+			px, _ := t.summary(c, Pgproxy)
+			if math.IsNaN(d.LatencyMS) || math.IsNaN(px.LatencyMS) {
+				continue
+			}
+			seen = true
+			added := (px.LatencyMS - d.LatencyMS) * 1000
+			ok = ok && added <= 40
+			parts = append(parts, fmt.Sprintf("%s %+.0f µs", c.Mode, added))
+		}
+		ch := Check{Target: "`-c1` added latency ≤ 40 µs over direct", Result: strings.Join(parts, ", ")}
+		if seen {
+			ch.OK = okp(ok)
+		}
+		out = append(out, ch)
+	}
+	// -c64: no failed transactions through pgproxy.
+	{
+		var parts []string
+		ok, seen := true, false
+		for _, c := range t.Cases {
+			if c.Clients != 64 {
+				continue
+			}
+			px, _ := t.summary(c, Pgproxy)
+			seen = true
+			bad := px.Failed > 0 || px.Aborted > 0 || px.Errors > 0
+			ok = ok && !bad
+			parts = append(parts, fmt.Sprintf("%s: %d failed, %d aborted runs, %d runs without summary", c.Name(), px.Failed, px.Aborted, px.Errors))
+		}
+		ch := Check{Target: "`-c64`: no failed transactions (pgproxy)", Result: strings.Join(parts, "; ")}
+		if seen {
+			ch.OK = okp(ok)
+		}
+		out = append(out, ch)
+	}
+	// idle session RSS.
+	{
+		ch := Check{Target: "idle session ≤ 32 KiB RSS (pgproxy)"}
+		if idle != nil && idle.Sessions > 0 {
+			ch.Result = fmt.Sprintf("%.1f KiB per session (%d sessions: %d → %d KiB)", idle.PerSessionKiB(), idle.Sessions, idle.BeforeKiB, idle.WithKiB)
+			ch.OK = okp(idle.PerSessionKiB() <= 32)
+		}
+		out = append(out, ch)
+	}
+	// -C reported.
+	{
+		var parts []string
+		for _, c := range t.Cases {
+			if !c.Connect {
+				continue
+			}
+			d, _ := t.summary(c, Direct)
+			pb, okB := t.summary(c, PgBouncer)
+			px, _ := t.summary(c, Pgproxy)
+			if !okB {
+				pb.TPS = math.NaN()
+			}
+			parts = append(parts, fmt.Sprintf("`%s`: pgproxy %s of direct, %s of PgBouncer", c.Name(), ratio(px.TPS, d.TPS), ratio(px.TPS, pb.TPS)))
+		}
+		ch := Check{Target: "`-C` (new connection per transaction) reported", Result: strings.Join(parts, "; ")}
+		if len(parts) > 0 {
+			ch.OK = okp(true)
+		}
+		out = append(out, ch)
+	}
+	return out
+}
+
+func checksMarkdown(cs []Check) string {
+	var b strings.Builder
+	b.WriteString("| target (issue 8) | this run | |\n|---|---|---|\n")
+	for _, c := range cs {
+		res := c.Result
+		if res == "" {
+			res = "–"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", c.Target, res, c.mark())
+	}
+	return b.String()
+}
