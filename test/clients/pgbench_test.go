@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ofitec/pgproxy/test/pgcluster"
 )
 
 // pgbenchSummary is what a pgbench 15 run reports.
@@ -63,6 +65,7 @@ const pgbenchSeconds = "5"
 // pgbench_history rows on the primary equal the transactions pgbench
 // counted; the select-only runs are seen in the replica's statistics.
 func TestPgbench(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, pgbenchBin)
 	p := startProxy(t)
 	env := pgEnv(p.WriteAddr(), "postgres", "postgres")

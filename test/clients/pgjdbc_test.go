@@ -18,6 +18,7 @@ import (
 // prepareThreshold (named server statement), fetchSize cursor reads
 // (PortalSuspended) and Statement.cancel().
 func TestPgjdbcMetabaseLike(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	javac, errC := exec.LookPath("javac")
 	java, errJ := exec.LookPath("java")
 	if errC != nil || errJ != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ofitec/pgproxy/test/pgcluster"
 )
 
 // TestPsqlEncryptionNegotiation: libpq's sslmode/gssencmode settings against
@@ -15,6 +17,7 @@ import (
 // shows what psql really sent before its StartupMessage, so the test proves
 // the proxy answered each request (with 'N') and the session then worked.
 func TestPsqlEncryptionNegotiation(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, psqlBin)
 	p := startProxy(t)
 	cases := []struct {
@@ -53,6 +56,7 @@ func TestPsqlEncryptionNegotiation(t *testing.T) {
 // TGT: enough for gss_acquire_cred, never used for authentication (the
 // postgres role is trusted).
 func TestPsqlGSSENCRequest(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, psqlBin)
 	p := startProxy(t)
 	dir := t.TempDir()

@@ -18,6 +18,7 @@ import (
 // listeners, with trust, md5 and SCRAM roles; an error in the middle of a
 // session leaves the session usable.
 func TestPsqlSimpleQueries(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, psqlBin)
 	p := startProxy(t)
 	primary := strconv.Itoa(cluster.Primary().Port)
@@ -87,6 +88,7 @@ func TestPsqlSimpleQueries(t *testing.T) {
 // and \copy out through the read listener; counts and checksums are read on
 // the primary directly.
 func TestPsqlCopy(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, psqlBin)
 	p := startProxy(t)
 	const rows = 50000
@@ -154,6 +156,7 @@ func TestPsqlCopy(t *testing.T) {
 // end with 57014 well before the sleep would (the bound is 2 s; the sleep
 // is 30 s), on both listeners.
 func TestPsqlCancel(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, psqlBin)
 	p := startProxy(t)
 	for _, c := range []struct {
@@ -214,6 +217,7 @@ func TestPsqlCancel(t *testing.T) {
 // protocol (Parse/Bind/Describe/Execute/Sync) with parameters. psql 15 has
 // no \bind; the test skips there, saying so.
 func TestPsqlBind(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, psqlBin)
 	p := startProxy(t)
 	r := psql(ctxT(t, 30*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), "SELECT $1::int + $2::int AS s, pg_is_in_recovery() \\bind 40 2 \\g\n", "-f", "-")
@@ -222,5 +226,41 @@ func TestPsqlBind(t *testing.T) {
 	}
 	if r.err != nil || strings.TrimSpace(r.stdout) != "42|f" {
 		t.Fatalf("want 42|f\n%s", r)
+	}
+}
+
+// TestPsqlStartupParameters: libpq turns PGOPTIONS, PGTZ, PGDATESTYLE,
+// PGAPPNAME and PGCLIENTENCODING into startup parameters; they must reach
+// the server unchanged, except pgproxy.* options, which the proxy consumes.
+// default_transaction_read_only=on inside options routes to a replica.
+func TestPsqlStartupParameters(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	const show = "SELECT current_setting('search_path'), current_setting('work_mem'), current_setting('TimeZone'), current_setting('DateStyle'), current_setting('application_name'), current_setting('client_encoding'), coalesce(current_setting('pgproxy.max_lag', true), '<unset>'), pg_is_in_recovery()"
+	cases := []struct {
+		name, addr, options string
+		want                string
+	}{
+		// The control: what the server itself makes of these settings.
+		{"direct to the primary", cluster.Primary().Addr(), `-c search_path=\"my\ schema\",public -c work_mem=3MB`,
+			`"my schema",public|3MB|Asia/Tokyo|SQL, DMY|clients app|LATIN1|<unset>|f`},
+		{"write", p.WriteAddr(), `-c search_path=\"my\ schema\",public -c pgproxy.max_lag=30s -c work_mem=3MB`,
+			`"my schema",public|3MB|Asia/Tokyo|SQL, DMY|clients app|LATIN1|<unset>|f`},
+		{"write, pgproxy option last", p.WriteAddr(), `-c work_mem=3MB --search_path=\"my\ schema\",public -c pgproxy.max_lag=30s`,
+			`"my schema",public|3MB|Asia/Tokyo|SQL, DMY|clients app|LATIN1|<unset>|f`},
+		{"read-only option routes to a replica", p.WriteAddr(), `-c default_transaction_read_only=on -c search_path=\"my\ schema\",public -c work_mem=3MB`,
+			`"my schema",public|3MB|Asia/Tokyo|SQL, DMY|clients app|LATIN1|<unset>|t`},
+		{"read listener", p.ReadAddr(), `-c pgproxy.max_lag=30s -c search_path=\"my\ schema\",public -c work_mem=3MB`,
+			`"my schema",public|3MB|Asia/Tokyo|SQL, DMY|clients app|LATIN1|<unset>|t`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := pgEnv(c.addr, "postgres", "postgres", "PGOPTIONS="+c.options, "PGTZ=Asia/Tokyo", "PGDATESTYLE=SQL, DMY", "PGAPPNAME=clients app", "PGCLIENTENCODING=LATIN1")
+			r := psql(ctxT(t, 30*time.Second), env, "", "-c", show)
+			if r.err != nil || strings.TrimSpace(r.stdout) != c.want {
+				t.Fatalf("want %s\n%s", c.want, r)
+			}
+		})
 	}
 }

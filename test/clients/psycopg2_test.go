@@ -54,6 +54,7 @@ type odooResult struct {
 // transactions, DISCARD ALL, a named cursor, COPY, LISTEN/NOTIFY while idle,
 // a read-only replica pool) through the proxy with the SCRAM role.
 func TestPsycopg2OdooLike(t *testing.T) {
+	pgcluster.Require(t, cluster)
 	needTool(t, python3Bin)
 	if out, err := runCmd(t, python3Bin, "-c", "import psycopg2"); err != nil {
 		if isCI() {
