@@ -120,6 +120,19 @@ func TestProcSelf(t *testing.T) {
 	}
 }
 
+func TestParseStatusSwitches(t *testing.T) {
+	got, err := parseStatusSwitches([]byte("Name:\tpgproxy\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n"))
+	if err != nil || got != 127 {
+		t.Fatalf("got %d, %v", got, err)
+	}
+	if _, err := parseStatusSwitches([]byte("voluntary_ctxt_switches:\t120\n")); err == nil {
+		t.Fatal("one line missing: want an error")
+	}
+	if n, err := procSwitches(os.Getpid()); err != nil || n <= 0 {
+		t.Fatalf("own switches %d, %v", n, err)
+	}
+}
+
 func TestParseStatusRSS(t *testing.T) {
 	got, err := parseStatusRSS([]byte("Name:\tpgproxy\nVmPeak:\t  999 kB\nVmRSS:\t   55536 kB\nThreads: 7\n"))
 	if err != nil || got != 55536 {
@@ -187,7 +200,8 @@ func TestCaseArgs(t *testing.T) {
 }
 
 func sample(tps, lat float64, cpu time.Duration) []Sample {
-	return []Sample{{Result: Result{TPS: tps, LatencyMS: lat, Processed: 100000}, CPU: cpu, HasCPU: cpu > 0}}
+	// 1.5 context switches per query for a relay.
+	return []Sample{{Result: Result{TPS: tps, LatencyMS: lat, Processed: 100000}, CPU: cpu, HasCPU: cpu > 0, Switches: 150000}}
 }
 
 func TestTableAndChecks(t *testing.T) {
@@ -203,7 +217,7 @@ func TestTableAndChecks(t *testing.T) {
 
 	md := tb.Markdown()
 	for _, want := range []string{
-		"| `-M simple -c 1` | 20000 | 15000 | 16000 | 0.80× | 1.07× | 0.050 / 0.080 / 0.085 | +35 | 1.00 | 0.90 | 0 / 0 / 0 |",
+		"| `-M simple -c 1` | 20000 | 15000 | 16000 | 0.80× | 1.07× | 0.050 / 0.080 / 0.085 | +35 | 1.00 | 0.90 | 1.50 / 1.50 | 0 / 0 / 0 |",
 		"| `-M simple -c 64` | 40000 | 30000 | 1 |",
 		"| 0 / 0 / 4 |",
 	} {
@@ -238,7 +252,7 @@ func TestTableWithoutPgbouncer(t *testing.T) {
 	tb.Samples[c.Name()][Direct] = sample(100, 1, 0)
 	tb.Samples[c.Name()][Pgproxy] = sample(50, 2, time.Second)
 	md := tb.Markdown()
-	if !strings.Contains(md, "| `-M extended -c 16` | 100 | – | 50 | 0.50× | – | 1.000 / – / 2.000 | +1000 | – | 1.00 | 0 / – / 0 |") {
+	if !strings.Contains(md, "| `-M extended -c 16` | 100 | – | 50 | 0.50× | – | 1.000 / – / 2.000 | +1000 | – | 1.00 | – / 1.50 | 0 / – / 0 |") {
 		t.Fatalf("table:\n%s", md)
 	}
 	for _, ch := range tb.Checks(nil) {

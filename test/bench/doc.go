@@ -48,6 +48,7 @@ func renderDoc(in docInput) string {
 	w("- *pgproxy added latency*: pgproxy latency − direct latency, in µs (at `-c 1` this is the per-query cost of the extra hop).\n")
 	w("- *CPU s per 100k q*: utime+stime of the relay process (`/proc/PID/stat`, all threads) over the run, per 100 000 transactions (one `SELECT` each). ")
 	w("It counts the work the relay does per query, so it depends far less on how busy the machine is than TPS does.\n")
+	w("- *context switches per q*: voluntary + involuntary context switches of all the relay's threads (`/proc/PID/task/*/status`) per transaction: how often the relay sleeps and wakes per query.\n")
 	w("- *failed tx*: pgbench's `number of failed transactions`, summed over rounds; \"aborted\" = pgbench exited non-zero (a client aborted).\n\n")
 	w("## Targets (issue 8)\n\n%s\n", in.Checks)
 	w("## Idle sessions\n\n")

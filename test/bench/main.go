@@ -280,7 +280,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 				}
 				cpu := ""
 				if s.HasCPU && s.Processed > 0 {
-					cpu = fmt.Sprintf("  cpu %.2f s/100k", s.CPU.Seconds()/float64(s.Processed)*100000)
+					cpu = fmt.Sprintf("  cpu %.2f s/100k  %.2f cs/q", s.CPU.Seconds()/float64(s.Processed)*100000, float64(s.Switches)/float64(s.Processed))
 				}
 				logf("round %d/%d %-26s %-9s %9.0f tps  %7.3f ms  failed %d%s", round+1, o.rounds, c.Name(), t.name, s.TPS, s.LatencyMS, s.Failed, cpu)
 			}
@@ -337,6 +337,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 func measure(ctx context.Context, pgbench string, env []string, c Case, t target, d time.Duration, tick time.Duration) (Sample, error) {
 	var s Sample
 	var before time.Duration
+	var swBefore int64
 	if t.pid > 0 {
 		b, err := procCPU(t.pid, tick)
 		if err != nil {
@@ -344,6 +345,10 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 			return s, err
 		}
 		before = b
+		if swBefore, err = procSwitches(t.pid); err != nil {
+			s.Err = err
+			return s, err
+		}
 	}
 	r, out, err := runPgbench(ctx, pgbench, c.Args(t.port, "postgres", d), env)
 	if err != nil {
@@ -358,6 +363,12 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 			return s, err
 		}
 		s.CPU, s.HasCPU = after-before, true
+		sw, err := procSwitches(t.pid)
+		if err != nil {
+			s.Err = err
+			return s, err
+		}
+		s.Switches = sw - swBefore
 	}
 	if r.Aborted {
 		return s, fmt.Errorf("pgbench exited non-zero (%d processed, %d failed): %s", r.Processed, r.Failed, lastLines(out, 3))

@@ -12,7 +12,7 @@ import (
 
 // perfProfile samples pgproxy with `perf record -g` while pgbench -M simple
 // -c 16 runs through it, and returns the top of `perf report` (self time by
-// shared object and symbol, then by shared object alone).
+// object, inclusive by symbol, self inside the binary).
 func perfProfile(ctx context.Context, pgbench string, env []string, pid, port int, d time.Duration, dir string) (string, error) {
 	data := filepath.Join(dir, "perf.data")
 	var wg sync.WaitGroup
@@ -35,20 +35,29 @@ func perfProfile(ctx context.Context, pgbench string, env []string, pid, port in
 		return "", fmt.Errorf("pgbench during perf: %w: %s", benchErr, lastLines(benchOut, 3))
 	}
 	var b strings.Builder
-	for _, sort := range []string{"dso,symbol", "dso"} {
-		out, err := command(ctx, env, "perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-			"--percent-limit", "0.8", "--sort", sort)
+	reports := []struct {
+		title string
+		args  []string
+		limit int
+	}{
+		{"self time by object (kernel = syscalls, scheduling, TCP loopback)", []string{"--no-children", "--sort", "dso", "--percent-limit", "0.5"}, 8},
+		{"inclusive time by symbol (callers include callees)", []string{"--children", "--sort", "symbol", "--percent-limit", "4"}, 40},
+		{"self time inside the pgproxy binary", []string{"--no-children", "--sort", "symbol", "--dsos", "pgproxy", "--percent-limit", "0.3"}, 25},
+	}
+	for _, r := range reports {
+		args := append([]string{"report", "-i", data, "--stdio", "-g", "none"}, r.args...)
+		out, err := command(ctx, env, "perf", args...)
 		if err != nil {
 			return "", fmt.Errorf("perf report: %w: %s", err, lastLines(out, 3))
 		}
-		fmt.Fprintf(&b, "perf report --no-children --sort %s (self time, pgproxy process, -M simple -c 16):\n", sort)
+		fmt.Fprintf(&b, "## %s: perf %s\n", r.title, strings.Join(r.args, " "))
 		n := 0
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
 				continue
 			}
-			b.WriteString(strings.TrimRight(l, " ") + "\n")
-			if n++; n == 30 {
+			b.WriteString(strings.TrimRight(l, " -") + "\n")
+			if n++; n == r.limit {
 				break
 			}
 		}

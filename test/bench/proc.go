@@ -84,3 +84,49 @@ func clockTick() time.Duration {
 	}
 	return 10 * time.Millisecond // USER_HZ is 100 on every Linux architecture Go supports
 }
+
+// procSwitches is the sum of voluntary and involuntary context switches of
+// every thread of pid (/proc/PID/task/*/status; /proc/PID/status counts the
+// main thread only). A thread that exits between two readings takes its
+// count with it, so deltas are lower bounds.
+func procSwitches(pid int) (int64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("threads of %d: %w", pid, err)
+	}
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		n, err := parseStatusSwitches(b)
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
+func parseStatusSwitches(b []byte) (int64, error) {
+	var sum int64
+	found := 0
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (k != "voluntary_ctxt_switches" && k != "nonvoluntary_ctxt_switches") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("status: %s: %w", k, err)
+		}
+		sum += n
+		found++
+	}
+	if found != 2 {
+		return 0, fmt.Errorf("status: context switch lines missing")
+	}
+	return sum, nil
+}

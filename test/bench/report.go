@@ -20,7 +20,9 @@ type Sample struct {
 	Result
 	CPU    time.Duration // CPU the relay process used during the run (0 for direct)
 	HasCPU bool
-	Err    error // the run produced no summary
+	// Switches are the relay's context switches (all threads) during the run.
+	Switches int64
+	Err      error // the run produced no summary
 }
 
 // Summary is the median of a target's samples for one case.
@@ -31,6 +33,7 @@ type Summary struct {
 	TPS        float64 // median
 	LatencyMS  float64 // median
 	CPUPer100k float64 // median CPU seconds per 100 000 transactions; NaN without CPU
+	SwitchesPQ float64 // median context switches per transaction; NaN without CPU
 	Failed     int64   // sum over runs
 }
 
@@ -49,7 +52,7 @@ func median(xs []float64) float64 {
 
 func summarize(samples []Sample) Summary {
 	var sum Summary
-	var tps, lat, cpu []float64
+	var tps, lat, cpu, sw []float64
 	for _, s := range samples {
 		if s.Err != nil {
 			sum.Errors++
@@ -64,9 +67,10 @@ func summarize(samples []Sample) Summary {
 		lat = append(lat, s.LatencyMS)
 		if s.HasCPU && s.Processed > 0 {
 			cpu = append(cpu, s.CPU.Seconds()/float64(s.Processed)*100000)
+			sw = append(sw, float64(s.Switches)/float64(s.Processed))
 		}
 	}
-	sum.TPS, sum.LatencyMS, sum.CPUPer100k = median(tps), median(lat), median(cpu)
+	sum.TPS, sum.LatencyMS, sum.CPUPer100k, sum.SwitchesPQ = median(tps), median(lat), median(cpu), median(sw)
 	return sum
 }
 
@@ -123,9 +127,9 @@ func ratio(a, b float64) string {
 // Markdown renders the results table. Missing targets show "–".
 func (t *Table) Markdown() string {
 	var b strings.Builder
-	b.WriteString("| pgbench `-S` | TPS direct | TPS PgBouncer | TPS pgproxy | pgproxy / direct | pgproxy / PgBouncer | latency ms direct / PgBouncer / pgproxy | pgproxy added latency µs | CPU s per 100k q PgBouncer | CPU s per 100k q pgproxy | failed tx direct / PgBouncer / pgproxy |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	na := Summary{TPS: math.NaN(), LatencyMS: math.NaN(), CPUPer100k: math.NaN()}
+	b.WriteString("| pgbench `-S` | TPS direct | TPS PgBouncer | TPS pgproxy | pgproxy / direct | pgproxy / PgBouncer | latency ms direct / PgBouncer / pgproxy | pgproxy added latency µs | CPU s per 100k q PgBouncer | CPU s per 100k q pgproxy | context switches per q PgBouncer / pgproxy | failed tx direct / PgBouncer / pgproxy |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	na := Summary{TPS: math.NaN(), LatencyMS: math.NaN(), CPUPer100k: math.NaN(), SwitchesPQ: math.NaN()}
 	for _, c := range t.Cases {
 		d, _ := t.summary(c, Direct)
 		pb, okB := t.summary(c, PgBouncer)
@@ -150,13 +154,14 @@ func (t *Table) Markdown() string {
 		if !math.IsNaN(px.LatencyMS) && !math.IsNaN(d.LatencyMS) {
 			added = (px.LatencyMS - d.LatencyMS) * 1000
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s / %s / %s |\n",
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s / %s / %s | %s | %s | %s | %s / %s | %s / %s / %s |\n",
 			c.Name(),
 			fnum(d.TPS, 0), fnum(pb.TPS, 0), fnum(px.TPS, 0),
 			ratio(px.TPS, d.TPS), ratio(px.TPS, pb.TPS),
 			fnum(d.LatencyMS, 3), fnum(pb.LatencyMS, 3), fnum(px.LatencyMS, 3),
 			signed(added),
 			fnum(pb.CPUPer100k, 2), fnum(px.CPUPer100k, 2),
+			fnum(pb.SwitchesPQ, 2), fnum(px.SwitchesPQ, 2),
 			failed(d, true), failed(pb, okB), failed(px, true))
 	}
 	return b.String()
