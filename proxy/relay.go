@@ -51,7 +51,7 @@ type pump struct {
 	s        *session
 	toServer bool
 	src      io.Reader
-	dst      net.Conn
+	dst      io.Writer
 	buf      []byte
 	count    *atomic.Int64
 

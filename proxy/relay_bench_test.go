@@ -1,0 +1,130 @@
+package proxy_test
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/ofitec/pgproxy/proxy"
+)
+
+// fakeBackend answers a trust startup, then every Query with a canned
+// result (RowDescription, rows DataRows, CommandComplete, ReadyForQuery),
+// without allocating per query.
+func fakeBackend(b *testing.B, rows int) (addr string, responseLen int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var resp []byte
+	resp, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("aid"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}, {Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(resp)
+	for i := 0; i < rows; i++ {
+		resp, _ = (&pgproto3.DataRow{Values: [][]byte{[]byte("12345"), []byte("-4711")}}).Encode(resp)
+	}
+	resp, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(resp)
+	resp, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(resp)
+	var hello []byte
+	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
+	hello, _ = (&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"}).Encode(hello)
+	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
+	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var hdr [5]byte
+				buf := make([]byte, 64<<10)
+				if _, err := io.ReadFull(c, hdr[:4]); err != nil {
+					return
+				}
+				n := int(binary.BigEndian.Uint32(hdr[:4]))
+				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+					return
+				}
+				c.Write(hello)
+				for {
+					if _, err := io.ReadFull(c, hdr[:]); err != nil {
+						return
+					}
+					n := int(binary.BigEndian.Uint32(hdr[1:]))
+					if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+						return
+					}
+					switch hdr[0] {
+					case 'Q':
+						c.Write(resp)
+					case 'X':
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), len(resp)
+}
+
+// BenchmarkRelayQuery measures one simple-protocol round trip through the
+// proxy (Query → RowDescription, DataRow×rows, CommandComplete,
+// ReadyForQuery) over loopback. allocs/op covers the whole process: the
+// fake backend and the client allocate nothing per query, so it is the
+// relay's own.
+func BenchmarkRelayQuery(b *testing.B) {
+	for _, rows := range []int{1, 100} {
+		b.Run(map[int]string{1: "rows=1", 100: "rows=100"}[rows], func(b *testing.B) {
+			addr, respLen := fakeBackend(b, rows)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
+			go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
+			defer srv.Close()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			startup := binary.BigEndian.AppendUint32(nil, 0)
+			startup = binary.BigEndian.AppendUint32(startup, 3<<16)
+			startup = append(startup, "user\x00bench\x00database\x00bench\x00\x00"...)
+			binary.BigEndian.PutUint32(startup, uint32(len(startup)))
+			c.Write(startup)
+			buf := make([]byte, 64<<10)
+			// Read the startup answer up to ReadyForQuery.
+			for got := []byte{}; ; {
+				n, err := c.Read(buf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				got = append(got, buf[:n]...)
+				if len(got) >= 6 && string(got[len(got)-6:]) == "Z\x00\x00\x00\x05I" {
+					break
+				}
+			}
+			query := append([]byte{'Q', 0, 0, 0, 0}, "SELECT aid, abalance FROM pgbench_accounts WHERE aid = 1\x00"...)
+			binary.BigEndian.PutUint32(query[1:], uint32(len(query)-1))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(query); err != nil {
+					b.Fatal(err)
+				}
+				for left := respLen; left > 0; {
+					n, err := c.Read(buf[:min(left, len(buf))])
+					if err != nil {
+						b.Fatal(err)
+					}
+					left -= n
+				}
+			}
+		})
+	}
+}
