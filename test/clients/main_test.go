@@ -51,13 +51,16 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 }
 
 // startProxy runs a pgproxy in front of the package cluster for this test.
-func startProxy(t *testing.T) *proxytest.Proxy {
+func startProxy(t *testing.T) *proxytest.Proxy { return startProxyWith(t, nil) }
+
+// startProxyWith is startProxy with configuration options.
+func startProxyWith(t *testing.T, opts *proxytest.Options) *proxytest.Proxy {
 	t.Helper()
 	pgcluster.Require(t, cluster)
 	if err := cluster.Reset(ctxT(t, 60*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	return proxytest.Start(t, cluster, nil)
+	return proxytest.Start(t, cluster, opts)
 }
 
 // needTool fails (CI) or skips (elsewhere) when a client program is missing.

@@ -28,7 +28,7 @@ func TestPgjdbcMetabaseLike(t *testing.T) {
 		t.Skipf("javac/java missing: %v %v", errC, errJ)
 	}
 	needTool(t, jdbcJar)
-	p := startProxy(t)
+	p, tlsf := startTLSProxy(t)
 	classes := t.TempDir()
 	if out, err := runCmd(t, javac, "-d", classes, "-cp", jdbcJar, "testdata/MetabaseLike.java"); err != nil {
 		t.Fatalf("javac: %v\n%s", err, out)
@@ -37,16 +37,32 @@ func TestPgjdbcMetabaseLike(t *testing.T) {
 		name, addr string
 		port       int
 		recovery   bool
+		tls        bool
 	}{
-		{"write", p.WriteAddr(), cluster.Primary().Port, false},
-		{"read", p.ReadAddr(), cluster.Replicas()[0].Port, true},
+		{"write", p.WriteAddr(), cluster.Primary().Port, false, false},
+		{"read", p.ReadAddr(), cluster.Replicas()[0].Port, true, false},
+		{"read verify-full", p.ReadAddr(), cluster.Replicas()[0].Port, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			url := fmt.Sprintf("jdbc:postgresql://%s/postgres", c.addr)
-			r := run(ctxT(t, 90*time.Second), []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "LANG=C.UTF-8"}, "",
-				java, "-Duser.timezone=UTC", "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", jdbcJar+":"+classes, "MetabaseLike", url, pgcluster.MD5User, pgcluster.MD5Password)
+			rec := newRecorder(t, c.addr)
+			url := fmt.Sprintf("jdbc:postgresql://%s/postgres", rec.Addr())
+			args := []string{"-Duser.timezone=UTC", "-XX:TieredStopAtLevel=1", "-cp", jdbcJar + ":" + classes, "MetabaseLike", url, pgcluster.MD5User, pgcluster.MD5Password}
+			if c.tls {
+				args = append(args, "verify-full", tlsf.cert)
+			}
+			r := run(ctxT(t, 90*time.Second), []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "LANG=C.UTF-8"}, "", java, args...)
 			if r.err != nil {
 				t.Fatalf("MetabaseLike: %s", r)
+			}
+			// The session's connection, then one plaintext CancelRequest
+			// connection per cancel (pgjdbc never encrypts cancels).
+			codes := rec.Codes()
+			session := []uint32{codeProtocol30}
+			if c.tls {
+				session = []uint32{codeSSLRequest, 0x16}
+			}
+			if len(codes) < 2 || fmt.Sprint(codes[0]) != fmt.Sprint(session) || fmt.Sprint(codes[len(codes)-1]) != fmt.Sprint([]uint32{codeCancelRequest}) {
+				t.Errorf("connections sent %v, want the session's %v first and a CancelRequest last", codes, session)
 			}
 			got := keyValues(r.stdout)
 			t.Logf("pgjdbc %s: %v", got["driver"], got)

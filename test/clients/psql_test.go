@@ -179,20 +179,7 @@ func TestPsqlCancel(t *testing.T) {
 			if c.name == "read" {
 				node = cluster.Replicas()[0]
 			}
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				var n int
-				err := node.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+app+"' AND state = 'active' AND query LIKE '%pg_sleep%'", &n)
-				if err == nil && n == 1 {
-					break
-				}
-				if time.Now().After(deadline) {
-					_ = cmd.Process.Kill()
-					_ = cmd.Wait()
-					t.Fatalf("the query never showed up on %s (err %v)\nstderr: %s", node.Name, err, errb.String())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitActive(t, node, app, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 			sent := time.Now()
 			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)

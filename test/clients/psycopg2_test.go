@@ -15,6 +15,7 @@ import (
 type odooResult struct {
 	Psycopg2       string            `json:"psycopg2"`
 	ServerVersion  int               `json:"server_version"`
+	SSLInUse       bool              `json:"ssl_in_use"`
 	Params         map[string]string `json:"params"`
 	WriteSession   []any             `json:"write_session"`
 	RepeatableRead struct {
@@ -62,17 +63,34 @@ func TestPsycopg2OdooLike(t *testing.T) {
 		}
 		t.Skipf("python3-psycopg2 is missing: %v %s", err, out)
 	}
-	p := startProxy(t)
-	dsn := func(addr string) string {
-		return fmt.Sprintf("postgresql://%s:%s@%s/postgres?sslmode=disable&connect_timeout=10", pgcluster.ScramUser, pgcluster.ScramPassword, addr)
+	p, tlsf := startTLSProxy(t)
+	for _, c := range []struct {
+		name, params string
+		ssl          bool
+	}{
+		{"plaintext", "sslmode=disable", false},
+		{"tls verify-full", "sslmode=verify-full&sslrootcert=" + tlsf.cert, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dsn := func(addr string) string {
+				return fmt.Sprintf("postgresql://%s:%s@%s/postgres?connect_timeout=10&%s", pgcluster.ScramUser, pgcluster.ScramPassword, addr, c.params)
+			}
+			r := run(ctxT(t, 90*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), "", python3Bin, "testdata/odoo_like.py", dsn(p.WriteAddr()), dsn(p.ReadAddr()))
+			var got odooResult
+			if jerr := json.Unmarshal([]byte(lastLine(r.stdout)), &got); jerr != nil || r.err != nil {
+				t.Fatalf("odoo_like.py failed (json: %v)\n%s", jerr, r)
+			}
+			t.Logf("psycopg2 %s: %s", got.Psycopg2, strings.TrimSpace(r.stdout))
+			if got.SSLInUse != c.ssl {
+				t.Errorf("ssl_in_use = %v, want %v", got.SSLInUse, c.ssl)
+			}
+			checkOdoo(t, got)
+		})
 	}
-	r := run(ctxT(t, 90*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), "", python3Bin, "testdata/odoo_like.py", dsn(p.WriteAddr()), dsn(p.ReadAddr()))
-	var got odooResult
-	if jerr := json.Unmarshal([]byte(lastLine(r.stdout)), &got); jerr != nil || r.err != nil {
-		t.Fatalf("odoo_like.py failed (json: %v)\n%s", jerr, r)
-	}
-	t.Logf("psycopg2 %s: %s", got.Psycopg2, strings.TrimSpace(r.stdout))
+}
 
+func checkOdoo(t *testing.T, got odooResult) {
+	t.Helper()
 	primary := float64(cluster.Primary().Port)
 	replica := float64(cluster.Replicas()[0].Port)
 	check := func(what string, got, want any) {

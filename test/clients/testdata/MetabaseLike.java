@@ -1,6 +1,6 @@
 // Metabase-like pgjdbc session through pgproxy (run by pgjdbc_test.go).
 //
-// usage: java -cp postgresql.jar:. MetabaseLike JDBC_URL USER PASSWORD
+// usage: java -cp postgresql.jar:. MetabaseLike JDBC_URL USER PASSWORD [SSLMODE [SSLROOTCERT]]
 // Prints key=value lines; the Go test asserts. Exit status 1 on an
 // unexpected exception (stack trace on stderr).
 import java.sql.Connection;
@@ -28,7 +28,10 @@ public class MetabaseLike {
         props.setProperty("user", args[1]);
         props.setProperty("password", args[2]);
         props.setProperty("ApplicationName", "Metabase v0.50.0 [clients-test]");
-        props.setProperty("sslmode", "disable");
+        props.setProperty("sslmode", args.length > 3 ? args[3] : "disable");
+        if (args.length > 4) {
+            props.setProperty("sslrootcert", args[4]);
+        }
         props.setProperty("connectTimeout", "10");
         try (Connection c = DriverManager.getConnection(args[0], props)) {
             out("driver", c.getMetaData().getDriverVersion());

@@ -36,6 +36,7 @@ def main():
 
     # ParameterStatus values psycopg2 depends on.
     out["server_version"] = conn.server_version
+    out["ssl_in_use"] = conn.info.ssl_in_use
     out["params"] = {k: conn.get_parameter_status(k) for k in
                      ("client_encoding", "standard_conforming_strings", "DateStyle", "server_version", "application_name")}
 
