@@ -291,14 +291,20 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 
 	var profile string
 	if o.perf > 0 {
-		logf("bench: perf record on pgproxy for %s (-M simple -c 16)", o.perf)
-		p, err := perfProfile(ctx, pgbench, env, proxy.pid, proxyPort, o.perf, dir)
-		if err != nil {
-			logf("bench: perf: %v", err)
-			profile = "perf failed: " + firstLine(err)
-		} else {
-			profile = p
+		var parts []string
+		for _, t := range targets {
+			if t.pid == 0 {
+				continue
+			}
+			logf("bench: perf record on %s for %s (-M simple -c 16)", t.name, o.perf)
+			p, err := perfProfile(ctx, pgbench, env, t, filepath.Base(procExe(t.pid)), o.perf, dir)
+			if err != nil {
+				logf("bench: perf: %v", err)
+				p = t.name + ": perf failed: " + firstLine(err)
+			}
+			parts = append(parts, p)
 		}
+		profile = strings.Join(parts, "\n\n")
 	}
 
 	md := table.Markdown()
@@ -404,6 +410,12 @@ func command(ctx context.Context, env []string, name string, args ...string) ([]
 	cmd.Env = env
 	cmd.WaitDelay = 5 * time.Second
 	return cmd.CombinedOutput()
+}
+
+// procExe is the path of pid's executable ("" when unreadable).
+func procExe(pid int) string {
+	p, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return p
 }
 
 // loadAvg is the first three fields of /proc/loadavg.

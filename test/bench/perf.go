@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// perfProfile samples pgproxy with `perf record -g` while pgbench -M simple
+// perfProfile samples a relay with `perf record -g` while pgbench -M simple
 // -c 16 runs through it, and returns the top of `perf report` (self time by
-// object, inclusive by symbol, self inside the binary).
-func perfProfile(ctx context.Context, pgbench string, env []string, pid, port int, d time.Duration, dir string) (string, error) {
-	data := filepath.Join(dir, "perf.data")
+// object, inclusive by symbol, self inside the binary named dso).
+func perfProfile(ctx context.Context, pgbench string, env []string, t target, dso string, d time.Duration, dir string) (string, error) {
+	pid, port := t.pid, t.port
+	data := filepath.Join(dir, "perf-"+t.name+".data")
 	var wg sync.WaitGroup
 	var benchErr error
 	var benchOut []byte
@@ -42,7 +43,7 @@ func perfProfile(ctx context.Context, pgbench string, env []string, pid, port in
 	}{
 		{"self time by object (kernel = syscalls, scheduling, TCP loopback)", []string{"--no-children", "--sort", "dso", "--percent-limit", "0.5"}, 8},
 		{"inclusive time by symbol (callers include callees)", []string{"--children", "--sort", "symbol", "--percent-limit", "4"}, 40},
-		{"self time inside the pgproxy binary", []string{"--no-children", "--sort", "symbol", "--dsos", "pgproxy", "--percent-limit", "0.3"}, 25},
+		{"self time inside " + dso, []string{"--no-children", "--sort", "symbol", "--dsos", dso, "--percent-limit", "0.3"}, 25},
 	}
 	for _, r := range reports {
 		args := append([]string{"report", "-i", data, "--stdio", "-g", "none"}, r.args...)
@@ -50,7 +51,7 @@ func perfProfile(ctx context.Context, pgbench string, env []string, pid, port in
 		if err != nil {
 			return "", fmt.Errorf("perf report: %w: %s", err, lastLines(out, 3))
 		}
-		fmt.Fprintf(&b, "## %s: perf %s\n", r.title, strings.Join(r.args, " "))
+		fmt.Fprintf(&b, "## %s, %s: perf report %s\n", t.name, r.title, strings.Join(r.args, " "))
 		n := 0
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
