@@ -32,6 +32,7 @@ var configMetrics = []string{
 var histograms = []string{
 	"pgproxy_session_duration_seconds",
 	"pgproxy_backend_connect_seconds",
+	"pgproxy_read_session_staleness_seconds", // the freshness SLO view for BI
 }
 
 var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{|\s)`)
@@ -157,6 +158,11 @@ func TestLiveMetrics(t *testing.T) {
 	}
 	if !strings.Contains(text, `pgproxy_fallbacks_total{reason="no_replica"} 1`) {
 		t.Errorf("the fallback read is not counted:\n%s", grepLines(text, "pgproxy_fallbacks_total"))
+	}
+	// Two read sessions (one on the replica, one on the primary after the
+	// fallback): two staleness observations.
+	if !strings.Contains(text, "\npgproxy_read_session_staleness_seconds_count 2\n") {
+		t.Errorf("want 2 read-session staleness observations:\n%s", grepLines(text, "pgproxy_read_session_staleness_seconds_count"))
 	}
 	for _, h := range histograms {
 		if !families[h] || !strings.Contains(text, "# TYPE "+h+" histogram") {

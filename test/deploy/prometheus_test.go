@@ -284,6 +284,7 @@ func TestDashboard(t *testing.T) {
 		"sessions":          "pgproxy_client_sessions",
 		"fallbacks":         "pgproxy_fallbacks_total",
 		"lineage":           "pgproxy_lineage_events_total",
+		"freshness for BI":  "pgproxy_read_session_staleness_seconds_bucket",
 	} {
 		found := false
 		for _, where := range used[metric] {
