@@ -30,7 +30,7 @@ func renderDoc(in docInput) string {
 	w("- date: %s\n", in.Date.Format("2006-01-02 15:04 MST"))
 	w("- command: `%s`\n", in.Command)
 	w("- machine: %s CPUs (`nproc`), %s, Linux %s\n", in.Machine.CPUs, orDash(in.Machine.Model), orDash(in.Machine.Kernel))
-	w("- software: %s; %s; %s\n", orDash(in.Machine.PG), orDash(in.Machine.PgBouncer), in.Machine.Go)
+	w("- software: %s; %s; %s; bench built with %s\n", orDash(in.Machine.Pgproxy), orDash(in.Machine.PG), orDash(in.Machine.PgBouncer), in.Machine.Go)
 	w("- pgbench: `-n -S`, scale %d, `-T %d` per run, `-j` = min(c, 2), %d round(s), every target once per case per round in rotating order; medians reported\n",
 		o.scale, int(o.duration/time.Second), o.rounds)
 	if in.LoadAvg[0] != "" {

@@ -458,7 +458,7 @@ func commandLine(o *options) string {
 
 // Machine describes where the numbers come from.
 type Machine struct {
-	CPUs, Model, Kernel, Go, PG, PgBouncer string
+	CPUs, Model, Kernel, Go, PG, PgBouncer, Pgproxy string
 }
 
 func machine(ctx context.Context, o *options) Machine {
@@ -479,6 +479,9 @@ func machine(ctx context.Context, o *options) Machine {
 	}
 	if out, err := exec.CommandContext(ctx, filepath.Join(o.pgbin, "postgres"), "--version").Output(); err == nil {
 		m.PG = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.CommandContext(ctx, o.pgproxy, "version").Output(); err == nil {
+		m.Pgproxy = strings.TrimSpace(string(out))
 	}
 	if out, err := exec.CommandContext(ctx, o.pgbouncer, "--version").Output(); err == nil {
 		m.PgBouncer, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
