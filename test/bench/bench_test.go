@@ -279,6 +279,16 @@ func TestParseFlagsQuick(t *testing.T) {
 	if _, err := parseFlags([]string{"-modes", "simple,bogus"}, &strings.Builder{}); err == nil {
 		t.Fatal("unknown mode accepted")
 	}
+	if _, err := parseFlags([]string{"-pgproxy-env", "GOMAXPROCS"}, &strings.Builder{}); err == nil {
+		t.Fatal("-pgproxy-env without = accepted")
+	}
+	o, err = parseFlags([]string{"-pgproxy-env", "GOMAXPROCS=1, GOGC=200", "-connect-clients", ""}, &strings.Builder{})
+	if err != nil || strings.Join(o.proxyEnv, " ") != "GOMAXPROCS=1 GOGC=200" {
+		t.Fatalf("-pgproxy-env: %v %v", o.proxyEnv, err)
+	}
+	if got := commandLine(o); got != "go run ./test/bench -pgproxy-env 'GOMAXPROCS=1, GOGC=200' -connect-clients ''" {
+		t.Fatalf("command line %s", got)
+	}
 	if _, err := parseFlags([]string{"-clients", "0"}, &strings.Builder{}); err == nil {
 		t.Fatal("-c 0 accepted")
 	}

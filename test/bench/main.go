@@ -48,6 +48,7 @@ type options struct {
 	pgproxy   string
 	pgbin     string
 	pgbouncer string
+	proxyEnv  []string // extra environment of the pgproxy process (GOMAXPROCS=1)
 	args      []string
 }
 
@@ -76,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{args: args}
-	var clients, modes, connectC string
+	var clients, modes, connectC, proxyEnv string
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "pgbench -T of each run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds (every target once per case per round); medians are reported")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale")
@@ -90,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pgproxy, "pgproxy", "bin/pgproxy", "pgproxy binary (make bench builds it)")
 	fs.StringVar(&o.pgbin, "pgbin", "/usr/lib/postgresql/15/bin", "directory of pgbench and the server binaries")
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
+	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -105,6 +107,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !set["scale"] {
 			o.scale = 1
 		}
+	}
+	for _, kv := range strings.Split(proxyEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("-pgproxy-env: %q is not KEY=value", kv)
+		}
+		o.proxyEnv = append(o.proxyEnv, kv)
 	}
 	var err error
 	if o.clients, err = ints(clients); err != nil {
@@ -210,7 +221,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	proxy, proxyPort, err := startPgproxy(ctx, o.pgproxy, dir, cluster)
+	proxy, proxyPort, err := startPgproxy(ctx, o.pgproxy, o.proxyEnv, dir, cluster)
 	if err != nil {
 		return err
 	}
@@ -448,6 +459,9 @@ func lastLines(b []byte, n int) string {
 func commandLine(o *options) string {
 	s := "go run ./test/bench"
 	for _, a := range o.args {
+		if a == "" || strings.ContainsAny(a, " '\"$\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
 		s += " " + a
 	}
 	if os.Getenv("MAKELEVEL") != "" && len(o.args) == 0 {

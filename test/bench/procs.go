@@ -81,7 +81,7 @@ func startCmd(cmd *exec.Cmd, logPath string) error {
 // startPgproxy runs `bin serve --config` with a read listener in front of
 // the cluster, log level warn, and waits until the read listener serves a
 // session on the replica.
-func startPgproxy(ctx context.Context, bin, dir string, c *pgcluster.Cluster) (*child, int, error) {
+func startPgproxy(ctx context.Context, bin string, extraEnv []string, dir string, c *pgcluster.Cluster) (*child, int, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, 0, err
@@ -119,7 +119,7 @@ log:
 		return nil, 0, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg)
-	cmd.Env = append(os.Environ(), "PGPROXY_HEALTH_PASSWORD="+pgcluster.MonitorPassword)
+	cmd.Env = append(append(os.Environ(), "PGPROXY_HEALTH_PASSWORD="+pgcluster.MonitorPassword), extraEnv...)
 	ch := &child{name: "pgproxy", cmd: cmd, log: filepath.Join(dir, "pgproxy.log")}
 	if err := startCmd(cmd, ch.log); err != nil {
 		return nil, 0, fmt.Errorf("start pgproxy: %w", err)
