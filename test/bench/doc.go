@@ -50,7 +50,7 @@ func renderDoc(in docInput) string {
 	w("- *TPS*: pgbench's `tps` (without initial connection time; with `-C`, including reconnection time). *latency*: pgbench's `latency average`.\n")
 	w("- *pgproxy added latency*: pgproxy latency − direct latency, in µs (at `-c 1` this is the per-query cost of the extra hop).\n")
 	w("- *CPU s per 100k q*: utime+stime of the relay process (`/proc/PID/stat`, all threads) over the run, per 100 000 transactions (one `SELECT` each). ")
-	w("It counts the work the relay does per query, so it depends far less on how busy the machine is than TPS does.\n")
+	w("It counts the work the relay does per query and depends less on the machine's load than TPS does, but not nothing: on a crowded machine both relays wake more often and miss caches more, so compare the two relays within one run.\n")
 	w("- *context switches per q*: voluntary + involuntary context switches of all the relay's threads (`/proc/PID/task/*/status`) per transaction: how often the relay sleeps and wakes per query.\n")
 	w("- *failed tx*: pgbench's `number of failed transactions`, summed over rounds; \"aborted\" = pgbench exited non-zero (a client aborted).\n\n")
 	w("## Targets (issue 8)\n\n%s\n", in.Checks)
@@ -70,7 +70,7 @@ func renderDoc(in docInput) string {
 	w("- `-C` opens a connection per transaction: through pgproxy that is a new server connection and a full authentication each time (pass-through auth); PgBouncer hands out a pooled server connection (after `DISCARD ALL`), so it may beat direct here.\n")
 	w("\n## Reading these numbers\n\n")
 	w("The relays share the cores with PostgreSQL and pgbench; on a 2-core machine every CPU cycle a relay spends is taken from the server and the client, so TPS through any relay is well below direct at high concurrency. ")
-	w("Machine noise (other jobs on the same cores) moves TPS and latency between runs; rounds are interleaved and medians reported to spread it, and the CPU-per-query figure is the steadier comparison between relays. ")
+	w("Machine noise (other jobs on the same cores) moves TPS and latency between runs; rounds are interleaved and medians reported to spread it, and the CPU-per-query ratio between the relays is the steadier comparison. ")
 	w("Compare rows of one run, not numbers across runs.\n")
 	if in.Profile != "" {
 		w("\n## Profile\n\n`perf record -F 999 -g -p <relay pid>` during a `-M simple -c 16` run through each relay. On a VM without a PMU perf samples with cpu-clock, so kernel time shows up where interrupts are re-enabled (`finish_task_switch` stands for context switching).\n\n```\n%s\n```\n", in.Profile)
