@@ -23,8 +23,12 @@ const (
 )
 
 const (
-	// relayBufSize is each direction's read buffer: one read, one write.
-	relayBufSize = 16 << 10
+	// smallBufSize is each direction's own buffer (PgBouncer's pkt_buf is
+	// 4 KiB too): what an idle session holds.
+	smallBufSize = 4 << 10
+	// relayBufSize is the pooled buffer a direction borrows while data
+	// streams (reads fill the small one): one read, one write.
+	relayBufSize = 64 << 10
 	// maxHeld bounds a statement held back for the read-only check; a larger
 	// one on an enforced read-only session is refused (54000).
 	maxHeld = 16 << 20
@@ -53,7 +57,10 @@ type pump struct {
 	src      io.Reader
 	dst      io.Writer
 	buf      []byte
+	bufp     *[]byte
 	count    *atomic.Int64
+	pending  []byte // read ahead before the relay started
+	small    [smallBufSize]byte
 
 	inMsg   bool
 	typ     byte
@@ -78,41 +85,80 @@ func (e *relayEnd) Error() string {
 func (e *relayEnd) Unwrap() error { return e.err }
 
 func (p *pump) run() error {
-	bp := bufPool.Get().(*[]byte)
-	p.buf = *bp
-	defer bufPool.Put(bp)
+	defer p.releaseBuf()
+	p.buf = p.small[:]
 	keep := 0
+	if len(p.pending) > 0 { // bytes the authentication phase read ahead
+		p.acquireBuf()
+		keep = copy(p.buf, p.pending)
+		p.pending = nil
+		k, err := p.process(p.buf[:keep])
+		if err != nil {
+			return err
+		}
+		keep = k
+	}
 	for {
 		n, err := p.src.Read(p.buf[keep:])
 		if n > 0 {
 			p.count.Add(int64(n))
+			full := keep+n == len(p.buf)
 			k, werr := p.process(p.buf[:keep+n])
 			if werr != nil {
 				return werr
 			}
 			keep = k
+			// Adapt the buffer: a read that filled the small one means data
+			// is streaming (a large result, COPY): use a large pooled buffer;
+			// once reads are small again, give it back, so an idle session
+			// holds only its small buffers.
+			switch {
+			case full && p.bufp == nil:
+				p.acquireBuf()
+				copy(p.buf, p.small[:keep])
+			case !full && p.bufp != nil && n < len(p.small):
+				copy(p.small[:], p.buf[:keep])
+				p.releaseBuf()
+			}
 		}
 		if err != nil {
-			side := "client_closed"
-			if p.toServer {
-				if t := p.s.terminating.Load(); t != nil {
-					return &relayEnd{reason: "shutdown"}
-				}
-			} else {
-				side = "server_closed"
-				if t := p.s.terminating.Load(); t != nil {
-					if !p.inMsg && keep == 0 {
-						p.s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
-					}
-					return &relayEnd{reason: "shutdown"}
-				}
-			}
-			if errors.Is(err, io.EOF) {
-				return &relayEnd{reason: side}
-			}
-			return &relayEnd{reason: side, err: err}
+			return p.end(err, keep)
 		}
 	}
+}
+
+func (p *pump) acquireBuf() {
+	p.bufp = bufPool.Get().(*[]byte)
+	p.buf = *p.bufp
+}
+
+func (p *pump) releaseBuf() {
+	if p.bufp != nil {
+		bufPool.Put(p.bufp)
+		p.bufp = nil
+		p.buf = p.small[:]
+	}
+}
+
+func (p *pump) end(err error, keep int) error {
+	side := "client_closed"
+	if p.toServer {
+		if t := p.s.terminating.Load(); t != nil {
+			return &relayEnd{reason: "shutdown"}
+		}
+	} else {
+		side = "server_closed"
+		if t := p.s.terminating.Load(); t != nil {
+			if !p.inMsg && keep == 0 {
+				p.s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
+			}
+			return &relayEnd{reason: "shutdown"}
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		return &relayEnd{reason: side}
+	}
+	return &relayEnd{reason: side, err: err}
 }
 
 // process frames data (which starts at a message boundary or inside the
@@ -247,20 +293,37 @@ func (p *pump) violation(msg string) error {
 // relay runs both directions until one ends, closes both sides once, waits
 // for the other, and returns the end reason.
 func (s *session) relay() string {
-	c2s := &pump{s: s, toServer: true, src: s.client, dst: s.server, count: &s.bytesIn}
-	s2c := &pump{s: s, toServer: false, src: s.serverR, dst: s.client, count: &s.bytesOut}
-	errc := make(chan error, 2)
-	go func() { errc <- c2s.run() }()
-	go func() { errc <- s2c.run() }()
-	first := <-errc
-	s.closeConns()
-	<-errc
-	var re *relayEnd
-	if errors.As(first, &re) {
-		if re.err != nil && re.reason != "client_closed" && re.reason != "server_closed" {
-			s.log.Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
+	c2s := newPump(s, true, s.client, s.server, &s.bytesIn)
+	s2c := newPump(s, false, s.server, s.client, &s.bytesOut)
+	s2c.pending = s.serverPending
+	s.serverPending = nil
+	// The server→client direction gets its own goroutine; client→server runs
+	// on the session's goroutine. Whichever ends first closes both sockets,
+	// which ends the other; the session waits for both.
+	var first atomic.Pointer[relayEnd]
+	note := func(err error) {
+		re, ok := err.(*relayEnd)
+		if !ok {
+			re = &relayEnd{reason: "error", err: err}
 		}
-		return re.reason
+		first.CompareAndSwap(nil, re)
 	}
-	return "error"
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		note(s2c.run())
+		s.closeConns()
+	}()
+	note(c2s.run())
+	s.closeConns()
+	<-done
+	re := first.Load()
+	if re.err != nil && re.reason != "client_closed" && re.reason != "server_closed" {
+		s.log.Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
+	}
+	return re.reason
+}
+
+func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {
+	return &pump{s: s, toServer: toServer, src: src, dst: dst, count: count}
 }

@@ -39,9 +39,9 @@ type session struct {
 
 	client net.Conn // raw, or the TLS conn once negotiated
 	server net.Conn
-	// serverR reads the server side; after authentication it first yields
-	// what the auth phase had buffered.
-	serverR io.Reader
+	// serverPending is what the authentication phase read ahead from the
+	// server; the relay forwards it first.
+	serverPending []byte
 
 	mu              sync.Mutex
 	user, database  string
@@ -577,9 +577,7 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 			// Hand what the auth phase read ahead to the relay.
 			if n := br.Buffered(); n > 0 {
 				pending, _ := br.Peek(n)
-				s.serverR = io.MultiReader(bytes.NewReader(slices.Clone(pending)), s.server)
-			} else {
-				s.serverR = s.server
+				s.serverPending = slices.Clone(pending)
 			}
 			return nil
 		default:
