@@ -1,0 +1,72 @@
+// Package proxy is pgproxy's PostgreSQL wire-protocol layer: listeners,
+// the session lifecycle, startup/TLS/authentication, the relay and the
+// cancel map. It decides nothing about routing: a Director (package router,
+// through internal/app) says where each session goes.
+//
+// # One session
+//
+//	client                      pgproxy                         backend
+//	  |-- SSLRequest ------------->|  'S' + TLS handshake, or 'N'
+//	  |-- GSSENCRequest ---------->|  'N'
+//	  |-- StartupMessage 3.x ----->|  NegotiateProtocolVersion once if 3.x>3.0 or _pq_.*
+//	  |                            |-- Director.Direct(listener, params) -> Target
+//	  |                            |-- TCP (+TLS per backend_tls), StartupMessage -->|
+//	  |<-- AuthenticationSASL -----|<-- only SCRAM-SHA-256 offered (no -PLUS) --------|
+//	  |-- SASLInitialResponse ... ------------------------------------------------->|
+//	  |<-- AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery --------|
+//	  |<========================== relay (both directions) =======================>|
+//	  |-- Terminate / EOF -------->|-- close both, wait for both relay loops ------->|
+//
+// Startup runs under limits.startup_timeout; the first packet is read straight
+// off the socket with PostgreSQL's 10 000-byte cap, so nothing is buffered
+// before a TLS handshake (CVE-2021-23214 class). A second SSLRequest is a
+// protocol violation. A CancelRequest (plain or after SSLRequest) is looked
+// up in the cancel map (BackendKeyData → backend) and forwarded; an unknown
+// key goes to every backend (another pgproxy instance may own it; servers
+// ignore keys that are not theirs). Keys are never logged.
+//
+// If the TCP connect to the chosen backend fails, or it refuses before
+// authentication starts (57P03, 53300), the next candidate is tried with the
+// failed one excluded: the client sees nothing.
+//
+// # Relay
+//
+// Each direction is a pump (relay.go): read into a 4 KiB buffer (a pooled
+// 64 KiB one while data streams), parse message framing (type + length)
+// without decoding payloads, write everything one read brought with one
+// write. So pipelines, COPY and huge DataRows stream with bounded memory and
+// no allocation per message. Client messages are checked against
+// PostgreSQL's own size limits before anything is buffered. The pumps look
+// at a handful of messages only (policy.go): ReadyForQuery (transaction
+// state), ParameterStatus, and, when lineage is on, Query/Parse/Bind/Execute
+// and the server's ErrorResponse for tagged statements. Unprompted server
+// messages (NotificationResponse, NoticeResponse, ParameterStatus) are
+// forwarded as they come, whatever the client is doing.
+//
+// Server→client runs on its own goroutine, client→server on the session's;
+// whichever ends first closes both sockets, and the session waits for both.
+//
+// # Read-only sessions
+//
+// A read session that fell back to the primary (Target.ReadOnly) starts with
+// default_transaction_read_only=on as a startup parameter, so RESET and
+// DISCARD ALL return to on. Query, Parse and FunctionCall messages are held
+// until complete and checked (Config.ReadOnlyCheck, pg_query based): a
+// statement that would turn read-only off is replaced by a DO block that
+// raises 25006, so the server itself answers at the right place in the
+// message stream (for Parse, later Binds of that statement send no
+// parameters). A ParameterStatus default_transaction_read_only=off ends the
+// session with 25006 as a last line of defence.
+//
+// # Shutdown
+//
+// Server.Shutdown closes the listeners, waits for sessions up to its
+// context's deadline, then ends the rest (the client gets 57P01 when the
+// server→client stream is between messages) and waits for every goroutine.
+//
+// # Admin console
+//
+// Database "pgproxy" (admin.go): users in Config.AdminUsers authenticate at
+// the primary like any session; then the backend connection is closed and
+// AdminConsole answers simple-protocol queries.
+package proxy
