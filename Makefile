@@ -6,6 +6,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -X github.com/ofitec/pgproxy/internal/buildinfo.Version=$(VERSION) -X github.com/ofitec/pgproxy/internal/buildinfo.Commit=$(COMMIT)
 TEST_TIMEOUT ?= 14m
 FUZZTIME  ?= 60s
+CHAOS_ROUNDS ?= 5
 
 .PHONY: help build test test-short lint demo bench fuzz chaos clean
 
@@ -39,6 +40,9 @@ fuzz: ## run every fuzzer for $(FUZZTIME)
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+chaos: ## longer chaos run: kill/stop/restart backends under load ($(CHAOS_ROUNDS) rounds)
+	$(GO) test -race -count=1 -v -timeout 30m -run Chaos ./test/chaos -chaos.rounds=$(CHAOS_ROUNDS)
 
 clean: ## remove build output
 	rm -rf $(BIN)

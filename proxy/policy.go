@@ -80,6 +80,9 @@ func (l *lineageState) attach(seq uint64, run LineageRun) {
 // policy decides, from a message's header, how the relay treats it.
 func (s *session) policy(toServer bool, typ byte, n int) msgMode {
 	if toServer {
+		if typ == 'X' {
+			s.clientTerminated.Store(true)
+		}
 		switch typ {
 		case 'Q', 'S', 'F':
 			if s.lin != nil {

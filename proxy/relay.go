@@ -148,11 +148,20 @@ func (p *pump) end(err error, keep int) error {
 		}
 	} else {
 		side = "server_closed"
+		atBoundary := !p.inMsg && keep == 0
 		if t := p.s.terminating.Load(); t != nil {
-			if !p.inMsg && keep == 0 {
+			if atBoundary {
 				p.s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
 			}
 			return &relayEnd{reason: "shutdown"}
+		}
+		// The server went away on its own (crash, kill -9, network): tell
+		// the client with a FATAL instead of a bare EOF, unless the server
+		// already said why (its last message was an ErrorResponse) or the
+		// client asked to terminate.
+		if atBoundary && !p.s.closing.Load() && !p.s.clientTerminated.Load() && p.typ != 'E' {
+			p.s.sendError(&pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL",
+				Message: "pgproxy: the server closed the connection unexpectedly"})
 		}
 	}
 	if errors.Is(err, io.EOF) {

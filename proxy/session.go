@@ -53,15 +53,17 @@ type session struct {
 	params          map[string]string // ParameterStatus values from the backend
 	job             string
 
-	txStatus    atomic.Uint32 // last ReadyForQuery status byte
-	cancelKey   string
-	lin         *lineageState   // nil unless lineage is enabled
-	poisoned    map[string]bool // statements replaced by the read-only guard (c2s only)
-	adminAuth   bool            // authenticating for the admin console
-	terminating atomic.Pointer[string]
-	closeOnce   sync.Once
-	bytesIn     atomic.Int64 // client → server
-	bytesOut    atomic.Int64 // server → client
+	txStatus         atomic.Uint32 // last ReadyForQuery status byte
+	cancelKey        string
+	lin              *lineageState   // nil unless lineage is enabled
+	poisoned         map[string]bool // statements replaced by the read-only guard (c2s only)
+	adminAuth        bool            // authenticating for the admin console
+	terminating      atomic.Pointer[string]
+	closeOnce        sync.Once
+	closing          atomic.Bool  // closeConns has started: relay errors are ours
+	clientTerminated atomic.Bool  // the client sent Terminate
+	bytesIn          atomic.Int64 // client → server
+	bytesOut         atomic.Int64 // server → client
 }
 
 func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) *session {
@@ -655,6 +657,7 @@ func (s *session) terminate(reason string) {
 
 func (s *session) closeConns() {
 	s.closeOnce.Do(func() {
+		s.closing.Store(true)
 		s.client.Close()
 		if s.client != s.raw {
 			s.raw.Close()
