@@ -82,6 +82,14 @@ func TestPgjdbcMetabaseLike(t *testing.T) {
 				"cancel_sqlstate":          "57014",
 				"after_cancel":             "usable",
 			}
+			for k, v := range map[string]string{"big_param_length": "4194304", "big_param_intact": "true", "big_row_intact": "true"} {
+				want[k] = v
+			}
+			if !c.recovery {
+				want["batch_counts"] = "5000"
+				want["batch_error"] = "23505"
+				want["batch_rows"] = "5000" // the failed batch was one transaction
+			}
 			for k, v := range want {
 				if got[k] != v {
 					t.Errorf("%s = %q, want %q", k, got[k], v)

@@ -65,6 +65,51 @@ public class MetabaseLike {
                 out("prepared_is_server", ((org.postgresql.PGStatement) ps).isUseServerPrepare());
             }
 
+            // Large messages: a 4 MiB Bind parameter and a 4 MiB DataRow.
+            String big = "y".repeat(4 << 20);
+            try (PreparedStatement ps = c.prepareStatement("SELECT length(?::text), md5(?::text) = md5(repeat('y', 4194304)), repeat('z', 4194304)")) {
+                ps.setString(1, big);
+                ps.setString(2, big);
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    out("big_param_length", rs.getInt(1));
+                    out("big_param_intact", rs.getBoolean(2));
+                    String row = rs.getString(3);
+                    out("big_row_intact", row.length() == 4194304 && row.chars().allMatch(ch -> ch == 'z'));
+                }
+            }
+
+            // Batches (the primary only): pgjdbc pipelines many
+            // Bind/Execute before one Sync.
+            if (scalar(c, "SELECT pg_is_in_recovery()").equals("f")) {
+                try (Statement s = c.createStatement()) {
+                    s.execute("CREATE TEMP TABLE mb_batch (id int PRIMARY KEY, v text)");
+                }
+                try (PreparedStatement ps = c.prepareStatement("INSERT INTO mb_batch VALUES (?, ?)")) {
+                    for (int i = 1; i <= 5000; i++) {
+                        ps.setInt(1, i);
+                        ps.setString(2, "row " + i);
+                        ps.addBatch();
+                    }
+                    int[] counts = ps.executeBatch();
+                    out("batch_counts", counts.length);
+                    for (int id : new int[] {5001, 5002, 1, 5003}) {
+                        ps.setInt(1, id);
+                        ps.setString(2, "dup?");
+                        ps.addBatch();
+                    }
+                    String state = "none";
+                    try {
+                        ps.executeBatch();
+                    } catch (java.sql.BatchUpdateException e) {
+                        SQLException next = e.getNextException();
+                        state = next != null ? next.getSQLState() : e.getSQLState();
+                    }
+                    out("batch_error", state);
+                }
+                out("batch_rows", scalar(c, "SELECT count(*) FROM mb_batch"));
+            }
+
             // Cursor-mode fetch: autocommit off + fetchSize gives Execute with a
             // row limit and PortalSuspended every 100 rows.
             c.setAutoCommit(false);
