@@ -133,4 +133,31 @@ func TestPgbench(t *testing.T) {
 			t.Errorf("pgbench_history has %d rows on the primary, pgbench processed %d transactions", history, s.processed)
 		}
 	})
+	// Pipelines (\startpipeline ... \endpipeline): three statements in
+	// flight before one Sync, in the extended and prepared query modes.
+	for _, c := range []struct {
+		name, addr, script, mode string
+		write                    bool
+	}{
+		{"pipeline prepared write listener", p.WriteAddr(), "testdata/pipeline_write.sql", "prepared", true},
+		{"pipeline extended read listener", p.ReadAddr(), "testdata/pipeline_read.sql", "extended", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var before, after int
+			primaryScalar(t, "SELECT count(*) FROM pgbench_history", &before)
+			r := run(ctxT(t, 60*time.Second), pgEnv(c.addr, "postgres", "postgres"), "", pgbenchBin, "-n", "-f", c.script, "-M", c.mode, "-c", "4", "-j", "2", "-T", "3")
+			s, err := parsePgbench(r.stdout)
+			if r.err != nil || err != nil {
+				t.Fatalf("%v\n%s", err, r)
+			}
+			t.Logf("%s: %d transactions, %.0f tps, %d failed", c.name, s.processed, s.tps, s.failed)
+			if s.failed != 0 || s.processed <= 0 {
+				t.Fatalf("processed %d, failed %d\n%s", s.processed, s.failed, r)
+			}
+			primaryScalar(t, "SELECT count(*) FROM pgbench_history", &after)
+			if want := map[bool]int{true: s.processed, false: 0}[c.write]; after-before != want {
+				t.Errorf("pgbench_history grew by %d rows on the primary, want %d", after-before, want)
+			}
+		})
+	}
 }
