@@ -36,6 +36,9 @@ func renderDoc(in docInput) string {
 	if in.LoadAvg[0] != "" {
 		w("- load average (1/5/15 min) before the runs: %s; after: %s\n", in.LoadAvg[0], in.LoadAvg[1])
 	}
+	if o.note != "" {
+		w("- note: %s\n", o.note)
+	}
 	if len(o.proxyEnv) > 0 {
 		w("- pgproxy environment: `%s`\n", strings.Join(o.proxyEnv, " "))
 	}
