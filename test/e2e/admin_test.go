@@ -96,7 +96,9 @@ func TestReloadAddsReplica(t *testing.T) {
 		t.Fatalf("unconfigured replica got sessions: %v", ports)
 	}
 	// Invalid reload: rejected, routing unchanged.
-	p.App.SetReloader(func() (*configs.Config, error) { return nil, errors.New(`config: routing.fallback: must be "primary" or "reject"`) })
+	p.App.SetReloader(func() (*configs.Config, error) {
+		return nil, errors.New(`config: routing.fallback: must be "primary" or "reject"`)
+	})
 	if err := p.App.ReloadFromSource(); err == nil {
 		t.Fatal("invalid reload accepted")
 	}

@@ -5,12 +5,14 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/goleak"
 
 	"github.com/ofitec/pgproxy/test/pgcluster"
 )
@@ -18,7 +20,15 @@ import (
 var cluster *pgcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(pgcluster.Main(m, pgcluster.Options{Replicas: 2}, &cluster))
+	code := pgcluster.Main(m, pgcluster.Options{Replicas: 2}, &cluster)
+	if code == 0 {
+		// Every proxy a test started has been stopped: nothing may be left.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left after the tests:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
