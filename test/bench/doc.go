@@ -76,7 +76,7 @@ func renderDoc(in docInput) string {
 	w("Machine noise (other jobs on the same cores) moves TPS and latency between runs; rounds are interleaved and medians reported to spread it, and the CPU-per-query ratio between the relays is the steadier comparison. ")
 	w("Compare rows of one run, not numbers across runs.\n")
 	if in.Profile != "" {
-		w("\n## Profile\n\n`perf record -F 999 -g -p <relay pid>` during a `-M simple -c 16` run through each relay. On a VM without a PMU perf samples with cpu-clock, so kernel time shows up where interrupts are re-enabled (`finish_task_switch` stands for context switching).\n\n```\n%s\n```\n", in.Profile)
+		w("\n## Profile\n\n`perf record -F 999 -g -p <relay pid>` during a pgbench run through each relay (the case is named in each heading). On a VM without a PMU perf samples with cpu-clock, so kernel time shows up where interrupts are re-enabled (`finish_task_switch` stands for context switching).\n\n```\n%s\n```\n", in.Profile)
 	}
 	w("\n## Reference (issue 8, measured on a 2-core machine, pgbench `-S`, scale 10–20, one replica)\n\n")
 	w("| relay | `-c16` TPS vs direct | added latency at `-c1` |\n|---|---|---|\n")

@@ -44,6 +44,7 @@ type options struct {
 	connectC  []int
 	idle      int
 	perf      time.Duration
+	perfC     bool // profile the -C case instead of -c 16
 	out       string
 	pgproxy   string
 	pgbin     string
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&connectC, "connect-clients", "1,16", "pgbench -c values of the -C runs (-M simple); empty for none")
 	fs.IntVar(&o.idle, "idle", 1000, "idle sessions opened to measure pgproxy's RSS per session; 0 skips")
 	fs.DurationVar(&o.perf, "perf", 0, "if > 0: also profile pgproxy with `perf record -g` during a -M simple -c 16 run of this length")
+	fs.BoolVar(&o.perfC, "perf-connect", false, "with -perf: profile -M simple -c 16 -C (a connection per transaction) instead")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "markdown report to write; empty: stdout only")
 	fs.StringVar(&o.pgproxy, "pgproxy", "bin/pgproxy", "pgproxy binary (make bench builds it)")
 	fs.StringVar(&o.pgbin, "pgbin", "/usr/lib/postgresql/15/bin", "directory of pgbench and the server binaries")
@@ -305,12 +307,13 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	var profile string
 	if o.perf > 0 {
 		var parts []string
+		pc := Case{Mode: "simple", Clients: 16, Connect: o.perfC}
 		for _, t := range targets {
 			if t.pid == 0 {
 				continue
 			}
-			logf("bench: perf record on %s for %s (-M simple -c 16)", t.name, o.perf)
-			p, err := perfProfile(ctx, pgbench, env, t, filepath.Base(procExe(t.pid)), o.perf, dir)
+			logf("bench: perf record on %s for %s (%s)", t.name, o.perf, pc.Name())
+			p, err := perfProfile(ctx, pgbench, env, pc, t, filepath.Base(procExe(t.pid)), o.perf, dir)
 			if err != nil {
 				logf("bench: perf: %v", err)
 				p = t.name + ": perf failed: " + firstLine(err)

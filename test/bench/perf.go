@@ -10,10 +10,10 @@ import (
 	"time"
 )
 
-// perfProfile samples a relay with `perf record -g` while pgbench -M simple
-// -c 16 runs through it, and returns the top of `perf report` (self time by
-// object, inclusive by symbol, self inside the binary named dso).
-func perfProfile(ctx context.Context, pgbench string, env []string, t target, dso string, d time.Duration, dir string) (string, error) {
+// perfProfile samples a relay with `perf record -g` while pgbench runs case
+// c through it, and returns the top of `perf report` (self time by object,
+// inclusive by symbol, self inside the binary named dso).
+func perfProfile(ctx context.Context, pgbench string, env []string, c Case, t target, dso string, d time.Duration, dir string) (string, error) {
 	pid, port := t.pid, t.port
 	data := filepath.Join(dir, "perf-"+t.name+".data")
 	var wg sync.WaitGroup
@@ -22,7 +22,6 @@ func perfProfile(ctx context.Context, pgbench string, env []string, t target, ds
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c := Case{Mode: "simple", Clients: 16}
 		_, benchOut, benchErr = runPgbench(ctx, pgbench, c.Args(port, "postgres", d+2*time.Second), env)
 	}()
 	time.Sleep(time.Second) // past connection setup
@@ -51,7 +50,7 @@ func perfProfile(ctx context.Context, pgbench string, env []string, t target, ds
 		if err != nil {
 			return "", fmt.Errorf("perf report: %w: %s", err, lastLines(out, 3))
 		}
-		fmt.Fprintf(&b, "## %s, %s: perf report %s\n", t.name, r.title, strings.Join(r.args, " "))
+		fmt.Fprintf(&b, "## %s, `%s`, %s: perf report %s\n", t.name, c.Name(), r.title, strings.Join(r.args, " "))
 		n := 0
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
