@@ -19,7 +19,7 @@ type pgbenchSummary struct {
 var (
 	reProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
 	reFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+) \(`)
-	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)
 )
 
 // parsePgbench extracts the summary; every line must be present.
@@ -43,6 +43,7 @@ func TestParsePgbench(t *testing.T) {
 	}{
 		{"pgbench 15", "transaction type: <builtin: select only>\nscaling factor: 1\nquery mode: prepared\nnumber of clients: 4\nnumber of threads: 2\nmaximum number of tries: 1\nduration: 3 s\nnumber of transactions actually processed: 12345\nnumber of failed transactions: 0 (0.000%)\nlatency average = 0.9 ms\ninitial connection time = 5.1 ms\ntps = 4115.012345 (without initial connection time)\n",
 			pgbenchSummary{12345, 0, 4115.012345}, true},
+		{"-C", "number of transactions actually processed: 2222\nnumber of failed transactions: 0 (0.000%)\naverage connection time = 1.2 ms\ntps = 740.5 (including reconnection times)\n", pgbenchSummary{2222, 0, 740.5}, true},
 		{"failures", "number of transactions actually processed: 10\nnumber of failed transactions: 3 (23.077%)\ntps = 3.3 (without initial connection time)\n", pgbenchSummary{10, 3, 3.3}, true},
 		{"pgbench 14 (no failed line)", "number of transactions actually processed: 10/10\ntps = 3.3 (without initial connection time)\n", pgbenchSummary{}, false},
 		{"aborted run", "pgbench: error: client 0 aborted in command 1\n", pgbenchSummary{}, false},
@@ -133,6 +134,34 @@ func TestPgbench(t *testing.T) {
 			t.Errorf("pgbench_history has %d rows on the primary, pgbench processed %d transactions", history, s.processed)
 		}
 	})
+	// A new connection per transaction (-C): startup and authentication
+	// through the proxy thousands of times; afterwards no backend session
+	// is left behind on the replica.
+	t.Run("select-only new connection per transaction read listener", func(t *testing.T) {
+		r := run(ctxT(t, 60*time.Second), pgEnv(p.ReadAddr(), pgcluster.ScramUser, "postgres", "PGAPPNAME=clients-pgbench-C"), "",
+			pgbenchBin, "-n", "-S", "-C", "-c", "4", "-j", "2", "-T", "3")
+		s, err := parsePgbench(r.stdout)
+		if r.err != nil || err != nil {
+			t.Fatalf("%v\n%s", err, r)
+		}
+		t.Logf("-S -C (SCRAM): %d transactions (= connections), %.0f tps, %d failed", s.processed, s.tps, s.failed)
+		if s.failed != 0 || s.processed <= 0 {
+			t.Fatalf("processed %d, failed %d\n%s", s.processed, s.failed, r)
+		}
+		var left int
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if err := replica.QueryRow(ctxT(t, 10*time.Second), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'clients-pgbench-C'", &left); err != nil {
+				t.Fatal(err)
+			}
+			if left == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if left != 0 {
+			t.Errorf("%d backend sessions of pgbench -C remain on the replica", left)
+		}
+	})
+
 	// Pipelines (\startpipeline ... \endpipeline): three statements in
 	// flight before one Sync, in the extended and prepared query modes.
 	for _, c := range []struct {

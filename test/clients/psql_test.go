@@ -75,6 +75,24 @@ func TestPsqlSimpleQueries(t *testing.T) {
 		}
 	})
 
+	t.Run("server errors at startup reach psql", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			env  []string
+			want string
+		}{
+			{"wrong md5 password", pgEnv(p.WriteAddr(), pgcluster.MD5User, "postgres", "PGPASSWORD=wrong"), `password authentication failed for user "md5_user"`},
+			{"wrong scram password", pgEnv(p.ReadAddr(), pgcluster.ScramUser, "postgres", "PGPASSWORD=wrong"), `password authentication failed for user "scram_user"`},
+			{"unknown database", pgEnv(p.WriteAddr(), "postgres", "no_such_db"), `database "no_such_db" does not exist`},
+			{"unknown role", pgEnv(p.ReadAddr(), "no_such_role", "postgres"), `role "no_such_role" does not exist`},
+		} {
+			r := psql(ctxT(t, 30*time.Second), c.env, "", "-c", "SELECT 1")
+			if r.err == nil || !strings.Contains(r.stderr, c.want) {
+				t.Errorf("%s: want an error with %q\n%s", c.name, c.want, r)
+			}
+		}
+	})
+
 	t.Run("read listener refuses writes with 25006", func(t *testing.T) {
 		r := psql(ctxT(t, 30*time.Second), pgEnv(p.ReadAddr(), "postgres", "postgres"), "",
 			"-v", "VERBOSITY=verbose", "-c", "CREATE TABLE psql_on_replica(x int)")
@@ -197,6 +215,44 @@ func TestPsqlCancel(t *testing.T) {
 				t.Errorf("cancel took %v, want < 2s", elapsed)
 			}
 		})
+	}
+}
+
+// TestPsqlCancelTargetsOneSession: two psql sessions sleep on the same
+// server; Ctrl-C on one cancels only that one: the other finishes its
+// statement normally.
+func TestPsqlCancelTargetsOneSession(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	ctx := ctxT(t, 60*time.Second)
+	start := func(app string) (*exec.Cmd, *strings.Builder, *strings.Builder) {
+		cmd := exec.CommandContext(ctx, psqlBin, "-X", "-A", "-t", "-v", "VERBOSITY=verbose", "-c", "SELECT 'slept', pg_sleep(2)")
+		cmd.Env = pgEnv(p.WriteAddr(), "postgres", "postgres", "PGAPPNAME="+app)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		cmd.WaitDelay = 5 * time.Second
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out, &errb
+	}
+	id := time.Now().UnixNano()
+	appA, appB := fmt.Sprintf("clients-a-%d", id), fmt.Sprintf("clients-b-%d", id)
+	a, _, errA := start(appA)
+	b, outB, errB := start(appB)
+	waitActive(t, cluster.Primary(), appA, func() { _ = a.Process.Kill(); _ = b.Process.Kill(); _ = a.Wait(); _ = b.Wait() })
+	waitActive(t, cluster.Primary(), appB, func() { _ = a.Process.Kill(); _ = b.Process.Kill(); _ = a.Wait(); _ = b.Wait() })
+	if err := a.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	errAWait := a.Wait()
+	errBWait := b.Wait()
+	if errAWait == nil || !strings.Contains(errA.String(), "57014") {
+		t.Errorf("session A: err %v, stderr %q; want 57014", errAWait, errA.String())
+	}
+	if errBWait != nil || !strings.HasPrefix(strings.TrimSpace(outB.String()), "slept|") {
+		t.Errorf("session B was disturbed: err %v, stdout %q, stderr %q", errBWait, outB.String(), errB.String())
 	}
 }
 
