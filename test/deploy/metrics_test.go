@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ofitec/pgproxy/test/pgcluster"
 	"github.com/ofitec/pgproxy/test/proxytest"
@@ -98,6 +99,13 @@ func TestLiveMetrics(t *testing.T) {
     type: file
     path: ` + lineageFile + `
 `})
+	t.Cleanup(func() {
+		if t.Failed() { // the debug log tells a proxy hang from a test bug
+			for _, e := range p.Logs.FilterLevelExact(zapcore.DebugLevel).All() {
+				t.Logf("debug: %s %s %v", e.LoggerName, e.Message, e.ContextMap())
+			}
+		}
+	})
 
 	// A write session (with a CancelRequest) and a read session, both ended.
 	for _, addr := range []string{p.WriteAddr(), p.ReadAddr()} {
