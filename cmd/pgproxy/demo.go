@@ -38,11 +38,6 @@ func runDemo(args []string, env []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if *exitAfter > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *exitAfter)
-		defer cancel()
-	}
 
 	fmt.Fprintf(stdout, "Starting a PostgreSQL primary and %d streaming replicas...\n", *replicas)
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -123,8 +118,14 @@ log:
 		fmt.Fprintln(stderr, "pgproxy demo:", err)
 		return 1
 	}
+	runCtx := ctx
+	if *exitAfter > 0 { // counted from when the proxy is up
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, *exitAfter)
+		defer cancel()
+	}
 	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(ctx) }()
+	go func() { runErr <- a.Run(runCtx) }()
 
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	_ = a.Monitor().WaitReady(wctx)
@@ -134,21 +135,30 @@ log:
 	if err := runDemoETL(ctx, w); err != nil {
 		fmt.Fprintln(stderr, "pgproxy demo: tagged ETL:", err)
 	}
+	events := 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if b, err := os.ReadFile(lineageFile); err == nil {
+			if events = strings.Count(string(b), "\n"); events > 0 {
+				break
+			}
+		}
+	}
 	fmt.Fprintf(stdout, `
 pgproxy is running (config: %s)
 
-  write listener (primary):        postgres://postgres@%s/ofitec?sslmode=disable
+  write listener (primary):              postgres://postgres@%s/ofitec?sslmode=disable
   read listener (least-lagged replica): postgres://postgres@%s/ofitec?sslmode=disable
+  admin console:                        psql "postgres://postgres@%s/pgproxy?sslmode=disable" -c "SHOW BACKENDS"
 
 Which backend answers:
   psql "postgres://postgres@%s/ofitec?sslmode=disable" -c "select inet_server_port(), pg_is_in_recovery()"
   psql "postgres://postgres@%s/ofitec?sslmode=disable" -c "select inet_server_port(), pg_is_in_recovery()"
 Backends: primary %s, replicas %s
 Status and metrics: curl -s http://%s/status ; curl -s http://%s/metrics | grep pgproxy_
-Lineage events of the demo ETL (deploy/demo/etl.sql): %s
+Lineage: the demo ETL (deploy/demo/etl.sql) ran through the proxy: %d OpenLineage events in %s
 
 Press Ctrl-C to stop; the cluster is removed on exit.
-`, cfgPath, w, r, w, r, cluster.Primary().Addr(), strings.Join(cluster.Addrs()[1:], ", "), a.HTTPAddr(), a.HTTPAddr(), lineageFile)
+`, cfgPath, w, r, w, w, r, cluster.Primary().Addr(), strings.Join(cluster.Addrs()[1:], ", "), a.HTTPAddr(), a.HTTPAddr(), events, lineageFile)
 
 	if err := <-runErr; err != nil {
 		fmt.Fprintln(stderr, "pgproxy demo:", err)

@@ -102,10 +102,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: temp dir: %w", err)
 	}
-	c = &Cluster{base: base, bin: bin, asPG: os.Geteuid() == 0, logf: opts.Logf}
+	cl := &Cluster{base: base, bin: bin, asPG: os.Geteuid() == 0, logf: opts.Logf}
+	c = cl
 	defer func() {
 		if err != nil {
-			_ = c.Close()
+			_ = cl.Close() // c itself is nil here: every error path returns nil, err
 			c = nil
 		}
 	}()
