@@ -18,8 +18,10 @@ const AdminDatabase = "pgproxy"
 // AdminConsole answers admin commands (SHOW BACKENDS, RELOAD, ...).
 // Implementations must be safe for concurrent use.
 type AdminConsole interface {
-	// Exec runs one command. Errors implementing pgerr.Coded reach the
-	// client as an ERROR with their SQLSTATE; the session stays open.
+	// Exec runs the commands of one query. Results of the commands that ran
+	// before an error are returned with it. Errors implementing pgerr.Coded
+	// reach the client as an ERROR with their SQLSTATE; the session stays
+	// open. No results and no error means an empty query.
 	Exec(ctx context.Context, query string) ([]AdminResult, error)
 }
 
@@ -80,17 +82,20 @@ func (s *session) serveAdmin(sp *startupPacket, deadline time.Time) error {
 			return nil
 		case 'Q':
 			query := cstring(body)
-			if isBlank(query) {
+			var results []AdminResult
+			var err error
+			if !isBlank(query) {
+				results, err = s.cfg.Admin.Exec(ctx, query)
+			}
+			// Results of the commands before a failing one are sent first.
+			for _, r := range results {
+				out = appendResult(out, r)
+			}
+			switch {
+			case err != nil:
+				out = appendAdminError(out, err)
+			case len(results) == 0: // blank or comment-only query
 				out = append(out, 'I', 0, 0, 0, 4)
-			} else {
-				results, err := s.cfg.Admin.Exec(ctx, query)
-				if err != nil {
-					out = appendAdminError(out, err)
-				} else {
-					for _, r := range results {
-						out = appendResult(out, r)
-					}
-				}
 			}
 			out = append(out, 'Z', 0, 0, 0, 5, 'I')
 			if err := flush(); err != nil {

@@ -54,14 +54,11 @@ type adminAdapter struct{ c *admin.Console }
 
 func (ad adminAdapter) Exec(ctx context.Context, query string) ([]proxy.AdminResult, error) {
 	rs, err := ad.c.Exec(ctx, query)
-	if err != nil {
-		return nil, err
-	}
 	out := make([]proxy.AdminResult, len(rs))
 	for i, r := range rs {
 		out[i] = proxy.AdminResult{Columns: r.Columns, Rows: r.Rows, Tag: r.Tag}
 	}
-	return out, nil
+	return out, err
 }
 
 func (d *director) setPaused(cfg *configs.Config, addr string, paused bool) error {
