@@ -60,7 +60,9 @@ func (s *session) serveAdmin(sp *startupPacket, deadline time.Time) error {
 	}
 	s.server.Close() // authenticated: the console needs no backend
 	_ = s.client.SetDeadline(time.Time{})
+	s.mu.Lock()
 	s.route = "admin"
+	s.mu.Unlock()
 	s.log.Info("admin console session", zap.String("user", s.user))
 
 	br := bufio.NewReaderSize(s.client, 4096)

@@ -310,7 +310,8 @@ func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]by
 	}
 	// Query or Parse
 	if tooBig {
-		return s.refuse(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session", typ == 'P', string(msg[5:])), nil
+		name, _ := cutCString(msg[5:]) // a Parse's statement name comes first
+		return s.refuse(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session", typ == 'P', name), nil
 	}
 	var name, sql string
 	if typ == 'P' {
