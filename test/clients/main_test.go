@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ofitec/pgproxy/test/pgcluster"
 	"github.com/ofitec/pgproxy/test/proxytest"
@@ -60,7 +61,36 @@ func startProxyWith(t *testing.T, opts *proxytest.Options) *proxytest.Proxy {
 	if err := cluster.Reset(ctxT(t, 60*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	return proxytest.Start(t, cluster, opts)
+	var p *proxytest.Proxy
+	// Registered before the proxy's own cleanup, so it runs after the proxy
+	// has stopped and every session has logged its end.
+	t.Cleanup(func() {
+		if p != nil {
+			checkSessionEnds(t, p)
+		}
+	})
+	p = proxytest.Start(t, cluster, opts)
+	return p
+}
+
+// checkSessionEnds fails the test when a session ended for a reason that
+// real, well-behaved clients must never cause (a proxy error, a protocol
+// violation the proxy detected, a panic), or anything logged at error level.
+func checkSessionEnds(t *testing.T, p *proxytest.Proxy) {
+	t.Helper()
+	for _, e := range p.Logs.All() {
+		if e.Level >= zapcore.ErrorLevel {
+			t.Errorf("proxy logged at %s: %s %v", e.Level, e.Message, e.ContextMap())
+		}
+		if e.Message != "session ended" {
+			continue
+		}
+		switch reason, _ := e.ContextMap()["reason"].(string); reason {
+		case "client_closed", "server_closed":
+		default:
+			t.Errorf("a session ended with reason %q: %v", reason, e.ContextMap())
+		}
+	}
 }
 
 // needTool fails (CI) or skips (elsewhere) when a client program is missing.
