@@ -327,7 +327,7 @@ func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]by
 	}
 	if violated {
 		s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
-		return s.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: cannot change read-only mode of a read-only session: "+reason, typ == 'P', name), nil
+		return s.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: "+reason, typ == 'P', name), nil
 	}
 	if typ == 'P' {
 		delete(s.poisoned, name)

@@ -556,6 +556,10 @@ func TestReadOnlyGuard(t *testing.T) {
 		"INSERT INTO guard_t VALUES (1)",
 		"SELECT nextval('guard_seq')",
 		"COPY guard_t FROM PROGRAM 'echo 1'",
+		"COPY guard_t FROM STDIN",
+		"SELECT lo_create(0)",
+		"PREPARE p1 AS INSERT INTO guard_t VALUES (1); EXECUTE p1",
+		"SELECT set_config(current_setting('application_name') || 'x', 'off', false)",
 	}
 	for _, mode := range []string{"simple_protocol", "exec", "cache_statement"} {
 		conn := connect(t, tp.dsn("postgres", "postgres")+"&default_query_exec_mode="+mode)
@@ -580,6 +584,9 @@ func TestReadOnlyGuard(t *testing.T) {
 	}
 	if err := cluster.Primary().QueryRow(ctx, "SELECT last_value FROM guard_seq", &last); err != nil || last != 1 {
 		t.Fatalf("sequence moved: %d %v", last, err)
+	}
+	if err := cluster.Primary().QueryRow(ctx, "SELECT count(*) FROM pg_largeobject_metadata", &n); err != nil || n != 0 {
+		t.Fatalf("%d large objects created through a read-only session (err %v)", n, err)
 	}
 	// Reads still work.
 	conn := connect(t, tp.dsn("postgres", "postgres"))

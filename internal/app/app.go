@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -248,6 +249,10 @@ func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	old := a.cfg
 	a.mu.Unlock()
 	restart := cfg.RestartRequired(old)
+	if !reflect.DeepEqual(cfg.Lineage, old.Lineage) {
+		// The emitter (queue, transport, catalog) is built once at start.
+		restart = append(restart, "lineage")
+	}
 	if err := a.monitor.Update(healthConfig(cfg)); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,10 @@ var readOnlySettings = map[string]bool{
 //     SET TRANSACTION READ WRITE, BEGIN/START TRANSACTION ... READ WRITE;
 //   - a call of set_config (any schema) whose first argument is one of those
 //     names or is not a constant ($1, an expression, a column);
-//   - DO blocks, always: their body can EXECUTE anything.
+//   - DO blocks, always: their body can EXECUTE anything;
+//   - calls of functions that write although the transaction is read-only:
+//     PostgreSQL 15 lets the large-object functions (lo_create, lowrite,
+//     lo_unlink, ...) run in a read-only transaction.
 //
 // Not violations: COMMIT/ROLLBACK AND CHAIN (the chained transaction keeps
 // the characteristics), SET ... FROM CURRENT, and DISCARD ALL. DISCARD ALL
@@ -63,6 +66,14 @@ func ReadOnlyViolation(sql string) (reason string, violated bool, err error) {
 
 // readOnlyCheck examines one node of the tree (its children are walked by the
 // caller).
+// writesDespiteReadOnly are functions PostgreSQL 15 runs in a read-only
+// transaction although they write (large objects, server files).
+var writesDespiteReadOnly = map[string]bool{
+	"lo_creat": true, "lo_create": true, "lo_import": true, "lo_export": true,
+	"lo_unlink": true, "lo_put": true, "lo_from_bytea": true, "lowrite": true,
+	"lo_truncate": true, "lo_truncate64": true,
+}
+
 func readOnlyCheck(m proto.Message) (string, bool) {
 	switch n := m.(type) {
 	case *pg.VariableSetStmt:
@@ -76,7 +87,14 @@ func readOnlyCheck(m proto.Message) (string, bool) {
 		}
 	case *pg.FuncCall:
 		names := n.GetFuncname()
-		if len(names) == 0 || !strings.EqualFold(names[len(names)-1].GetString_().GetSval(), "set_config") {
+		if len(names) == 0 {
+			return "", false
+		}
+		fn := strings.ToLower(names[len(names)-1].GetString_().GetSval())
+		if writesDespiteReadOnly[fn] {
+			return fn + "() writes even in a read-only transaction", true
+		}
+		if fn != "set_config" {
 			return "", false
 		}
 		args := n.GetArgs()

@@ -9,6 +9,12 @@ func TestReadOnlyViolation(t *testing.T) {
 	}{
 		// SET of the two settings
 		{"SET default_transaction_read_only = off", true},
+		{"SELECT lo_create(0)", true},
+		{"SELECT pg_catalog.LO_CREAT(-1)", true},
+		{"SELECT lowrite(lo_open(16384, 131072), 'x')", true},
+		{"SELECT lo_unlink(16384)", true},
+		{"SELECT lo_from_bytea(0, 'x')", true},
+		{"SELECT loread(lo_open(16384, 262144), 10)", false},
 		{"SET default_transaction_read_only TO false", true},
 		{"SET default_transaction_read_only = 0", true},
 		{"SET default_transaction_read_only = 'no'", true},
