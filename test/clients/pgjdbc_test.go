@@ -54,15 +54,16 @@ func TestPgjdbcMetabaseLike(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("MetabaseLike: %s", r)
 			}
-			// The session's connection, then one plaintext CancelRequest
-			// connection per cancel (pgjdbc never encrypts cancels).
-			codes := rec.Codes()
+			// The session, one plaintext CancelRequest connection per cancel
+			// (Statement.cancel, setQueryTimeout; pgjdbc never encrypts
+			// cancels), then the statement-cache session.
 			session := []uint32{codeProtocol30}
 			if c.tls {
 				session = []uint32{codeSSLRequest, 0x16}
 			}
-			if len(codes) < 2 || fmt.Sprint(codes[0]) != fmt.Sprint(session) || fmt.Sprint(codes[len(codes)-1]) != fmt.Sprint([]uint32{codeCancelRequest}) {
-				t.Errorf("connections sent %v, want the session's %v first and a CancelRequest last", codes, session)
+			wantConns := fmt.Sprint([][]uint32{session, {codeCancelRequest}, {codeCancelRequest}, session})
+			if codes := rec.Codes(); fmt.Sprint(codes) != wantConns {
+				t.Errorf("connections sent %v, want %v", codes, wantConns)
 			}
 			got := keyValues(r.stdout)
 			t.Logf("pgjdbc %s: %v", got["driver"], got)
@@ -81,6 +82,7 @@ func TestPgjdbcMetabaseLike(t *testing.T) {
 				"fetch_cursors_while_open": "1",
 				"cancel_sqlstate":          "57014",
 				"after_cancel":             "usable",
+				"query_timeout_sqlstate":   "57014",
 			}
 			for k, v := range map[string]string{"big_param_length": "4194304", "big_param_intact": "true", "big_row_intact": "true"} {
 				want[k] = v
@@ -94,6 +96,10 @@ func TestPgjdbcMetabaseLike(t *testing.T) {
 				if got[k] != v {
 					t.Errorf("%s = %q, want %q", k, got[k], v)
 				}
+			}
+			// Six statements were server-prepared; evicted ones were closed.
+			if n, err := strconv.Atoi(got["cached_server_statements"]); err != nil || n < 1 || n > 3 {
+				t.Errorf("cached_server_statements = %q, want 1..3 (6 without Close)", got["cached_server_statements"])
 			}
 			// pg_sleep(30) ended by the cancel, not by itself.
 			if ms, err := strconv.Atoi(got["cancel_after_request_ms"]); err != nil || ms < 0 || ms > 2000 {

@@ -22,9 +22,11 @@ type odooResult struct {
 		Before, During, After int
 		Isolation             string
 	} `json:"repeatable_read"`
-	DivisionError string `json:"division_error"`
-	AfterRollback string `json:"after_rollback"`
-	DiscardAll    struct {
+	SkipLocked       []int  `json:"skip_locked"`
+	StatementTimeout string `json:"statement_timeout"`
+	DivisionError    string `json:"division_error"`
+	AfterRollback    string `json:"after_rollback"`
+	DiscardAll       struct {
 		Before, After []any
 	} `json:"discard_all"`
 	NamedCursor struct {
@@ -115,6 +117,8 @@ func checkOdoo(t *testing.T, got odooResult) {
 		Before, During, After int
 		Isolation             string
 	}{1000, 1000, 1001, "repeatable read"})
+	check("FOR NO KEY UPDATE SKIP LOCKED rows", got.SkipLocked, []int{1, 2})
+	check("statement_timeout", got.StatementTimeout, "57014")
 	check("division error", got.DivisionError, "22012")
 	check("after rollback", got.AfterRollback, "usable")
 	check("state before DISCARD ALL", got.DiscardAll.Before, []any{"7MB", float64(1), float64(1)})

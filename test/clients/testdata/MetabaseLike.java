@@ -162,6 +162,38 @@ public class MetabaseLike {
                 out("cancel_after_request_ms", cancelAt[0] == 0 ? -1 : (end - cancelAt[0]) / 1000000);
             }
             out("after_cancel", scalar(c, "SELECT 'usable'"));
+
+            // setQueryTimeout: pgjdbc's timer sends a CancelRequest.
+            try (Statement s = c.createStatement()) {
+                s.setQueryTimeout(1);
+                String state = "none";
+                long start = System.nanoTime();
+                try {
+                    s.execute("SELECT pg_sleep(30)");
+                } catch (SQLException e) {
+                    state = e.getSQLState();
+                }
+                out("query_timeout_sqlstate", state);
+                out("query_timeout_ms", (System.nanoTime() - start) / 1000000);
+            }
+        }
+
+        // Statement cache eviction: with prepareThreshold=1 and room for two
+        // statements, pgjdbc closes evicted server statements (Close 'S').
+        props.setProperty("prepareThreshold", "1");
+        props.setProperty("preparedStatementCacheQueries", "2");
+        try (Connection c = DriverManager.getConnection(args[0], props)) {
+            for (int q = 1; q <= 6; q++) {
+                for (int rep = 0; rep < 2; rep++) {
+                    try (PreparedStatement ps = c.prepareStatement("SELECT ?::int * " + q)) {
+                        ps.setInt(1, rep);
+                        try (ResultSet rs = ps.executeQuery()) {
+                            rs.next();
+                        }
+                    }
+                }
+            }
+            out("cached_server_statements", scalar(c, "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql AND statement LIKE 'SELECT $1::int * %'"));
         }
     }
 }

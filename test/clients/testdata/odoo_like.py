@@ -30,8 +30,9 @@ def scalar(cur, sql):
 def main():
     app = "odoo-%d" % os.getpid()
     conn = psycopg2.connect(write_dsn, application_name=app)
-    # Odoo: never autocommit, every transaction REPEATABLE READ.
-    conn.set_session(isolation_level=ext.ISOLATION_LEVEL_REPEATABLE_READ)
+    # Odoo 18 main pool: never autocommit, every transaction
+    # BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE.
+    conn.set_session(isolation_level=ext.ISOLATION_LEVEL_REPEATABLE_READ, readonly=False)
     cur = conn.cursor()
 
     # ParameterStatus values psycopg2 depends on.
@@ -60,6 +61,28 @@ def main():
     after = scalar(cur, "SELECT count(*) FROM odoo_partner")
     conn.commit()
     out["repeatable_read"] = {"before": before, "during": during, "after": after, "isolation": iso}
+
+    # Job locking (ir.cron): FOR NO KEY UPDATE SKIP LOCKED from two sessions
+    # takes two different rows.
+    other.autocommit = False
+    ocur = other.cursor()
+    pick = "SELECT id FROM odoo_partner ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED"
+    first = scalar(cur, pick)
+    second = scalar(ocur, pick)
+    conn.rollback()
+    other.rollback()
+    other.autocommit = True
+    out["skip_locked"] = [first, second]
+
+    # statement_timeout sent in the startup options ends a long statement
+    # with 57014.
+    st = psycopg2.connect(write_dsn, options="-c statement_timeout=200")
+    try:
+        st.cursor().execute("SELECT pg_sleep(5)")
+        out["statement_timeout"] = None
+    except psycopg2.errors.QueryCanceled as e:
+        out["statement_timeout"] = e.pgcode
+    st.close()
 
     # Errors abort the transaction; rollback makes the session usable again.
     try:
