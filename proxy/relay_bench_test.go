@@ -134,3 +134,53 @@ func BenchmarkRelayQuery(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConnect measures a whole session through the proxy against the
+// fake backend: accept, startup, Director, backend dial and startup,
+// authentication relay, one query, Terminate.
+func BenchmarkConnect(b *testing.B) {
+	addr, respLen := fakeBackend(b, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
+	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
+	defer srv.Close()
+	startup := binary.BigEndian.AppendUint32(nil, 0)
+	startup = binary.BigEndian.AppendUint32(startup, 3<<16)
+	startup = append(startup, "user\x00bench\x00database\x00bench\x00application_name\x00pgbench\x00\x00"...)
+	binary.BigEndian.PutUint32(startup, uint32(len(startup)))
+	query := append([]byte{'Q', 0, 0, 0, 0}, "SELECT 1\x00"...)
+	binary.BigEndian.PutUint32(query[1:], uint32(len(query)-1))
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write(startup)
+		for got := 0; ; {
+			n, err := c.Read(buf[got:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += n
+			if got >= 6 && string(buf[got-6:got]) == "Z\x00\x00\x00\x05I" {
+				break
+			}
+		}
+		c.Write(query)
+		for left := respLen; left > 0; {
+			n, err := c.Read(buf[:min(left, len(buf))])
+			if err != nil {
+				b.Fatal(err)
+			}
+			left -= n
+		}
+		c.Write([]byte{'X', 0, 0, 0, 4})
+		c.Close()
+	}
+}
