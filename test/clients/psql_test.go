@@ -307,3 +307,45 @@ func TestPsqlStartupParameters(t *testing.T) {
 		})
 	}
 }
+
+// TestPsqlTargetSessionAttrs: libpq's target_session_attrs judges a
+// connection by the in_hot_standby/default_transaction_read_only
+// ParameterStatus (or SHOW) it gets through the proxy. With both listeners
+// as a multi-host list, libpq must pick the one the attribute asks for.
+func TestPsqlTargetSessionAttrs(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	_, wport, _ := strings.Cut(p.WriteAddr(), ":")
+	_, rport, _ := strings.Cut(p.ReadAddr(), ":")
+	hosts := map[string]string{"read,write": rport + "," + wport, "write,read": wport + "," + rport, "write": wport}
+	cases := []struct {
+		attrs, order, want string
+	}{
+		{"read-write", "read,write", "f"},
+		{"primary", "read,write", "f"},
+		{"read-only", "write,read", "t"},
+		{"standby", "write,read", "t"},
+		{"prefer-standby", "write,read", "t"},
+		{"any", "read,write", "t"},
+		{"standby", "write", ""}, // only the primary: libpq must refuse
+	}
+	for _, c := range cases {
+		t.Run(c.attrs+" "+c.order, func(t *testing.T) {
+			env := pgEnv(p.WriteAddr(), "postgres", "postgres", "PGTARGETSESSIONATTRS="+c.attrs, "PGPORT="+hosts[c.order])
+			if strings.Contains(c.order, ",") {
+				env = append(env, "PGHOST=127.0.0.1,127.0.0.1")
+			}
+			r := psql(ctxT(t, 30*time.Second), env, "", "-c", "SELECT pg_is_in_recovery()")
+			if c.want == "" {
+				if r.err == nil || !strings.Contains(r.stderr, "server is not in hot standby mode") {
+					t.Fatalf("want libpq to refuse the primary\n%s", r)
+				}
+				return
+			}
+			if r.err != nil || strings.TrimSpace(r.stdout) != c.want {
+				t.Fatalf("want %s\n%s", c.want, r)
+			}
+		})
+	}
+}
