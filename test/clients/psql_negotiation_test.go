@@ -93,6 +93,31 @@ func TestPsqlGSSENCRequest(t *testing.T) {
 	}
 }
 
+// The control: a server that closes the connection on GSSENCRequest (what
+// CLIENTS.md warns about) makes psql 15 fail, so answering 'N' matters and
+// TestPsqlGSSENCRequest could catch a proxy that closes instead.
+func TestPsqlGSSENCRequestClosedBreaksPsql(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	dir := t.TempDir()
+	ccache := filepath.Join(dir, "krb5cc")
+	if err := os.WriteFile(ccache, fakeCCache("EXAMPLE.TEST", "tester", time.Now().Add(24*time.Hour)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	krb5conf := filepath.Join(dir, "krb5.conf")
+	if err := os.WriteFile(krb5conf, []byte("[libdefaults]\n default_realm = EXAMPLE.TEST\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := startRecorder(t, p.WriteAddr(), true)
+	env := pgEnv(rec.Addr(), "postgres", "postgres", "KRB5CCNAME=FILE:"+ccache, "KRB5_CONFIG="+krb5conf, "PGGSSENCMODE=prefer", "PGSSLMODE=disable")
+	r := psql(ctxT(t, 30*time.Second), env, "", "-c", "SELECT 'ok'")
+	if r.err == nil {
+		t.Fatalf("psql succeeded although the connection was closed on its GSSENCRequest (codes %v): the GSSENC tests prove nothing\n%s", rec.Codes(), r)
+	}
+	t.Logf("as expected, psql failed: %s", strings.TrimSpace(r.stderr))
+}
+
 // fakeCCache is an MIT krb5 FILE credential cache (format version 4, see
 // MIT's ccache_file_format) for client@realm holding one krbtgt/realm@realm
 // credential that expires at end. The ticket bytes are not a real ticket.

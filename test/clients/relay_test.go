@@ -28,15 +28,21 @@ type recorder struct {
 	conns  map[net.Conn]bool
 	closed bool
 	codes  [][]uint32 // per accepted connection, in accept order
+	// closeOnGSS makes the relay behave like a broken proxy: it closes the
+	// connection on a GSSENCRequest instead of passing it on.
+	closeOnGSS bool
 }
 
-func newRecorder(t *testing.T, to string) *recorder {
+func newRecorder(t *testing.T, to string) *recorder { return startRecorder(t, to, false) }
+
+// startRecorder is newRecorder; closeOnGSS as in recorder.
+func startRecorder(t *testing.T, to string, closeOnGSS bool) *recorder {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &recorder{ln: ln, to: to, conns: map[net.Conn]bool{}}
+	r := &recorder{ln: ln, to: to, conns: map[net.Conn]bool{}, closeOnGSS: closeOnGSS}
 	r.wg.Add(1)
 	go r.accept()
 	t.Cleanup(r.close)
@@ -143,6 +149,9 @@ func (r *recorder) relayClient(c, up net.Conn, idx int) {
 		head := append(first[:], rest[:]...)
 		code := binary.BigEndian.Uint32(head[4:8])
 		r.add(idx, code)
+		if code == codeGSSENCRequest && r.closeOnGSS {
+			return
+		}
 		if _, err := up.Write(head); err != nil {
 			return
 		}
