@@ -271,8 +271,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	logf("bench: warm-up")
 	for _, t := range targets {
 		w := Case{Mode: "simple", Clients: 2}
-		if _, out, err := runPgbench(ctx, pgbench, w.Args(t.port, "postgres", 2*time.Second), env); err != nil {
-			return fmt.Errorf("warm-up %s: %w\n%s", t.name, err, out)
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		_, out, err := runPgbench(wctx, pgbench, w.Args(t.port, "postgres", 2*time.Second), env)
+		wcancel()
+		if err != nil {
+			logf("bench: warm-up through %s failed (its runs will show it): %v %s", t.name, firstLine(err), lastLines(out, 3))
 		}
 	}
 
@@ -372,8 +375,15 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 			return s, err
 		}
 	}
-	r, out, err := runPgbench(ctx, pgbench, c.Args(t.port, "postgres", d), env)
+	// A relay that hangs a session must not hang the bench: the run is
+	// killed a minute after its -T and recorded without a summary.
+	rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+	defer cancel()
+	r, out, err := runPgbench(rctx, pgbench, c.Args(t.port, "postgres", d), env)
 	if err != nil {
+		if ctx.Err() == nil && rctx.Err() != nil {
+			err = fmt.Errorf("pgbench still running a minute after -T %s: killed (a hung session?)", d)
+		}
 		s.Err = fmt.Errorf("%w\n%s", err, lastLines(out, 5))
 		return s, s.Err
 	}

@@ -22,7 +22,9 @@ func perfProfile(ctx context.Context, pgbench string, env []string, c Case, t ta
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, benchOut, benchErr = runPgbench(ctx, pgbench, c.Args(port, "postgres", d+2*time.Second), env)
+		rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+		defer cancel()
+		_, benchOut, benchErr = runPgbench(rctx, pgbench, c.Args(port, "postgres", d+2*time.Second), env)
 	}()
 	time.Sleep(time.Second) // past connection setup
 	secs := strconv.FormatFloat(d.Seconds(), 'f', 1, 64)
