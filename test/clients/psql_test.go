@@ -1,6 +1,7 @@
 package clients
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -347,5 +348,50 @@ func TestPsqlTargetSessionAttrs(t *testing.T) {
 				t.Fatalf("want %s\n%s", c.want, r)
 			}
 		})
+	}
+}
+
+// TestPsqlLargeObjects: psql's \lo_import and \lo_export use libpq's
+// large-object API, which sends FunctionCall ('F') messages (lo_open,
+// lowrite, loread, lo_close). 3 MiB go in through the write listener and
+// come back byte for byte through both listeners.
+func TestPsqlLargeObjects(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	needTool(t, psqlBin)
+	p := startProxy(t)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.bin")
+	data := make([]byte, 3<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	if err := os.WriteFile(in, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("\\lo_import '%s'\n\\echo oid=:LASTOID\n", in)
+	r := run(ctxT(t, 60*time.Second), pgEnv(p.WriteAddr(), "postgres", "postgres"), script, psqlBin, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-")
+	_, oid, ok := strings.Cut(lastLine(r.stdout), "oid=")
+	if r.err != nil || !ok || oid == "" {
+		t.Fatalf("\\lo_import: %s", r)
+	}
+	t.Cleanup(func() { _ = cluster.Primary().Exec(ctxT(t, 10*time.Second), "SELECT lo_unlink("+oid+")") })
+	var size int
+	primaryScalar(t, "SELECT length(lo_get("+oid+"))", &size)
+	if size != len(data) {
+		t.Fatalf("the primary holds %d bytes, want %d", size, len(data))
+	}
+	if err := cluster.WaitReplicasCaughtUp(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct{ name, addr string }{{"write", p.WriteAddr()}, {"read", p.ReadAddr()}} {
+		out := filepath.Join(dir, l.name+".bin")
+		r := psql(ctxT(t, 60*time.Second), pgEnv(l.addr, "postgres", "postgres"), "", "-c", fmt.Sprintf("\\lo_export %s '%s'", oid, out))
+		if r.err != nil {
+			t.Fatalf("%s: \\lo_export: %s", l.name, r)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: exported %d bytes (err %v), want the %d imported bytes", l.name, len(got), err, len(data))
+		}
 	}
 }
