@@ -150,6 +150,6 @@ func newLogger(c configs.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
 	return zap.New(core), level, nil
 }
