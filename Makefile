@@ -37,8 +37,8 @@ bench: build ## pgbench through pgproxy vs direct vs PgBouncer; writes docs/benc
 
 fuzz: ## run every fuzzer for $(FUZZTIME)
 	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  for f in $$($(GO) test -short -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -short -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
 chaos: ## longer chaos run: kill/stop/restart backends under load ($(CHAOS_ROUNDS) rounds)
