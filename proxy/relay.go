@@ -304,6 +304,10 @@ func (p *pump) violation(msg string) error {
 func (s *session) relay() string {
 	c2s := newPump(s, true, s.client, s.server, &s.bytesIn)
 	s2c := newPump(s, false, s.server, s.client, &s.bytesOut)
+	if !s.cfg.NoRawIO {
+		useRaw(c2s, s.client, s.server)
+		useRaw(s2c, s.server, s.client)
+	}
 	s2c.pending = s.serverPending
 	s.serverPending = nil
 	// The server→client direction gets its own goroutine; client→server runs
@@ -331,6 +335,16 @@ func (s *session) relay() string {
 		s.log.Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
 	}
 	return re.reason
+}
+
+// useRaw switches a pump to raw system calls on plain TCP sockets (rawio.go).
+func useRaw(p *pump, src, dst net.Conn) {
+	if r := newRawReader(src); r != nil {
+		p.src = r
+	}
+	if w := newRawWriter(dst); w != nil {
+		p.dst = w
+	}
 }
 
 func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {

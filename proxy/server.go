@@ -89,6 +89,9 @@ type Config struct {
 	ReadOnlyCheck func(sql string) (reason string, violated bool, err error)
 	// Lineage receives tagged statements; nil disables lineage.
 	Lineage LineageSink
+	// NoRawIO makes the relay use net.Conn's Read and Write instead of raw
+	// non-blocking system calls (rawio.go); for comparison and debugging.
+	NoRawIO bool
 	// Admin answers the admin console (database "pgproxy") for AdminUsers,
 	// after they authenticated at the primary. Nil disables the console.
 	Admin      AdminConsole
