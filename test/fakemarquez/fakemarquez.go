@@ -139,7 +139,15 @@ func (s *Server) SetMode(m Mode) {
 		return
 	}
 	if old == ModeRefuse {
-		ln, err := net.Listen("tcp", s.addr)
+		// The freed port can be taken for a moment by an outgoing
+		// connection's ephemeral port on a busy machine: retry.
+		var ln net.Listener
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if ln, err = net.Listen("tcp", s.addr); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			panic(fmt.Sprintf("fakemarquez: listen again on %s: %v", s.addr, err))
 		}
