@@ -75,6 +75,7 @@ func renderDoc(in docInput) string {
 	w("The relays share the cores with PostgreSQL and pgbench; on a 2-core machine every CPU cycle a relay spends is taken from the server and the client, so TPS through any relay is well below direct at high concurrency. ")
 	w("Machine noise (other jobs on the same cores) moves TPS and latency between runs; rounds are interleaved and medians reported to spread it, and the CPU-per-query ratio between the relays is the steadier comparison. ")
 	w("Compare rows of one run, not numbers across runs.\n")
+	w("\n%s", concurrencyModel)
 	if in.Profile != "" {
 		w("\n## Profile\n\n`perf record -F 999 -g -p <relay pid>` during a pgbench run through each relay (the case is named in each heading). On a VM without a PMU perf samples with cpu-clock, so kernel time shows up where interrupts are re-enabled (`finish_task_switch` stands for context switching).\n\n```\n%s\n```\n", in.Profile)
 	}
