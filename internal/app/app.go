@@ -41,7 +41,7 @@ type App struct {
 	monitor  *health.Monitor
 	router   *router.Router
 	server   *proxy.Server
-	emitter  *lineage.Emitter
+	lineage  *lineageHolder
 	director *director
 	admin    adminAdapter
 
@@ -94,13 +94,11 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Lineage.Enabled {
-		a.emitter, err = lineage.NewEmitter(lineageConfig(cfg), log.Named("lineage"), a.reg)
-		if err != nil {
-			return nil, fmt.Errorf("lineage: %w", err)
-		}
-		pcfg.Lineage = lineageSink{a.emitter}
+	a.lineage = newLineageHolder(log.Named("lineage"), a.reg)
+	if err := a.lineage.set(lineageConfig(cfg)); err != nil {
+		return nil, fmt.Errorf("lineage: %w", err)
 	}
+	pcfg.Lineage = a.lineage.sink()
 	a.server = proxy.NewServer(pcfg, a.director, log.Named("proxy"), proxy.NewMetrics(a.reg))
 	a.admin = adminAdapter{a.adminConsole()}
 	pcfg.Admin = a.admin
@@ -164,15 +162,7 @@ func (a *App) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("health monitor: %w", err)
 		}
 	}()
-	if a.emitter != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.emitter.Run(bg); err != nil && !errors.Is(err, context.Canceled) {
-				a.log.Error("lineage worker stopped", zap.Error(err))
-			}
-		}()
-	}
+	a.lineage.start(bg)
 	if a.httpLn != nil {
 		a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
@@ -215,13 +205,9 @@ func (a *App) Run(ctx context.Context) error {
 		_ = a.httpSrv.Shutdown(hctx)
 		cancel()
 	}
-	if a.emitter != nil {
-		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := a.emitter.Close(lctx); err != nil {
-			a.log.Warn("lineage flush incomplete", zap.Error(err))
-		}
-		cancel()
-	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a.lineage.stop(lctx)
+	lcancel()
 	stopBG()
 	wg.Wait()
 	a.log.Info("stopped")
@@ -238,8 +224,9 @@ func (a *App) closeListeners() {
 }
 
 // Reload applies a new configuration without dropping sessions: backends,
-// routing, limits for new sessions, log level. Settings that need a restart
-// (listener and HTTP addresses) are reported and left as they are.
+// routing, limits for new sessions, lineage settings, log level. Settings
+// that need a restart (listener and HTTP addresses) are reported and left
+// as they are.
 func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	pcfg, err := proxyConfig(cfg)
 	if err != nil {
@@ -249,17 +236,18 @@ func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	old := a.cfg
 	a.mu.Unlock()
 	restart := cfg.RestartRequired(old)
+	// Lineage first: building the new emitter can fail (catalog file), and
+	// then nothing has changed yet.
 	if !reflect.DeepEqual(cfg.Lineage, old.Lineage) {
-		// The emitter (queue, transport, catalog) is built once at start.
-		restart = append(restart, "lineage")
+		if err := a.lineage.set(lineageConfig(cfg)); err != nil {
+			return nil, fmt.Errorf("lineage: %w", err)
+		}
 	}
 	if err := a.monitor.Update(healthConfig(cfg)); err != nil {
 		return nil, err
 	}
 	a.router.SetConfig(routerConfig(cfg))
-	if a.emitter != nil {
-		pcfg.Lineage = lineageSink{a.emitter}
-	}
+	pcfg.Lineage = a.lineage.sink()
 	pcfg.Admin = a.admin
 	a.server.SetConfig(pcfg)
 	a.director.cfg.Store(cfg)
@@ -344,24 +332,4 @@ func lineageConfig(cfg *configs.Config) lineage.Config {
 			Path: l.Transport.Path, Queue: l.Transport.Queue, Timeout: l.Transport.Timeout,
 		},
 	}
-}
-
-// lineageSink adapts *lineage.Emitter to proxy.LineageSink.
-type lineageSink struct{ e *lineage.Emitter }
-
-func (l lineageSink) Tagged(sql []byte) bool { return lineage.HasTag(sql) }
-
-func (l lineageSink) Begin(info proxy.LineageSession, sql string) proxy.LineageRun {
-	tags, ok := lineage.ParseTags(sql)
-	if !ok && info.Job == "" {
-		return nil
-	}
-	run := l.e.Start(lineage.SessionInfo{
-		Database: info.Database, User: info.User, ApplicationName: info.ApplicationName,
-		ServerVersion: info.ServerVersion, SessionJob: info.Job,
-	}, sql, tags)
-	if run == nil {
-		return nil
-	}
-	return run
 }

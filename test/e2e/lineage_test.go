@@ -290,3 +290,57 @@ func TestSessionJobTag(t *testing.T) {
 		}
 	}
 }
+
+// TestLineageHotReload: lineage settings change on reload while a session
+// stays open; that session's next tagged statement goes to the new
+// transport.
+func TestLineageHotReload(t *testing.T) {
+	reset(t)
+	m1, m2 := fakemarquez.New(), fakemarquez.New()
+	t.Cleanup(m1.Close)
+	t.Cleanup(m2.Close)
+	p := lineageProxy(t, m1)
+	ctx := ctxT(t, time.Minute)
+	conn := connect(t, proxytest.DSN(p.WriteAddr(), "postgres", "postgres")+"&default_query_exec_mode=simple_protocol")
+	if _, err := conn.Exec(ctx, "/*job='before_reload'*/ SELECT count(*) FROM pg_class"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m1.WaitFor(ctxT(t, 10*time.Second), 2); err != nil {
+		t.Fatal(err)
+	}
+	next := p.App.Config().Clone()
+	next.Lineage.Transport.URL = m2.URL
+	next.Lineage.JobNamespace = "ofitec_reloaded"
+	if _, err := p.App.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "/*job='after_reload'*/ SELECT count(*) FROM pg_class"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := m2.WaitFor(ctxT(t, 10*time.Second), 2)
+	if err != nil {
+		t.Fatalf("no events at the new Marquez after reload: %v", err)
+	}
+	_, last := runsOf(t, raw)
+	for _, e := range last {
+		if e.Job.Name != "after_reload" || e.Job.Namespace != "ofitec_reloaded" {
+			t.Fatalf("after reload: job %s/%s", e.Job.Namespace, e.Job.Name)
+		}
+	}
+	if n := len(m1.Events()); n != 2 {
+		t.Fatalf("the old Marquez got %d events, want the 2 from before the reload", n)
+	}
+	// Disabling lineage on reload stops events.
+	off := p.App.Config().Clone()
+	off.Lineage.Enabled = false
+	if _, err := p.App.Reload(off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "/*job='disabled'*/ SELECT count(*) FROM pg_class"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(m2.Events()); n != 2 {
+		t.Fatalf("events after lineage was disabled: %d", n)
+	}
+}
