@@ -283,4 +283,3 @@ func okCount(t *tally, prefix string) int {
 	}
 	return n
 }
-
