@@ -25,6 +25,13 @@
 // key goes to every backend (another pgproxy instance may own it; servers
 // ignore keys that are not theirs). Keys are never logged.
 //
+// Pass-through SCRAM has one limit: a client that speaks TLS to the proxy
+// and supports channel binding sends the GS2 flag "y" (it saw no -PLUS
+// mechanism); a backend that itself runs the session over TLS rejects that
+// flag ("SCRAM channel binding negotiation error"). With backend_tls other
+// than disable, such clients need channel_binding=disable; proxy-side
+// authentication (a later milestone) removes the limit.
+//
 // If the TCP connect to the chosen backend fails, or it refuses before
 // authentication starts (57P03, 53300), the next candidate is tried with the
 // failed one excluded: the client sees nothing.
