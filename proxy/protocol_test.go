@@ -28,31 +28,14 @@ import (
 	"github.com/ofitec/pgproxy/internal/sqlscan"
 	"github.com/ofitec/pgproxy/proxy"
 	"github.com/ofitec/pgproxy/test/pgcluster"
+	"github.com/ofitec/pgproxy/test/pgtest"
 )
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T, d time.Duration) context.Context { return pgtest.Ctx(t, d) }
 
-func connect(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(ctxT(t, 20*time.Second), dsn)
-	if err != nil {
-		t.Fatalf("connect %s: %v", dsn, err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
+func connect(t *testing.T, dsn string) *pgx.Conn { t.Helper(); return pgtest.Connect(t, dsn) }
 
-func sqlState(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
-}
+func sqlState(err error) string { return pgtest.SQLState(err) }
 
 func primaryProxy(t *testing.T, cfg proxy.Config) *testProxy {
 	pgcluster.Require(t, cluster)

@@ -4,17 +4,16 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/goleak"
 
 	"github.com/ofitec/pgproxy/test/pgcluster"
+	"github.com/ofitec/pgproxy/test/pgtest"
 )
 
 var cluster *pgcluster.Cluster
@@ -31,29 +30,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T, d time.Duration) context.Context { return pgtest.Ctx(t, d) }
 
-func connect(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(ctxT(t, 20*time.Second), dsn)
-	if err != nil {
-		t.Fatalf("connect %s: %v", dsn, err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
+func connect(t *testing.T, dsn string) *pgx.Conn { t.Helper(); return pgtest.Connect(t, dsn) }
 
-func sqlState(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
-}
+func sqlState(err error) string { return pgtest.SQLState(err) }
 
 // servedBy returns the port and recovery state of the backend behind conn.
 func servedBy(t *testing.T, conn *pgx.Conn) (int, bool) {
