@@ -37,6 +37,18 @@ func connect(t *testing.T, dsn string) *pgx.Conn { t.Helper(); return pgtest.Con
 
 func sqlState(err error) string { return pgtest.SQLState(err) }
 
+// rawSession opens a pgconn session through the proxy (for tests that
+// drive the protocol message by message); closed when the test ends.
+func rawSession(t *testing.T, tp *testProxy) *pgconn.PgConn {
+	t.Helper()
+	pc, err := pgconn.Connect(ctxT(t, 10*time.Second), tp.dsn("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close(context.Background()) })
+	return pc
+}
+
 func primaryProxy(t *testing.T, cfg proxy.Config) *testProxy {
 	pgcluster.Require(t, cluster)
 	checkLeaks(t)
@@ -243,17 +255,13 @@ func TestMaxSessions(t *testing.T) {
 
 func TestCancelRequest(t *testing.T) {
 	tp := primaryProxy(t, proxy.Config{})
-	pc, err := pgconn.Connect(ctxT(t, 10*time.Second), tp.dsn("postgres", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(context.Background())
+	pc := rawSession(t, tp)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
 		_ = pc.CancelRequest(context.Background())
 	}()
 	start := time.Now()
-	_, err = pc.Exec(ctxT(t, 20*time.Second), "SELECT pg_sleep(30)").ReadAll()
+	_, err := pc.Exec(ctxT(t, 20*time.Second), "SELECT pg_sleep(30)").ReadAll()
 	if sqlState(err) != "57014" {
 		t.Fatalf("canceled query: %v, want 57014", err)
 	}
@@ -269,11 +277,7 @@ func TestCancelRequest(t *testing.T) {
 func TestExtendedPipelineFlushPortalSuspended(t *testing.T) {
 	tp := primaryProxy(t, proxy.Config{})
 	ctx := ctxT(t, 30*time.Second)
-	pc, err := pgconn.Connect(ctx, tp.dsn("postgres", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(context.Background())
+	pc := rawSession(t, tp)
 
 	// Flush without Sync: Parse/Bind/Execute(max 2 rows)/Flush must be answered.
 	fe := pc.Frontend()
@@ -391,12 +395,8 @@ func TestPgxModesBatchCopy(t *testing.T) {
 
 func TestFunctionCall(t *testing.T) {
 	tp := primaryProxy(t, proxy.Config{})
-	ctx := ctxT(t, 20*time.Second)
-	pc, err := pgconn.Connect(ctx, tp.dsn("postgres", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(context.Background())
+	pc := rawSession(t, tp)
+	_ = pc.Conn().SetReadDeadline(time.Now().Add(20 * time.Second))
 	fe := pc.Frontend()
 	// int4pl (OID 177): 40 + 2, binary arguments and result.
 	fe.Send(&pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{1}, Arguments: [][]byte{{0, 0, 0, 40}, {0, 0, 0, 2}}, ResultFormatCode: 1})
@@ -419,12 +419,7 @@ func TestFunctionCall(t *testing.T) {
 // the row while a raw client drains it.
 func TestLargeDataRowStreams(t *testing.T) {
 	tp := primaryProxy(t, proxy.Config{})
-	ctx := ctxT(t, 60*time.Second)
-	pc, err := pgconn.Connect(ctx, tp.dsn("postgres", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close(context.Background())
+	pc := rawSession(t, tp)
 	raw := pc.Conn()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
