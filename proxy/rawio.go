@@ -54,21 +54,32 @@ func newRawIO(c net.Conn, read bool) *rawIO {
 }
 
 func (r *rawIO) readOnce(fd uintptr) bool {
+	n, e := rawRead(fd, r.buf)
+	switch {
+	case e == syscall.EAGAIN:
+		return false // wait for readability, then try again
+	case e != nil:
+		r.err = e
+	case n == 0:
+		r.err = io.EOF
+	default:
+		r.n = n
+	}
+	return true
+}
+
+// rawRead is read(2) on a non-blocking descriptor, retried on EINTR. A nil
+// error with n == 0 is end of file.
+func rawRead(fd uintptr, b []byte) (int, error) {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
-		switch {
-		case e == syscall.EINTR:
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if e == syscall.EINTR {
 			continue
-		case e == syscall.EAGAIN:
-			return false // wait for readability, then try again
-		case e != 0:
-			r.err = e
-		case n == 0:
-			r.err = io.EOF
-		default:
-			r.n = int(n)
 		}
-		return true
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
 	}
 }
 

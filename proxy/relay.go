@@ -98,33 +98,96 @@ func (p *pump) run() error {
 		}
 		keep = k
 	}
+	if r, ok := p.src.(*rawIO); ok {
+		return p.runRaw(r, keep)
+	}
 	for {
 		n, err := p.src.Read(p.buf[keep:])
 		if n > 0 {
-			p.count.Add(int64(n))
-			full := keep+n == len(p.buf)
-			k, werr := p.process(p.buf[:keep+n])
+			k, werr := p.got(keep, n)
 			if werr != nil {
 				return werr
 			}
 			keep = k
-			// Adapt the buffer: a read that filled the small one means data
-			// is streaming (a large result, COPY): use a large pooled buffer;
-			// once reads are small again, give it back, so an idle session
-			// holds only its small buffers.
-			switch {
-			case full && p.bufp == nil:
-				p.acquireBuf()
-				copy(p.buf, p.small[:keep])
-			case !full && p.bufp != nil && n < len(p.small):
-				copy(p.small[:], p.buf[:keep])
-				p.releaseBuf()
-			}
 		}
 		if err != nil {
 			return p.end(err, keep)
 		}
 	}
+}
+
+// runRaw is run's loop for a plain TCP source (rawio.go), inside one
+// RawConn.Read: it reads until the socket is drained, relays what it read,
+// and parks on the poller without first reading again to be told EAGAIN.
+//
+// A read that returns less than it asked for has emptied the socket's
+// receive queue (Linux's tcp_recvmsg stops only at the requested length or
+// an empty queue), and the poller is edge-triggered: any data arriving
+// after that read raises a new event, which either wakes the parked
+// goroutine or marks the descriptor ready so the park returns at once. The
+// readiness flag survives only because the loop stays inside one
+// RawConn.Read (a new call would reset it first), which is why the whole
+// loop runs in the callback. This saves one read system call per message
+// batch and direction: about a third of the relay's system calls per query.
+// A read that filled its buffer may have left data behind, so the loop
+// reads again at once.
+func (p *pump) runRaw(r *rawIO, keep int) error {
+	var err error
+	fn := func(fd uintptr) bool {
+		for {
+			want := len(p.buf) - keep
+			n, e := rawRead(fd, p.buf[keep:])
+			switch {
+			case e == syscall.EAGAIN:
+				return false // spurious wake-up: wait again
+			case e != nil:
+				err = e
+				return true
+			case n == 0:
+				err = io.EOF
+				return true
+			}
+			keep, err = p.got(keep, n)
+			if err != nil {
+				return true
+			}
+			if n < want {
+				return false // drained: wait for the next edge
+			}
+		}
+	}
+	if rerr := r.rc.Read(fn); rerr != nil && err == nil {
+		err = rerr
+	}
+	if re, ok := err.(*relayEnd); ok {
+		return re // ended while relaying (write failed, violation)
+	}
+	return p.end(err, keep)
+}
+
+// got relays n bytes just read after keep bytes already in p.buf and
+// returns how many bytes (an incomplete header) it kept for the next read.
+func (p *pump) got(keep, n int) (int, error) {
+	p.count.Add(int64(n))
+	full := keep+n == len(p.buf)
+	k, err := p.process(p.buf[:keep+n])
+	if err != nil {
+		return 0, err
+	}
+	keep = k
+	// Adapt the buffer: a read that filled the small one means data is
+	// streaming (a large result, COPY): use a large pooled buffer; once
+	// reads are small again, give it back, so an idle session holds only
+	// its small buffers.
+	switch {
+	case full && p.bufp == nil:
+		p.acquireBuf()
+		copy(p.buf, p.small[:keep])
+	case !full && p.bufp != nil && n < len(p.small):
+		copy(p.small[:], p.buf[:keep])
+		p.releaseBuf()
+	}
+	return keep, nil
 }
 
 func (p *pump) acquireBuf() {

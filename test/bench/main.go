@@ -35,23 +35,25 @@ import (
 )
 
 type options struct {
-	duration  time.Duration
-	rounds    int
-	scale     int
-	quick     bool
-	clients   []int
-	modes     []string
-	connectC  []int
-	idle      int
-	perf      time.Duration
-	perfC     bool // profile the -C case instead of -c 16
-	out       string
-	pgproxy   string
-	pgbin     string
-	pgbouncer string
-	proxyEnv  []string // extra environment of the pgproxy process (GOMAXPROCS=1)
-	note      string   // free text for the report
-	args      []string
+	duration   time.Duration
+	rounds     int
+	scale      int
+	quick      bool
+	clients    []int
+	modes      []string
+	connectC   []int
+	idle       int
+	perf       time.Duration
+	perfC      bool // profile the -C case instead of -c 16
+	out        string
+	pgproxy    string
+	pgbin      string
+	pgbouncer  string
+	proxyEnv   []string // extra environment of the pgproxy process (GOMAXPROCS=1)
+	compare    string   // a second pgproxy binary, measured as target "pgproxy-B" (A/B of a change in one run)
+	compareEnv []string
+	note       string // free text for the report
+	args       []string
 }
 
 func main() {
@@ -79,7 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{args: args}
-	var clients, modes, connectC, proxyEnv string
+	var clients, modes, connectC, proxyEnv, compareEnv string
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "pgbench -T of each run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds (every target once per case per round); medians are reported")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale")
@@ -96,6 +98,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.note, "note", "", "free text added to the report's Run section (e.g. what else ran on the machine)")
 	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
+	fs.StringVar(&o.compare, "compare", "", "a second pgproxy binary (e.g. built from the parent commit), measured as an extra target \"pgproxy-B\" in every round; adds an A/B table")
+	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare; e.g. GOMAXPROCS=1 to A/B a setting with -compare bin/pgproxy)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,16 +116,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			o.scale = 1
 		}
 	}
-	for _, kv := range strings.Split(proxyEnv, ",") {
-		if kv = strings.TrimSpace(kv); kv == "" {
-			continue
-		}
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return nil, fmt.Errorf("-pgproxy-env: %q is not KEY=value", kv)
-		}
-		o.proxyEnv = append(o.proxyEnv, kv)
-	}
 	var err error
+	if o.proxyEnv, err = envList(proxyEnv); err != nil {
+		return nil, fmt.Errorf("-pgproxy-env: %w", err)
+	}
+	if o.compareEnv, err = envList(compareEnv); err != nil {
+		return nil, fmt.Errorf("-compare-env: %w", err)
+	}
+	if len(o.compareEnv) > 0 && o.compare == "" {
+		return nil, errors.New("-compare-env needs -compare")
+	}
 	if o.clients, err = ints(clients); err != nil {
 		return nil, fmt.Errorf("-clients: %w", err)
 	}
@@ -140,6 +144,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-rounds and -scale must be >= 1, -duration >= 1s")
 	}
 	return o, nil
+}
+
+func envList(s string) ([]string, error) {
+	var out []string
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("%q is not KEY=value", kv)
+		}
+		out = append(out, kv)
+	}
+	return out, nil
 }
 
 func ints(s string) ([]int, error) {
@@ -249,6 +267,19 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		logf("bench: %s", note)
 	}
 	targets = append(targets, target{name: Pgproxy, port: proxyPort, pid: proxy.pid})
+	if o.compare != "" {
+		dirB := filepath.Join(dir, "b")
+		if err := os.MkdirAll(dirB, 0o755); err != nil {
+			return err
+		}
+		pbB, portB, err := startPgproxy(ctx, o.compare, o.compareEnv, dirB, cluster)
+		if err != nil {
+			return fmt.Errorf("-compare: %w", err)
+		}
+		defer pbB.stop()
+		logf("bench: pgproxy-B (%s) pid %d on 127.0.0.1:%d", o.compare, pbB.pid, portB)
+		targets = append(targets, target{name: PgproxyB, port: portB, pid: pbB.pid})
+	}
 	var names []string
 	for _, t := range targets {
 		names = append(names, t.name)
@@ -327,6 +358,9 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 
 	md := table.Markdown()
+	if o.compare != "" {
+		md += "\n" + table.CompareMarkdown(o.compare, o.compareEnv)
+	}
 	checks := checksMarkdown(table.Checks(idle))
 	fmt.Fprintf(stdout, "\n%s\n%s", md, checks)
 	if idle != nil {

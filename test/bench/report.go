@@ -13,6 +13,7 @@ const (
 	Direct    = "direct"
 	PgBouncer = "PgBouncer"
 	Pgproxy   = "pgproxy"
+	PgproxyB  = "pgproxy-B" // -compare
 )
 
 // Sample is one pgbench run against one target.
@@ -333,6 +334,30 @@ func checksMarkdown(cs []Check) string {
 			res = "–"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", c.Target, res, c.mark())
+	}
+	return b.String()
+}
+
+// CompareMarkdown renders the A/B table of -compare: pgproxy (A) against a
+// second pgproxy binary (B) measured in the same rounds.
+func (t *Table) CompareMarkdown(bin string, env []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "A/B: A = pgproxy, B = `%s`", bin)
+	if len(env) > 0 {
+		fmt.Fprintf(&b, " with `%s`", strings.Join(env, " "))
+	}
+	b.WriteString(", measured in the same rounds.\n\n")
+	b.WriteString("| pgbench `-S` | TPS A | TPS B | B / A | B / PgBouncer | CPU s per 100k q A / B | context switches per q A / B |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range t.Cases {
+		a, _ := t.summary(c, Pgproxy)
+		x, _ := t.summary(c, PgproxyB)
+		pb, okB := t.summary(c, PgBouncer)
+		vsB := "–"
+		if okB {
+			vsB = ratio(x.TPS, pb.TPS)
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s / %s | %s / %s |\n", c.Name(), fnum(a.TPS, 0), fnum(x.TPS, 0), ratio(x.TPS, a.TPS), vsB,
+			fnum(a.CPUPer100k, 2), fnum(x.CPUPer100k, 2), fnum(a.SwitchesPQ, 2), fnum(x.SwitchesPQ, 2))
 	}
 	return b.String()
 }
