@@ -51,6 +51,7 @@ type Config struct {
 	HTTP       HTTP       `yaml:"http" mapstructure:"http"`
 	Admin      Admin      `yaml:"admin" mapstructure:"admin"`
 	Limits     Limits     `yaml:"limits" mapstructure:"limits"`
+	Runtime    Runtime    `yaml:"runtime" mapstructure:"runtime"`
 	Lineage    Lineage    `yaml:"lineage" mapstructure:"lineage"`
 	Log        Log        `yaml:"log" mapstructure:"log"`
 }
@@ -142,6 +143,14 @@ type Limits struct {
 	MaxSessions    int           `yaml:"max_sessions" mapstructure:"max_sessions"`
 	StartupTimeout time.Duration `yaml:"startup_timeout" mapstructure:"startup_timeout"`
 	DrainTimeout   time.Duration `yaml:"drain_timeout" mapstructure:"drain_timeout"`
+}
+
+// Runtime tunes the Go runtime the relay runs on.
+type Runtime struct {
+	// GOMAXPROCS is how many OS threads run the relay at once; 0 leaves
+	// the GOMAXPROCS environment variable or Go's default (the CPUs, or the
+	// container's CPU limit) in force.
+	GOMAXPROCS int `yaml:"gomaxprocs" mapstructure:"gomaxprocs"`
 }
 
 // Lineage configures OpenLineage events of tagged queries.

@@ -78,6 +78,8 @@
 //	limits.max_sessions          client sessions beyond this get 53300 [10000]
 //	limits.startup_timeout       socket closed if startup + auth is not done by then [10s]
 //	limits.drain_timeout         on SIGTERM, time sessions get to finish before being closed; 0 = none [30s]
+//	runtime                      Go runtime
+//	runtime.gomaxprocs           OS threads running the relay at once (GOMAXPROCS); 0 = the GOMAXPROCS env or Go's default [0]
 //	lineage                      OpenLineage events of tagged queries
 //	lineage.enabled              publish OpenLineage events for tagged queries [false]
 //	lineage.job_namespace        OpenLineage job namespace [ofitec]

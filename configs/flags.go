@@ -28,6 +28,7 @@ var keyHelp = map[string]string{
 	"limits.max_sessions":       "client sessions beyond this get 53300",
 	"limits.startup_timeout":    "a socket that has not finished startup + auth by then is closed",
 	"limits.drain_timeout":      "on SIGTERM, how long sessions may finish before they are closed",
+	"runtime.gomaxprocs":        "OS threads running the relay at once (Go's GOMAXPROCS); 0 = the GOMAXPROCS env or Go's default",
 	"lineage.enabled":           "publish OpenLineage events for tagged queries",
 	"lineage.job_namespace":     "OpenLineage job namespace",
 	"lineage.dataset_namespace": "OpenLineage dataset namespace (postgres://host:port)",

@@ -144,6 +144,10 @@ func (c *Config) validate(p *problems) {
 		p.add("limits.drain_timeout", "", "must be >= 0, got %s", c.Limits.DrainTimeout)
 	}
 
+	if c.Runtime.GOMAXPROCS < 0 {
+		p.add("runtime.gomaxprocs", "", "must be >= 0 (0 = Go's default), got %d", c.Runtime.GOMAXPROCS)
+	}
+
 	// lineage
 	t := c.Lineage.Transport
 	switch t.Type {

@@ -75,6 +75,9 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if n := cfg.Runtime.GOMAXPROCS; n > 0 {
+		log.Info("runtime.gomaxprocs", zap.Int("gomaxprocs", applyGOMAXPROCS(n)))
+	}
 
 	a.monitor, err = health.NewMonitor(healthConfig(cfg), log.Named("health"), a.reg)
 	if err != nil {
@@ -224,7 +227,8 @@ func (a *App) closeListeners() {
 }
 
 // Reload applies a new configuration without dropping sessions: backends,
-// routing, limits for new sessions, lineage settings, log level. Settings
+// routing, limits for new sessions, lineage settings, log level,
+// runtime.gomaxprocs. Settings
 // that need a restart (listener and HTTP addresses) are reported and left
 // as they are.
 func (a *App) Reload(cfg *configs.Config) ([]string, error) {
@@ -253,6 +257,9 @@ func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	a.director.cfg.Store(cfg)
 	if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil && a.level != (zap.AtomicLevel{}) {
 		a.level.SetLevel(lvl.Level())
+	}
+	if cfg.Runtime.GOMAXPROCS != old.Runtime.GOMAXPROCS {
+		a.log.Info("runtime.gomaxprocs", zap.Int("gomaxprocs", applyGOMAXPROCS(cfg.Runtime.GOMAXPROCS)))
 	}
 	a.mu.Lock()
 	a.cfg = cfg

@@ -50,6 +50,7 @@ type options struct {
 	pgbin      string
 	pgbouncer  string
 	proxyEnv   []string // extra environment of the pgproxy process (GOMAXPROCS=1)
+	gomaxprocs int      // pgproxy's runtime.gomaxprocs (0: Go's default)
 	compare    string   // a second pgproxy binary, measured as target "pgproxy-B" (A/B of a change in one run)
 	compareEnv []string
 	note       string // free text for the report
@@ -98,8 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.note, "note", "", "free text added to the report's Run section (e.g. what else ran on the machine)")
 	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "pgproxy's runtime.gomaxprocs; 0 = Go's default (all CPUs). 1 is what docs/operations.md recommends where pgproxy shares a few cores with PostgreSQL, as on this benchmark's machine")
 	fs.StringVar(&o.compare, "compare", "", "a second pgproxy binary (e.g. built from the parent commit), measured as an extra target \"pgproxy-B\" in every round; adds an A/B table")
-	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare; e.g. GOMAXPROCS=1 to A/B a setting with -compare bin/pgproxy)")
+	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with Go's default")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -139,6 +141,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		default:
 			return nil, fmt.Errorf("-modes: unknown pgbench -M %q", m)
 		}
+	}
+	if o.gomaxprocs < 0 {
+		return nil, errors.New("-gomaxprocs must be >= 0")
 	}
 	if o.rounds < 1 || o.duration < time.Second || o.scale < 1 {
 		return nil, errors.New("-rounds and -scale must be >= 1, -duration >= 1s")
@@ -243,7 +248,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	proxy, proxyPort, err := startPgproxy(ctx, o.pgproxy, o.proxyEnv, dir, cluster)
+	proxy, proxyPort, err := startPgproxy(ctx, o.pgproxy, o.proxyEnv, o.gomaxprocs, dir, cluster)
 	if err != nil {
 		return err
 	}
@@ -272,7 +277,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if err := os.MkdirAll(dirB, 0o755); err != nil {
 			return err
 		}
-		pbB, portB, err := startPgproxy(ctx, o.compare, o.compareEnv, dirB, cluster)
+		pbB, portB, err := startPgproxy(ctx, o.compare, o.compareEnv, 0, dirB, cluster)
 		if err != nil {
 			return fmt.Errorf("-compare: %w", err)
 		}

@@ -81,7 +81,7 @@ func startCmd(cmd *exec.Cmd, logPath string) error {
 // startPgproxy runs `bin serve --config` with a read listener in front of
 // the cluster, log level warn, and waits until the read listener serves a
 // session on the replica.
-func startPgproxy(ctx context.Context, bin string, extraEnv []string, dir string, c *pgcluster.Cluster) (*child, int, error) {
+func startPgproxy(ctx context.Context, bin string, extraEnv []string, gomaxprocs int, dir string, c *pgcluster.Cluster) (*child, int, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, 0, err
@@ -114,6 +114,9 @@ limits:
 log:
   level: warn
 `, readPort, strings.Join(backends, "\n"), pgcluster.MonitorUser, httpPort)
+	if gomaxprocs > 0 {
+		yaml += fmt.Sprintf("runtime:\n  gomaxprocs: %d\n", gomaxprocs)
+	}
 	cfg := filepath.Join(dir, "pgproxy.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return nil, 0, err
