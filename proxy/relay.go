@@ -68,6 +68,7 @@ type pump struct {
 	mode    msgMode
 	scratch []byte // body copy (inspect) or whole message (hold)
 	tooBig  bool
+	inq     inqReader // recvmsg state of the raw path (runRaw)
 }
 
 // errRelayEnd wraps the reason a relay direction stopped.
@@ -117,22 +118,33 @@ func (p *pump) run() error {
 }
 
 // runRaw is run's loop for a plain TCP source (rawio.go): the whole loop
-// runs inside one RawConn.Read, reading until EAGAIN and only then parking
-// on the poller, so there is no RawConn.Read call (lock, poller reset,
-// closure) per read.
+// runs inside one RawConn.Read, so there is no RawConn.Read call (lock,
+// poller reset) per read, and the poller's readiness flag survives from
+// one read to the next.
 //
-// It still reads until EAGAIN before parking. Parking right after a read
-// that returned less than it asked for would save a system call per
-// message batch (about 4% of the relay's CPU in an A/B run) and is what
-// edge-triggered event loops often do, but it is not safe: a FIN or RST
-// that arrived together with the data raises no further event, so the
-// direction would sleep with the peer's close unseen (a crashed server's
-// client waiting forever instead of getting 08006).
+// It parks on the poller when a read says EAGAIN, or, to save that read
+// (a third of the relay's system calls per query), right after a read
+// that emptied the socket at the point where the conversation's turn
+// passes to the other side (parkEarly). The poller is edge-triggered: data,
+// a FIN or an RST arriving after the read raises a new event. What arrived
+// before the read and was not read is the danger: TCP_INQ says whether
+// data or a FIN is still queued, but not an RST, and parkEarly only allows
+// the early park where an RST that is left unseen must surface on its own
+// (see there). Without TCP_INQ (old kernels) every park follows EAGAIN.
 func (p *pump) runRaw(r *rawIO, keep int) error {
 	var err error
+	inq := false
+	_ = r.rc.Control(func(fd uintptr) { inq = enableInq(fd) })
 	fn := func(fd uintptr) bool {
 		for {
-			n, e := rawRead(fd, p.buf[keep:])
+			var n, left int
+			var e error
+			if inq {
+				n, left, e = p.inq.read(fd, p.buf[keep:])
+			} else {
+				n, e = rawRead(fd, p.buf[keep:])
+				left = -1
+			}
 			switch {
 			case e == syscall.EAGAIN:
 				return false // drained: wait for readability
@@ -146,6 +158,9 @@ func (p *pump) runRaw(r *rawIO, keep int) error {
 			if keep, err = p.got(keep, n); err != nil {
 				return true
 			}
+			if left == 0 && keep == 0 && p.parkEarly() {
+				return false
+			}
 		}
 	}
 	if rerr := r.rc.Read(fn); rerr != nil && err == nil {
@@ -155,6 +170,36 @@ func (p *pump) runRaw(r *rawIO, keep int) error {
 		return re // ended while relaying (write failed, violation)
 	}
 	return p.end(err, keep)
+}
+
+// parkEarly reports whether, with the socket empty and no FIN queued, the
+// pump may park without reading again for EAGAIN: only when an RST that came
+// with the data just read (and so raises no event of its own) cannot leave
+// anyone waiting.
+//
+//   - client → server, after a Query, Sync or FunctionCall forwarded as
+//     received: the server owes a reply, and writing it to a reset client
+//     fails and ends the session.
+//   - server → client, after ReadyForQuery with no reply owed to the client
+//     (every Query, Sync and FunctionCall answered): the client waits for
+//     nothing, and its next message fails on the reset server socket. A
+//     pipelining client that is still owed replies is not in this case: a
+//     server that dies there must be seen at once, to send the client 08006.
+//
+// Anything else (in the middle of a result or of COPY data, messages that
+// await a Sync, a statement the read-only guard held back) reads again.
+func (p *pump) parkEarly() bool {
+	if p.inMsg {
+		return false
+	}
+	if p.toServer {
+		switch p.typ {
+		case 'Q', 'S', 'F':
+			return p.mode != modeHold
+		}
+		return false
+	}
+	return p.typ == 'Z' && p.s.owed.Load() == 0
 }
 
 // got relays n bytes just read after keep bytes already in p.buf and
@@ -180,6 +225,30 @@ func (p *pump) got(keep, n int) (int, error) {
 		p.releaseBuf()
 	}
 	return keep, nil
+}
+
+// countOwed keeps session.owed, the replies (ReadyForQuery) the server
+// owes the client, as each message completes. It is counted before the
+// message is forwarded, so it is never lower than the truth; a message the
+// proxy answers itself keeps it higher, which only costs parkEarly's
+// saving, and a ReadyForQuery never takes it below 0.
+func (p *pump) countOwed() {
+	if p.toServer {
+		switch p.typ {
+		case 'Q', 'S', 'F':
+			p.s.owed.Add(1)
+		}
+		return
+	}
+	if p.typ != 'Z' {
+		return
+	}
+	for {
+		v := p.s.owed.Load()
+		if v <= 0 || p.s.owed.CompareAndSwap(v, v-1) {
+			return
+		}
+	}
 }
 
 func (p *pump) acquireBuf() {
@@ -281,6 +350,7 @@ func (p *pump) process(data []byte) (int, error) {
 		}
 		if p.inMsg && p.rem == 0 {
 			p.inMsg = false
+			p.countOwed()
 			switch p.mode {
 			case modeInspect:
 				if err := p.s.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -15,20 +16,26 @@ import (
 	"github.com/ofitec/pgproxy/proxy"
 )
 
-// closingBackend answers a trust startup and then, on the first Query,
-// writes part of a result and closes the connection at once, with a FIN
-// or (rst) an RST, so the close reaches pgproxy together with the data.
-func closingBackend(t *testing.T, rst bool) string {
+// closingBackend answers a trust startup; on the first Query it waits
+// (so that a pipelined second Query reaches its socket unread), writes a
+// result, the whole of it with ReadyForQuery or (partial) only its first
+// rows, and closes at once, with a FIN or (rst) an RST: the close reaches
+// pgproxy together with the data.
+func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hello, part []byte
+	var hello, resp []byte
 	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
 	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
 	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
-	part, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(part)
-	part, _ = (&pgproto3.DataRow{Values: [][]byte{[]byte("1")}}).Encode(part)
+	resp, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(resp)
+	resp, _ = (&pgproto3.DataRow{Values: [][]byte{[]byte("1")}}).Encode(resp)
+	if !partial {
+		resp, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(resp)
+		resp, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(resp)
+	}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -54,52 +61,104 @@ func closingBackend(t *testing.T, rst bool) string {
 				if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 'Q' {
 					return
 				}
+				n = int(binary.BigEndian.Uint32(hdr[1:]))
+				if n < 4 || n-4 > len(buf) {
+					return
+				}
+				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+					return
+				}
+				time.Sleep(wait)
 				if rst {
 					c.(*net.TCPConn).SetLinger(0) // close sends RST
 				}
-				c.Write(part) // the Query itself stays unread
+				c.Write(resp)
 			}()
 		}
 	}()
 	return ln.Addr().String()
 }
 
-// TestServerCloseRightAfterData: a server that writes part of a result
-// and closes at once must not leave the client waiting: the client gets
-// the data and then FATAL 08006 or the end of the connection. A relay that
-// parks after a short read without reading again (edge-triggered
-// shortcut) misses the close that arrived with the data and hangs here.
-func TestServerCloseRightAfterData(t *testing.T) {
+// TestServerCloseWithData: a server that closes right after writing
+// must never leave the client waiting: the client gets what was written
+// and then FATAL 08006 or the end of the connection, within seconds, for
+// a FIN or an RST, in the middle of a result or after ReadyForQuery. Each
+// case fails (hangs) without one of the relay's guards for parking without
+// reading until EAGAIN (runRaw, parkEarly): reading to EAGAIN in the
+// middle of a result, TCP_INQ's FIN report after ReadyForQuery, and the
+// owed-replies count for a pipelining client.
+func TestServerCloseWithData(t *testing.T) {
 	checkLeaks(t)
-	for _, rst := range []bool{false, true} {
-		name := "fin"
-		if rst {
-			name = "rst"
-		}
-		t.Run(name, func(t *testing.T) {
-			tp := startProxy(t, proxy.Config{}, staticDirector{addr: closingBackend(t, rst)})
-			for i := 0; i < 20; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				c, err := pgconn.Connect(ctx, tp.dsn("u", "d"))
-				if err != nil {
-					cancel()
-					t.Fatal(err)
-				}
-				_, err = c.Exec(ctx, "SELECT 1").ReadAll()
-				timedOut := ctx.Err() != nil
-				cancel()
-				c.Close(context.Background())
-				if err == nil {
-					t.Fatalf("attempt %d: no error after the server closed mid-result", i)
-				}
-				if timedOut {
-					t.Fatalf("attempt %d: client still waiting 10 s after the server closed: %v", i, err)
-				}
-				var pgErr *pgconn.PgError
-				if errors.As(err, &pgErr) && pgErr.Code != "08006" {
-					t.Fatalf("attempt %d: got %s %q, want 08006 or a closed connection", i, pgErr.Code, pgErr.Message)
+	cases := []struct {
+		name               string
+		partial, rst, pipe bool
+	}{
+		{"mid-result fin", true, false, false},
+		{"mid-result rst", true, true, false},
+		{"after ReadyForQuery fin", false, false, false},
+		{"after ReadyForQuery, pipelined: close with the next query unread (RST)", false, false, true},
+		{"after ReadyForQuery, pipelined: linger-0 RST", false, true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wait := time.Duration(0)
+			if tc.pipe {
+				wait = 50 * time.Millisecond
+			}
+			tp := startProxy(t, proxy.Config{}, staticDirector{addr: closingBackend(t, tc.partial, tc.rst, wait)})
+			for i := 0; i < 10; i++ {
+				if err := closeWithData(t, tp, tc.pipe); err != nil {
+					t.Fatalf("attempt %d: %v", i, err)
 				}
 			}
 		})
 	}
+}
+
+// closeWithData sends one Query (two if pipe) and reads until the
+// connection ends, and fails if that takes 10 s.
+func closeWithData(t *testing.T, tp *testProxy, pipe bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, tp.dsn("u", "d"))
+	if err != nil {
+		return err
+	}
+	hc, err := c.Hijack()
+	if err != nil {
+		return err
+	}
+	defer hc.Conn.Close()
+	hc.Conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := hc.Frontend
+	fe.Send(&pgproto3.Query{String: "SELECT 1"})
+	if pipe {
+		fe.Send(&pgproto3.Query{String: "SELECT 2"})
+	}
+	if err := fe.Flush(); err != nil {
+		return err
+	}
+	rows := 0
+	for {
+		msg, err := fe.Receive()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return errors.New("client still waiting 10 s after the server closed")
+		}
+		if err != nil { // the proxy closed the connection
+			break
+		}
+		if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+			if e.Code != "08006" || e.Severity != "FATAL" {
+				return errors.New("got " + e.Severity + " " + e.Code + " " + e.Message + ", want FATAL 08006")
+			}
+			continue // then the end of the connection
+		}
+		if _, ok := msg.(*pgproto3.DataRow); ok {
+			rows++
+		}
+	}
+	if rows != 1 {
+		t.Errorf("client got %d DataRows before the end, want the 1 the server sent", rows)
+	}
+	return nil
 }

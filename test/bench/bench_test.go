@@ -293,3 +293,23 @@ func TestParseFlagsQuick(t *testing.T) {
 		t.Fatal("-c 0 accepted")
 	}
 }
+
+func TestParseMachineCPU(t *testing.T) {
+	stat := "cpu  100 5 50 1000 7 3 2 1 0 0\ncpu0 50 2 25 500 3 1 1 0 0 0\nctxt 12345\n"
+	got, err := parseMachineCPU([]byte(stat), 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// busy = user 100 + nice 5 + system 50 + irq 3 + softirq 2 + steal 1 = 161 ticks
+	if want := 1610 * time.Millisecond; got != want {
+		t.Fatalf("busy = %s, want %s", got, want)
+	}
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 3\n", "cpu 1 2 x 4 5 6 7 8\n"} {
+		if _, err := parseMachineCPU([]byte(bad), time.Millisecond); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	if _, err := machineCPU(10 * time.Millisecond); err != nil {
+		t.Fatalf("this machine's /proc/stat: %v", err)
+	}
+}

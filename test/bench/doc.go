@@ -55,6 +55,7 @@ func renderDoc(in docInput) string {
 	w("- *CPU s per 100k q*: utime+stime of the relay process (`/proc/PID/stat`, all threads) over the run, per 100 000 transactions (one `SELECT` each). ")
 	w("It counts the work the relay does per query and depends less on the machine's load than TPS does, but not nothing: on a crowded machine both relays wake more often and miss caches more, so compare the two relays within one run.\n")
 	w("- *context switches per q*: voluntary + involuntary context switches of all the relay's threads (`/proc/PID/task/*/status`) per transaction: how often the relay sleeps and wakes per query.\n")
+	w("- *machine CPU µs per q* (second table): busy time of all CPUs (`/proc/stat`: everything but idle and iowait) over the run, per transaction, split into pgbench (its rusage), PostgreSQL (the replica's postmaster and its exited backends: cutime/cstime), the relay, and the rest (the kernel's softirq work charged to no process, other processes). When the machine is saturated, TPS is its capacity divided by this total, so a relay that makes the client or the server work harder per query shows here even when its own CPU does not.\n")
 	w("- *failed tx*: pgbench's `number of failed transactions`, summed over rounds; \"aborted\" = pgbench exited non-zero (a client aborted).\n\n")
 	w("## Targets (issue 8)\n\n%s\n", in.Checks)
 	w("## Idle sessions\n\n")

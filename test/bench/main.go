@@ -304,6 +304,10 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 
 	tick := clockTick()
+	postmaster, err := postmasterPID(replica.DataDir)
+	if err != nil {
+		return err
+	}
 	logf("bench: warm-up")
 	for _, t := range targets {
 		w := Case{Mode: "simple", Clients: 2}
@@ -323,7 +327,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			// Rotate the order so no target always runs first (or right after another).
 			for k := range targets {
 				t := targets[(k+round+ci)%len(targets)]
-				s, err := measure(ctx, pgbench, env, c, t, o.duration, tick)
+				s, err := measure(ctx, pgbench, env, c, t, o.duration, tick, postmaster)
 				if ctx.Err() != nil {
 					return fmt.Errorf("stopped: %w", ctx.Err())
 				}
@@ -362,7 +366,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		profile = strings.Join(parts, "\n\n")
 	}
 
-	md := table.Markdown()
+	md := table.Markdown() + "\n" + table.MachineMarkdown()
 	if o.compare != "" {
 		md += "\n" + table.CompareMarkdown(o.compare, o.compareEnv)
 	}
@@ -398,10 +402,12 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 
 // measure runs one case against one target, reading the target's CPU time
 // just before and just after.
-func measure(ctx context.Context, pgbench string, env []string, c Case, t target, d time.Duration, tick time.Duration) (Sample, error) {
+func measure(ctx context.Context, pgbench string, env []string, c Case, t target, d time.Duration, tick time.Duration, postmaster int) (Sample, error) {
 	var s Sample
 	var before time.Duration
 	var swBefore int64
+	machBefore, machErr := machineCPU(tick)
+	pgBefore, pgErr := procTreeCPU(postmaster, tick)
 	if t.pid > 0 {
 		b, err := procCPU(t.pid, tick)
 		if err != nil {
@@ -427,6 +433,14 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 		return s, s.Err
 	}
 	s.Result = r
+	// The backends exit after pgbench disconnects; their CPU reaches the
+	// postmaster's cutime/cstime when it has reaped them.
+	time.Sleep(300 * time.Millisecond)
+	machAfter, err1 := machineCPU(tick)
+	pgAfter, err2 := procTreeCPU(postmaster, tick)
+	if err1 == nil && machErr == nil && err2 == nil && pgErr == nil {
+		s.Machine, s.Server, s.HasMachine = machAfter-machBefore, pgAfter-pgBefore, true
+	}
 	if t.pid > 0 {
 		after, err := procCPU(t.pid, tick)
 		if err != nil {
@@ -555,4 +569,18 @@ func machine(ctx context.Context, o *options) Machine {
 		m.PgBouncer, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
 	}
 	return m
+}
+
+// postmasterPID is the first line of a data directory's postmaster.pid.
+func postmasterPID(dataDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("postmaster.pid: first line %q is not a PID", line)
+	}
+	return pid, nil
 }

@@ -14,11 +14,12 @@ import (
 
 // Result is what one pgbench run reported.
 type Result struct {
-	TPS       float64 // "tps = X (without initial connection time)" or "(including reconnection times)"
-	LatencyMS float64 // "latency average = X ms"
-	Processed int64   // "number of transactions actually processed: N"
-	Failed    int64   // "number of failed transactions: N (...)"; 0 when pgbench does not print it
-	Aborted   bool    // pgbench exited non-zero (a client aborted: errors are not retried)
+	TPS       float64       // "tps = X (without initial connection time)" or "(including reconnection times)"
+	LatencyMS float64       // "latency average = X ms"
+	Processed int64         // "number of transactions actually processed: N"
+	Failed    int64         // "number of failed transactions: N (...)"; 0 when pgbench does not print it
+	Aborted   bool          // pgbench exited non-zero (a client aborted: errors are not retried)
+	ClientCPU time.Duration // pgbench's own user+system CPU (rusage); 0 when unknown
 }
 
 // parsePgbench reads the summary pgbench 15 prints on stdout. It fails when
@@ -130,6 +131,9 @@ func runPgbench(ctx context.Context, bin string, args []string, env []string) (R
 	cmd.WaitDelay = 5 * time.Second
 	runErr := cmd.Run()
 	r, perr := parsePgbench(stdout.Bytes())
+	if ps := cmd.ProcessState; ps != nil {
+		r.ClientCPU = ps.UserTime() + ps.SystemTime()
+	}
 	all := append(stdout.Bytes(), stderr.Bytes()...)
 	if ctx.Err() != nil {
 		return r, all, ctx.Err()

@@ -21,6 +21,76 @@ func procCPU(pid int, tick time.Duration) (time.Duration, error) {
 	return parseStatCPU(b, tick)
 }
 
+// procTreeCPU is the CPU time of a process and its children: its own
+// utime+stime, the cutime+cstime of the children it has waited for, and the
+// utime+stime of its live children. For a postmaster that is every
+// backend, whether it exited during the run (pgbench through pgproxy) or
+// stays connected (PgBouncer's pooled server connections).
+func procTreeCPU(pid int, tick time.Duration) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
+	}
+	f, err := statFields(b, 15)
+	if err != nil {
+		return 0, err
+	}
+	sum, err := sumFields(f[11:15]) // utime stime cutime cstime (fields 14-17)
+	if err != nil {
+		return 0, err
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	ppid := strconv.Itoa(pid)
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile: its time is in the parent's cutime now (or soon)
+		}
+		f, err := statFields(b, 13)
+		if err != nil || f[1] != ppid { // f[1] is field 4, ppid
+			continue
+		}
+		n, err := sumFields(f[11:13])
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return time.Duration(sum) * tick, nil
+}
+
+// statFields splits a /proc/PID/stat line after the command name: f[0] is
+// field 3 (state), so field n is f[n-3].
+func statFields(b []byte, min int) ([]string, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("stat: no command name in %q", b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < min {
+		return nil, fmt.Errorf("stat: %d fields after the command name, want >= %d", len(f), min)
+	}
+	return f, nil
+}
+
+func sumFields(f []string) (int64, error) {
+	var sum int64
+	for _, v := range f {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: %q: not an integer", v)
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
 // parseStatCPU reads utime (field 14) and stime (field 15) of a
 // /proc/PID/stat line. The command name (field 2) is in parentheses and may
 // itself contain spaces and parentheses, so fields are counted after the
@@ -129,4 +199,34 @@ func parseStatusSwitches(b []byte) (int64, error) {
 		return 0, fmt.Errorf("status: context switch lines missing")
 	}
 	return sum, nil
+}
+
+// machineCPU is the busy time of all CPUs (user, nice, system, irq,
+// softirq, steal: everything but idle and iowait) from the "cpu" line of
+// /proc/stat.
+func machineCPU(tick time.Duration) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseMachineCPU(b, tick)
+}
+
+func parseMachineCPU(b []byte, tick time.Duration) (time.Duration, error) {
+	line, _, _ := bytes.Cut(b, []byte{'\n'})
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: first line %q is not the cpu total", line)
+	}
+	var busy int64
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: field %d %q: not an integer", i+1, v)
+		}
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return time.Duration(busy) * tick, nil
 }

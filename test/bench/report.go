@@ -23,7 +23,15 @@ type Sample struct {
 	HasCPU bool
 	// Switches are the relay's context switches (all threads) during the run.
 	Switches int64
-	Err      error // the run produced no summary
+	// Machine is the busy CPU time of the whole machine (every process:
+	// pgbench, PostgreSQL, the relay) during the run; HasMachine says it
+	// was read.
+	Machine    time.Duration
+	HasMachine bool
+	// Server is the CPU of the replica's PostgreSQL (the postmaster and
+	// its exited children: the run's backends) during the run.
+	Server time.Duration
+	Err    error // the run produced no summary
 }
 
 // Summary is the median of a target's samples for one case.
@@ -35,6 +43,9 @@ type Summary struct {
 	LatencyMS  float64 // median
 	CPUPer100k float64 // median CPU seconds per 100 000 transactions; NaN without CPU
 	SwitchesPQ float64 // median context switches per transaction; NaN without CPU
+	MachinePQ  float64 // median machine-wide busy CPU µs per transaction; NaN without it
+	ClientPQ   float64 // median pgbench CPU µs per transaction
+	ServerPQ   float64 // median PostgreSQL (replica) CPU µs per transaction
 	Failed     int64   // sum over runs
 }
 
@@ -53,7 +64,7 @@ func median(xs []float64) float64 {
 
 func summarize(samples []Sample) Summary {
 	var sum Summary
-	var tps, lat, cpu, sw []float64
+	var tps, lat, cpu, sw, mach, cli, srv []float64
 	for _, s := range samples {
 		if s.Err != nil {
 			sum.Errors++
@@ -70,8 +81,16 @@ func summarize(samples []Sample) Summary {
 			cpu = append(cpu, s.CPU.Seconds()/float64(s.Processed)*100000)
 			sw = append(sw, float64(s.Switches)/float64(s.Processed))
 		}
+		if s.HasMachine && s.Processed > 0 {
+			mach = append(mach, float64(s.Machine.Microseconds())/float64(s.Processed))
+			srv = append(srv, float64(s.Server.Microseconds())/float64(s.Processed))
+		}
+		if s.ClientCPU > 0 && s.Processed > 0 {
+			cli = append(cli, float64(s.ClientCPU.Microseconds())/float64(s.Processed))
+		}
 	}
-	sum.TPS, sum.LatencyMS, sum.CPUPer100k, sum.SwitchesPQ = median(tps), median(lat), median(cpu), median(sw)
+	sum.TPS, sum.LatencyMS, sum.CPUPer100k, sum.SwitchesPQ, sum.MachinePQ = median(tps), median(lat), median(cpu), median(sw), median(mach)
+	sum.ClientPQ, sum.ServerPQ = median(cli), median(srv)
 	return sum
 }
 
@@ -358,6 +377,32 @@ func (t *Table) CompareMarkdown(bin string, env []string) string {
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s / %s | %s / %s |\n", c.Name(), fnum(a.TPS, 0), fnum(x.TPS, 0), ratio(x.TPS, a.TPS), vsB,
 			fnum(a.CPUPer100k, 2), fnum(x.CPUPer100k, 2), fnum(a.SwitchesPQ, 2), fnum(x.SwitchesPQ, 2))
+	}
+	return b.String()
+}
+
+// MachineMarkdown renders where the machine's CPU goes per query, for
+// every target: on a saturated machine TPS is the machine's capacity
+// divided by the first column, so it shows whether a relay costs the
+// machine more than its own CPU (by making pgbench or PostgreSQL work or
+// wake more per query).
+func (t *Table) MachineMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| pgbench `-S` | target | machine CPU µs per q | pgbench | PostgreSQL | relay | rest |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for _, c := range t.Cases {
+		for _, name := range t.Targets {
+			s, _ := t.summary(c, name)
+			relay := 0.0
+			if !math.IsNaN(s.CPUPer100k) {
+				relay = s.CPUPer100k * 10 // s per 100k q = 10 µs per q
+			}
+			relayCol := "–"
+			if name != Direct {
+				relayCol = fnum(relay, 1)
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s |\n", c.Name(), name, fnum(s.MachinePQ, 1), fnum(s.ClientPQ, 1), fnum(s.ServerPQ, 1), relayCol,
+				fnum(s.MachinePQ-s.ClientPQ-s.ServerPQ-relay, 1))
+		}
 	}
 	return b.String()
 }
