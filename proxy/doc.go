@@ -53,6 +53,19 @@
 // Server→client runs on its own goroutine, client→server on the session's;
 // whichever ends first closes both sockets, and the session waits for both.
 //
+// On plain TCP sockets the pumps use raw non-blocking system calls under
+// syscall.RawConn (rawio.go) and park on Go's edge-triggered poller. A pump
+// normally parks after a read returns EAGAIN; with TCP_INQ (Linux ≥ 4.18)
+// it parks right after a read that emptied the socket when the turn has
+// passed to the other side (relay.go, parkEarly), saving a system call per
+// message batch. The one thing that can then go unseen at once is an RST
+// that arrives, together with a ReadyForQuery, while the client is owed
+// nothing: the client learns at its next message (the write to the server
+// fails and the session ends) instead of from a pushed 08006. PostgreSQL
+// resets a connection only when it dies with client input unread, which
+// means a reply is owed, so this takes a server that resets a connection
+// deliberately right after ReadyForQuery.
+//
 // # Read-only sessions
 //
 // A read session that fell back to the primary (Target.ReadOnly) starts with
