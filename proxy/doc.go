@@ -62,9 +62,11 @@
 // that arrives, together with a ReadyForQuery, while the client is owed
 // nothing: the client learns at its next message (the write to the server
 // fails and the session ends) instead of from a pushed 08006. PostgreSQL
-// resets a connection only when it dies with client input unread, which
-// means a reply is owed, so this takes a server that resets a connection
-// deliberately right after ReadyForQuery.
+// resets a connection only when it dies with client input unread: if that
+// input asked for a reply, the reply is owed and the reset is seen at once;
+// if not (a Parse awaiting its Sync), the client is waiting for nothing and
+// its Sync fails. An idle client (LISTEN) hears of a server that dies with a
+// FIN at once, as before.
 //
 // # Read-only sessions
 //
