@@ -46,6 +46,8 @@ const (
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
 
+var smallPool = sync.Pool{New: func() any { return new([smallBufSize]byte) }}
+
 // pump relays one direction. It parses message framing (type + length) from
 // the byte stream without decoding payloads it does not need, and writes
 // everything one read brought in with one write ("flush when the input
@@ -60,7 +62,10 @@ type pump struct {
 	bufp     *[]byte
 	count    *atomic.Int64
 	pending  []byte // read ahead before the relay started
-	small    [smallBufSize]byte
+	// small is the direction's own 4 KiB read buffer. On the raw path it
+	// goes back to smallPool whenever the pump parks with nothing kept, so
+	// an idle session holds no read buffer at all.
+	small *[smallBufSize]byte
 
 	inMsg   bool
 	typ     byte
@@ -86,8 +91,8 @@ func (e *relayEnd) Error() string {
 func (e *relayEnd) Unwrap() error { return e.err }
 
 func (p *pump) run() error {
-	defer p.releaseBuf()
-	p.buf = p.small[:]
+	defer p.releaseBufs()
+	p.takeSmall()
 	keep := 0
 	if len(p.pending) > 0 { // bytes the authentication phase read ahead
 		p.acquireBuf()
@@ -137,6 +142,9 @@ func (p *pump) runRaw(r *rawIO, keep int) error {
 	_ = r.rc.Control(func(fd uintptr) { inq = enableInq(fd) })
 	fn := func(fd uintptr) bool {
 		for {
+			if p.small == nil {
+				p.takeSmall()
+			}
 			var n, left int
 			var e error
 			if inq {
@@ -147,6 +155,7 @@ func (p *pump) runRaw(r *rawIO, keep int) error {
 			}
 			switch {
 			case e == syscall.EAGAIN:
+				p.idle(keep)
 				return false // drained: wait for readability
 			case e != nil:
 				err = e
@@ -159,6 +168,7 @@ func (p *pump) runRaw(r *rawIO, keep int) error {
 				return true
 			}
 			if left == 0 && keep == 0 && p.parkEarly() {
+				p.idle(keep)
 				return false
 			}
 		}
@@ -220,7 +230,7 @@ func (p *pump) got(keep, n int) (int, error) {
 	case full && p.bufp == nil:
 		p.acquireBuf()
 		copy(p.buf, p.small[:keep])
-	case !full && p.bufp != nil && n < len(p.small):
+	case !full && p.bufp != nil && n < smallBufSize:
 		copy(p.small[:], p.buf[:keep])
 		p.releaseBuf()
 	}
@@ -262,6 +272,37 @@ func (p *pump) releaseBuf() {
 		p.bufp = nil
 		p.buf = p.small[:]
 	}
+}
+
+// takeSmall gives the pump its small buffer (and reads into it unless the
+// large one is in use).
+func (p *pump) takeSmall() {
+	p.small = smallPool.Get().(*[smallBufSize]byte)
+	if p.bufp == nil {
+		p.buf = p.small[:]
+	}
+}
+
+// idle is called before the raw path parks: with nothing kept for the next
+// read and no large buffer in use, the small buffer goes back to the pool.
+func (p *pump) idle(keep int) {
+	if keep == 0 && p.bufp == nil && p.small != nil {
+		smallPool.Put(p.small)
+		p.small, p.buf = nil, nil
+	}
+}
+
+// releaseBufs returns both buffers when the pump ends.
+func (p *pump) releaseBufs() {
+	if p.bufp != nil {
+		bufPool.Put(p.bufp)
+		p.bufp = nil
+	}
+	if p.small != nil {
+		smallPool.Put(p.small)
+		p.small = nil
+	}
+	p.buf = nil
 }
 
 func (p *pump) end(err error, keep int) error {

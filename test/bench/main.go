@@ -206,10 +206,14 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("pgproxy binary: %w (run `make build` first, or `make bench`)", err)
 	}
 	cases := o.cases()
-	est := time.Duration(o.rounds*len(cases)*3)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf
+	ntargets := 3
+	if o.compare != "" {
+		ntargets++
+	}
+	est := time.Duration(o.rounds*len(cases)*ntargets)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf
 	ctx, cancel := context.WithTimeout(ctx, 2*est)
 	defer cancel()
-	logf("bench: %d cases × 3 targets × %d rounds of %s (about %s)", len(cases), o.rounds, o.duration, est.Round(time.Minute))
+	logf("bench: %d cases × %d targets × %d rounds of %s (about %s)", len(cases), ntargets, o.rounds, o.duration, est.Round(time.Minute))
 
 	dir, err := os.MkdirTemp("", "pgproxy-bench-")
 	if err != nil {
