@@ -71,12 +71,12 @@ func renderDoc(in docInput) string {
 	w("- PgBouncer: `pool_mode = session`, `auth_type = trust`, `max_client_conn = 2000`, `default_pool_size = 100`, connection logging off; run as the `postgres` OS user with `runuser` when root.\n")
 	w("- pgproxy: `bin/pgproxy serve --config` (a separate process, so its CPU and RSS are its own), a `route: read` listener in front of primary + replica, `routing.fallback: reject` (a session the replica cannot serve fails instead of silently measuring the primary), `backend_tls: disable` (as PgBouncer's default `server_tls_sslmode`), `log.level: warn`, health probes every 500 ms.\n")
 	if o.gomaxprocs > 0 {
-		w("- pgproxy `runtime.gomaxprocs: %d` (`-gomaxprocs`): the setting docs/operations.md recommends where pgproxy shares a few cores with PostgreSQL and its clients, as here; PgBouncer is single-threaded too. Go's default (one thread per CPU) is measured with `-gomaxprocs 0`, or side by side with `-compare bin/pgproxy`.\n", o.gomaxprocs)
+		w("- pgproxy `runtime.gomaxprocs: %d` (`-gomaxprocs`).\n", o.gomaxprocs)
 	} else {
-		w("- pgproxy with Go's default GOMAXPROCS (`-gomaxprocs 0`): one thread per CPU.\n")
+		w("- pgproxy with Go's default GOMAXPROCS (one thread per CPU), as shipped.\n")
 	}
 	if o.compare != "" {
-		w("- pgproxy-B (`-compare`): `%s` with the same configuration but no `runtime.gomaxprocs`", o.compare)
+		w("- pgproxy-B (`-compare`): `%s` with the same configuration", o.compare)
 		if len(o.compareEnv) > 0 {
 			w(", environment `%s`", strings.Join(o.compareEnv, " "))
 		}

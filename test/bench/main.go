@@ -99,7 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.note, "note", "", "free text added to the report's Run section (e.g. what else ran on the machine)")
 	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
-	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "pgproxy's runtime.gomaxprocs; 0 = Go's default (all CPUs). 1 is what docs/operations.md recommends where pgproxy shares a few cores with PostgreSQL, as on this benchmark's machine")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pgproxy's runtime.gomaxprocs; 0 = Go's default (one thread per CPU). A/B one thread against the default with -compare bin/pgproxy -compare-env GOMAXPROCS=1")
 	fs.StringVar(&o.compare, "compare", "", "a second pgproxy binary (e.g. built from the parent commit), measured as an extra target \"pgproxy-B\" in every round; adds an A/B table")
 	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with Go's default")
 	if err := fs.Parse(args); err != nil {
