@@ -321,6 +321,11 @@ func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]by
 	} else {
 		sql = cstring(msg[5:])
 	}
+	if !terminated(msg[5:], typ) {
+		// PostgreSQL would reject it too ("invalid string in message"); what
+		// it would have run is not known, so it is not forwarded.
+		return s.refuse(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string", typ == 'P', name), nil
+	}
 	reason, violated, err := s.cfg.ReadOnlyCheck(sql)
 	if err != nil {
 		return s.refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error(), typ == 'P', name), nil
@@ -403,6 +408,23 @@ func cstring(b []byte) string {
 		return string(b[:i])
 	}
 	return string(b)
+}
+
+// terminated reports whether a Query body has its query string's NUL, or a
+// Parse body those of its statement name and query string.
+func terminated(body []byte, typ byte) bool {
+	n := 1
+	if typ == 'P' {
+		n = 2
+	}
+	for ; n > 0; n-- {
+		i := bytes.IndexByte(body, 0)
+		if i < 0 {
+			return false
+		}
+		body = body[i+1:]
+	}
+	return true
 }
 
 func cutCString(b []byte) (string, []byte) {
