@@ -26,11 +26,6 @@ func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
 	}
 	resp, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(resp)
 	resp, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(resp)
-	var hello []byte
-	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
-	hello, _ = (&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"}).Encode(hello)
-	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
-	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
 	b.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -42,14 +37,9 @@ func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
 				defer c.Close()
 				var hdr [5]byte
 				buf := make([]byte, 8<<10)
-				if _, err := io.ReadFull(c, hdr[:4]); err != nil {
+				if !fakeStartup(c, buf) {
 					return
 				}
-				n := int(binary.BigEndian.Uint32(hdr[:4]))
-				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-					return
-				}
-				c.Write(hello)
 				for {
 					if _, err := io.ReadFull(c, hdr[:]); err != nil {
 						return
@@ -75,6 +65,31 @@ func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
 		}
 	}()
 	return ln.Addr().String(), len(resp)
+}
+
+// fakeStartup reads a startup packet from a connection to a fake backend
+// and answers it as a trust server would (AuthenticationOk, a
+// ParameterStatus, BackendKeyData, ReadyForQuery); false if the connection
+// failed or the packet is not plausible.
+func fakeStartup(c net.Conn, buf []byte) bool {
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return false
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:]))
+	if n < 8 || n-4 > len(buf) {
+		return false
+	}
+	if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+		return false
+	}
+	var hello []byte
+	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
+	hello, _ = (&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"}).Encode(hello)
+	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
+	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
+	_, err := c.Write(hello)
+	return err == nil
 }
 
 // BenchmarkRelayQuery measures one simple-protocol round trip through the

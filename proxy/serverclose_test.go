@@ -26,10 +26,7 @@ func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hello, resp []byte
-	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
-	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
-	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
+	var resp []byte
 	resp, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(resp)
 	resp, _ = (&pgproto3.DataRow{Values: [][]byte{[]byte("1")}}).Encode(resp)
 	if !partial {
@@ -47,21 +44,13 @@ func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string 
 				defer c.Close()
 				var hdr [5]byte
 				buf := make([]byte, 8<<10)
-				if _, err := io.ReadFull(c, hdr[:4]); err != nil {
+				if !fakeStartup(c, buf) {
 					return
 				}
-				n := int(binary.BigEndian.Uint32(hdr[:4]))
-				if n < 8 || n > len(buf) {
-					return
-				}
-				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-					return
-				}
-				c.Write(hello)
 				if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 'Q' {
 					return
 				}
-				n = int(binary.BigEndian.Uint32(hdr[1:]))
+				n := int(binary.BigEndian.Uint32(hdr[1:]))
 				if n < 4 || n-4 > len(buf) {
 					return
 				}
