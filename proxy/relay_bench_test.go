@@ -15,10 +15,6 @@ import (
 // result (RowDescription, rows DataRows, CommandComplete, ReadyForQuery),
 // without allocating per query.
 func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
 	var resp []byte
 	resp, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("aid"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}, {Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(resp)
 	for i := 0; i < rows; i++ {
@@ -26,7 +22,49 @@ func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
 	}
 	resp, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(resp)
 	resp, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(resp)
-	b.Cleanup(func() { ln.Close() })
+	addr = fakeServer(b, func(c net.Conn, buf []byte) {
+		var hdr [5]byte
+		for {
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
+				return
+			}
+			n := int(binary.BigEndian.Uint32(hdr[1:]))
+			if n-4 > len(buf) { // hostile-length tests: stream it away
+				if _, err := io.CopyN(io.Discard, c, int64(n-4)); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+				return
+			}
+			switch hdr[0] {
+			case 'Q':
+				c.Write(resp)
+			case 'X':
+				return
+			}
+		}
+	})
+	return addr, len(resp)
+}
+
+// fakeServer listens on loopback until the test ends and, for each
+// connection, answers the startup packet as a trust server would
+// (AuthenticationOk, a ParameterStatus, BackendKeyData, ReadyForQuery),
+// then hands the connection and an 8 KiB buffer to serve, and closes it
+// when serve returns.
+func fakeServer(tb testing.TB, serve func(c net.Conn, buf []byte)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	var hello []byte
+	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
+	hello, _ = (&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"}).Encode(hello)
+	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
+	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -35,61 +73,39 @@ func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
 			}
 			go func() {
 				defer c.Close()
-				var hdr [5]byte
 				buf := make([]byte, 8<<10)
-				if !fakeStartup(c, buf) {
+				var hdr [4]byte
+				if _, err := io.ReadFull(c, hdr[:]); err != nil {
 					return
 				}
-				for {
-					if _, err := io.ReadFull(c, hdr[:]); err != nil {
-						return
-					}
-					n := int(binary.BigEndian.Uint32(hdr[1:]))
-					if n-4 > len(buf) { // hostile-length tests: stream it away
-						if _, err := io.CopyN(io.Discard, c, int64(n-4)); err != nil {
-							return
-						}
-						continue
-					}
-					if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-						return
-					}
-					switch hdr[0] {
-					case 'Q':
-						c.Write(resp)
-					case 'X':
-						return
-					}
+				n := int(binary.BigEndian.Uint32(hdr[:]))
+				if n < 8 || n-4 > len(buf) {
+					return
 				}
+				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+					return
+				}
+				if _, err := c.Write(hello); err != nil {
+					return
+				}
+				serve(c, buf)
 			}()
 		}
 	}()
-	return ln.Addr().String(), len(resp)
+	return ln.Addr().String()
 }
 
-// fakeStartup reads a startup packet from a connection to a fake backend
-// and answers it as a trust server would (AuthenticationOk, a
-// ParameterStatus, BackendKeyData, ReadyForQuery); false if the connection
-// failed or the packet is not plausible.
-func fakeStartup(c net.Conn, buf []byte) bool {
-	var hdr [4]byte
-	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return false
+// benchProxy serves a proxy in front of addr until the benchmark ends and
+// returns its address.
+func benchProxy(b *testing.B, addr string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
 	}
-	n := int(binary.BigEndian.Uint32(hdr[:]))
-	if n < 8 || n-4 > len(buf) {
-		return false
-	}
-	if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-		return false
-	}
-	var hello []byte
-	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
-	hello, _ = (&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"}).Encode(hello)
-	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
-	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
-	_, err := c.Write(hello)
-	return err == nil
+	srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
+	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
 // BenchmarkRelayQuery measures one simple-protocol round trip through the
@@ -101,14 +117,7 @@ func BenchmarkRelayQuery(b *testing.B) {
 	for _, rows := range []int{1, 100} {
 		b.Run(map[int]string{1: "rows=1", 100: "rows=100"}[rows], func(b *testing.B) {
 			addr, respLen := fakeBackend(b, rows)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
-			go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
-			defer srv.Close()
-			c, err := net.Dial("tcp", ln.Addr().String())
+			c, err := net.Dial("tcp", benchProxy(b, addr))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -155,13 +164,7 @@ func BenchmarkRelayQuery(b *testing.B) {
 // authentication relay, one query, Terminate.
 func BenchmarkConnect(b *testing.B) {
 	addr, respLen := fakeBackend(b, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
-	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
-	defer srv.Close()
+	proxyAddr := benchProxy(b, addr)
 	startup := binary.BigEndian.AppendUint32(nil, 0)
 	startup = binary.BigEndian.AppendUint32(startup, 3<<16)
 	startup = append(startup, "user\x00bench\x00database\x00bench\x00application_name\x00pgbench\x00\x00"...)
@@ -172,7 +175,7 @@ func BenchmarkConnect(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", proxyAddr)
 		if err != nil {
 			b.Fatal(err)
 		}

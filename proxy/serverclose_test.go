@@ -22,10 +22,6 @@ import (
 // rows, and closes at once, with a FIN or (rst) an RST: the close reaches
 // pgproxy together with the data.
 func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var resp []byte
 	resp, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(resp)
 	resp, _ = (&pgproto3.DataRow{Values: [][]byte{[]byte("1")}}).Encode(resp)
@@ -33,39 +29,24 @@ func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string 
 		resp, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(resp)
 		resp, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(resp)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var hdr [5]byte
-				buf := make([]byte, 8<<10)
-				if !fakeStartup(c, buf) {
-					return
-				}
-				if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 'Q' {
-					return
-				}
-				n := int(binary.BigEndian.Uint32(hdr[1:]))
-				if n < 4 || n-4 > len(buf) {
-					return
-				}
-				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-					return
-				}
-				time.Sleep(wait)
-				if rst {
-					c.(*net.TCPConn).SetLinger(0) // close sends RST
-				}
-				c.Write(resp)
-			}()
+	return fakeServer(t, func(c net.Conn, buf []byte) {
+		var hdr [5]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 'Q' {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		n := int(binary.BigEndian.Uint32(hdr[1:]))
+		if n < 4 || n-4 > len(buf) {
+			return
+		}
+		if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
+			return
+		}
+		time.Sleep(wait)
+		if rst {
+			c.(*net.TCPConn).SetLinger(0) // close sends RST
+		}
+		c.Write(resp)
+	})
 }
 
 // TestServerCloseWithData: a server that closes right after writing
