@@ -151,6 +151,10 @@ type Runtime struct {
 	// the GOMAXPROCS environment variable or Go's default (the CPUs, or the
 	// container's CPU limit) in force.
 	GOMAXPROCS int `yaml:"gomaxprocs" mapstructure:"gomaxprocs"`
+	// EventLoops is how many event loops relay plain TCP sessions: 0 = one
+	// per GOMAXPROCS thread, -1 = none (a goroutine per direction, as TLS
+	// sessions always are). Takes effect at start.
+	EventLoops int `yaml:"event_loops" mapstructure:"event_loops"`
 }
 
 // Lineage configures OpenLineage events of tagged queries.
@@ -262,6 +266,9 @@ func (c *Config) RestartRequired(old *Config) []string {
 	}
 	if c.HTTP.Addr != old.HTTP.Addr {
 		keys = append(keys, "http.addr")
+	}
+	if c.Runtime.EventLoops != old.Runtime.EventLoops {
+		keys = append(keys, "runtime.event_loops")
 	}
 	return keys
 }

@@ -172,6 +172,7 @@ func TestBadFiles(t *testing.T) {
 		{"int zero", minimal + "limits: {max_sessions: 0}\n", []string{"limits.max_sessions: must be > 0"}},
 		{"int overflow", minimal + "routing: {max_lag_bytes: 99999999999999999999}\n", []string{"routing.max_lag_bytes: must be an integer", "99999999999999999999"}},
 		{"negative gomaxprocs", minimal + "runtime: {gomaxprocs: -1}\n", []string{"runtime.gomaxprocs: must be >= 0"}},
+		{"event_loops below -1", minimal + "runtime: {event_loops: -2}\n", []string{"runtime.event_loops: must be >= -1"}},
 		{"negative bytes", minimal + "routing: {max_lag_bytes: -1}\n", []string{"routing.max_lag_bytes: must be >= 0"}},
 		{"bool", minimal + "lineage: {enabled: sometimes}\n", []string{"lineage.enabled: must be true or false"}},
 		{"string given a list", minimal + "health: {user: [a, b]}\n", []string{"health.user: must be a string"}},

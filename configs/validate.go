@@ -147,6 +147,9 @@ func (c *Config) validate(p *problems) {
 	if c.Runtime.GOMAXPROCS < 0 {
 		p.add("runtime.gomaxprocs", "", "must be >= 0 (0 = Go's default), got %d", c.Runtime.GOMAXPROCS)
 	}
+	if c.Runtime.EventLoops < -1 {
+		p.add("runtime.event_loops", "", "must be >= -1 (0 = one per GOMAXPROCS thread, -1 = none), got %d", c.Runtime.EventLoops)
+	}
 
 	// lineage
 	t := c.Lineage.Transport

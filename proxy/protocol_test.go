@@ -476,9 +476,13 @@ func TestNotificationWhileIdle(t *testing.T) {
 
 func TestShutdownTerminatesSessions(t *testing.T) {
 	pgcluster.Require(t, cluster)
+	forRelays(t, func(t *testing.T, cfg proxy.Config) { shutdownTerminates(t, cfg) })
+}
+
+func shutdownTerminates(t *testing.T, cfg proxy.Config) {
 	checkLeaks(t)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: cluster.Primary().Addr()}, nil, nil)
+	srv := proxy.NewServer(cfg, staticDirector{addr: cluster.Primary().Addr()}, nil, nil)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()}) }()
 	conn, err := pgx.Connect(ctxT(t, 10*time.Second), "postgres://postgres@"+ln.Addr().String()+"/postgres?sslmode=disable")
@@ -494,8 +498,9 @@ func TestShutdownTerminatesSessions(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 	_, err = conn.Exec(ctxT(t, 5*time.Second), "SELECT 1")
-	if err == nil {
-		t.Fatal("session still usable after shutdown")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57P01" {
+		t.Fatalf("query after shutdown: %v, want FATAL 57P01 (admin_shutdown)", err)
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Fatal("listener still accepts after shutdown")

@@ -88,3 +88,21 @@ func TestSimpleQueryThroughProxy(t *testing.T) {
 		t.Fatalf("served by port %d recovery=%v, want primary %d", port, rec, cluster.Primary().Port)
 	}
 }
+
+// relays are the two ways a plain TCP session is relayed: the event loops
+// (the default) and a goroutine per direction (runtime.event_loops: -1).
+var relays = []struct {
+	name  string
+	loops int
+	want  string // SessionInfo.Relay
+}{
+	{"event_loop", 0, "event_loop"},
+	{"goroutines", -1, "goroutines"},
+}
+
+// forRelays runs test once per relay.
+func forRelays(t *testing.T, test func(t *testing.T, cfg proxy.Config)) {
+	for _, r := range relays {
+		t.Run(r.name, func(t *testing.T) { test(t, proxy.Config{RelayLoops: r.loops}) })
+	}
+}

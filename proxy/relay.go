@@ -74,6 +74,13 @@ type pump struct {
 	scratch []byte // body copy (inspect) or whole message (hold)
 	tooBig  bool
 	inq     inqReader // recvmsg state of the raw path (runRaw)
+
+	// On an event loop (evloop_linux.go): the socket read, and the
+	// incomplete header kept between reads (the loop's read buffer is
+	// shared by its sessions).
+	lfd   int
+	hdr   [8]byte
+	lkeep int
 }
 
 // errRelayEnd wraps the reason a relay direction stopped.
@@ -466,8 +473,18 @@ func (p *pump) violation(msg string) error {
 }
 
 // relay runs both directions until one ends, closes both sides once, waits
-// for the other, and returns the end reason.
+// for the other, and returns the end reason. Plain TCP sessions are relayed
+// by an event loop (evloop_linux.go); the rest (TLS on either side, loops
+// off, other systems) by a goroutine per direction.
 func (s *session) relay() string {
+	if !s.cfg.NoRawIO && s.cfg.RelayLoops >= 0 {
+		if l := s.srv.pickLoop(s.id); l != nil {
+			if reason, ok := s.relayLoop(l); ok {
+				return reason
+			}
+		}
+	}
+	s.relayBy.Store(relayGoroutines)
 	c2s := newPump(s, true, s.client, s.server, &s.bytesIn)
 	s2c := newPump(s, false, s.server, s.client, &s.bytesOut)
 	if !s.cfg.NoRawIO {
@@ -480,13 +497,7 @@ func (s *session) relay() string {
 	// on the session's goroutine. Whichever ends first closes both sockets,
 	// which ends the other; the session waits for both.
 	var first atomic.Pointer[relayEnd]
-	note := func(err error) {
-		re, ok := err.(*relayEnd)
-		if !ok {
-			re = &relayEnd{reason: "error", err: err}
-		}
-		first.CompareAndSwap(nil, re)
-	}
+	note := func(err error) { first.CompareAndSwap(nil, asRelayEnd(err)) }
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -496,7 +507,18 @@ func (s *session) relay() string {
 	note(c2s.run())
 	s.closeConns()
 	<-done
-	re := first.Load()
+	return s.endReason(first.Load())
+}
+
+func asRelayEnd(err error) *relayEnd {
+	if re, ok := err.(*relayEnd); ok {
+		return re
+	}
+	return &relayEnd{reason: "error", err: err}
+}
+
+// endReason logs an unexpected end and returns the reason.
+func (s *session) endReason(re *relayEnd) string {
 	if re.err != nil && re.reason != "client_closed" && re.reason != "server_closed" {
 		s.log.Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
 	}

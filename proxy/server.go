@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,11 @@ type Config struct {
 	// NoRawIO makes the relay use net.Conn's Read and Write instead of raw
 	// non-blocking system calls (rawio.go); for comparison and debugging.
 	NoRawIO bool
+	// RelayLoops is how many event loops relay plain TCP sessions
+	// (evloop_linux.go): 0 = one per GOMAXPROCS thread when the first
+	// session needs one; < 0 = none (a goroutine per direction). The count
+	// is fixed for the Server's life.
+	RelayLoops int
 	// Admin answers the admin console (database "pgproxy") for AdminUsers,
 	// after they authenticated at the primary. Nil disables the console.
 	Admin      AdminConsole
@@ -135,6 +141,11 @@ type Server struct {
 	sessWG   sync.WaitGroup // one per session goroutine
 	serveWG  sync.WaitGroup // one per Serve call
 	shutdown chan struct{}  // closed on Shutdown/Close
+
+	loopMu      sync.Mutex
+	loops       []*evLoop // started on first use, stopped after the last session
+	loopsTried  bool
+	loopsClosed bool
 }
 
 // NewServer returns a Server. metrics may be nil (no metrics).
@@ -263,6 +274,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.serveWG.Wait()
+	s.stopLoops()
 	return err
 }
 
@@ -272,7 +284,48 @@ func (s *Server) Close() error {
 	s.closeSessions("pgproxy is shutting down")
 	s.sessWG.Wait()
 	s.serveWG.Wait()
+	s.stopLoops()
 	return nil
+}
+
+// pickLoop returns the event loop for session id, starting the loops on
+// first use; nil when there are none (off, unsupported, failed, closed).
+func (s *Server) pickLoop(id uint64) *evLoop {
+	s.loopMu.Lock()
+	defer s.loopMu.Unlock()
+	if s.loopsClosed {
+		return nil
+	}
+	if !s.loopsTried {
+		s.loopsTried = true
+		n := s.cfg.Load().RelayLoops
+		if n == 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		for range n {
+			l, err := newEvLoop(s.log)
+			if err != nil {
+				s.log.Warn("relay event loops unavailable; relaying with a goroutine per direction", zap.Error(err))
+				break
+			}
+			s.loops = append(s.loops, l)
+		}
+	}
+	if len(s.loops) == 0 {
+		return nil
+	}
+	return s.loops[id%uint64(len(s.loops))]
+}
+
+// stopLoops stops the event loops; every session has ended.
+func (s *Server) stopLoops() {
+	s.loopMu.Lock()
+	loops := s.loops
+	s.loops, s.loopsClosed = nil, true
+	s.loopMu.Unlock()
+	for _, l := range loops {
+		l.close()
+	}
 }
 
 func (s *Server) beginClose() {
@@ -320,6 +373,9 @@ type SessionInfo struct {
 	ReadOnly        bool
 	State           string
 	Started         time.Time
+	// Relay is what relays the session once it started: "event_loop" or
+	// "goroutines" (a goroutine per direction: TLS, runtime.event_loops -1).
+	Relay string
 }
 
 // Sessions lists the open sessions.

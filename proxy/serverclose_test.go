@@ -56,8 +56,13 @@ func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string 
 // case fails (hangs) without one of the relay's guards for parking without
 // reading until EAGAIN (runRaw, parkEarly): reading to EAGAIN in the
 // middle of a result, TCP_INQ's FIN report after ReadyForQuery, and the
-// owed-replies count for a pipelining client.
+// owed-replies count for a pipelining client. The event loop (level-triggered
+// epoll) must pass them too.
 func TestServerCloseWithData(t *testing.T) {
+	forRelays(t, serverCloseWithData)
+}
+
+func serverCloseWithData(t *testing.T, cfg proxy.Config) {
 	checkLeaks(t)
 	cases := []struct {
 		name               string
@@ -75,7 +80,7 @@ func TestServerCloseWithData(t *testing.T) {
 			if tc.pipe {
 				wait = 50 * time.Millisecond
 			}
-			tp := startProxy(t, proxy.Config{}, staticDirector{addr: closingBackend(t, tc.partial, tc.rst, wait)})
+			tp := startProxy(t, cfg, staticDirector{addr: closingBackend(t, tc.partial, tc.rst, wait)})
 			for i := 0; i < 10; i++ {
 				if err := closeWithData(t, tp, tc.pipe); err != nil {
 					t.Fatalf("attempt %d: %v", i, err)

@@ -65,7 +65,19 @@ type session struct {
 	owed             atomic.Int64 // replies the server owes the client (relay.go countOwed)
 	bytesIn          atomic.Int64 // client → server
 	bytesOut         atomic.Int64 // server → client
+
+	// While an event loop relays the session (evloop_linux.go): its relay,
+	// for terminate, and the loop's writer to the client, for sendError
+	// (the net.Conns are closed then).
+	inLoop  atomic.Pointer[loopRelay]
+	clientW io.Writer
+	relayBy atomic.Uint32 // relayGoroutines or relayLoop once the relay started (SessionInfo.Relay)
 }
+
+const (
+	relayGoroutines = 1 + iota
+	relayLoop
+)
 
 func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) *session {
 	return &session{
@@ -207,6 +219,10 @@ func (s *session) sendError(err error) {
 	resp := pgerr.Response(err, pgerr.InternalError, "internal error in pgproxy")
 	b, encErr := resp.Encode(nil)
 	if encErr != nil {
+		return
+	}
+	if s.clientW != nil {
+		_, _ = s.clientW.Write(b)
 		return
 	}
 	_, _ = s.client.Write(b)
@@ -646,6 +662,10 @@ func appendMessage(dst []byte, typ byte, body []byte) []byte {
 // closes both sides.
 func (s *session) terminate(reason string) {
 	s.terminating.CompareAndSwap(nil, &reason)
+	if lr := s.inLoop.Load(); lr != nil {
+		lr.loop.post(loopReq{lr: lr, terminate: true})
+		return
+	}
 	s.mu.Lock()
 	srv := s.server
 	s.mu.Unlock()
@@ -687,9 +707,17 @@ func (s *session) info() SessionInfo {
 	case 'E':
 		state = "failed transaction"
 	}
+	relay := ""
+	switch s.relayBy.Load() {
+	case relayGoroutines:
+		relay = "goroutines"
+	case relayLoop:
+		relay = "event_loop"
+	}
 	return SessionInfo{
 		ID: s.id, Listener: s.listener.Addr, Client: s.raw.RemoteAddr().String(),
 		User: s.user, Database: s.database, ApplicationName: s.applicationName,
 		Backend: s.backend, Route: s.route, ReadOnly: s.readOnly, State: state, Started: s.started,
+		Relay: relay,
 	}
 }

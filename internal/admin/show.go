@@ -20,7 +20,7 @@ const TimeFormat = "2006-01-02 15:04:05.000Z07:00"
 // Column lists of the SHOW commands.
 var (
 	BackendsColumns = []string{"addr", "role", "state", "lag_seconds", "lag_bytes", "sessions", "paused", "last_error"}
-	SessionsColumns = []string{"id", "user", "database", "application_name", "client", "listener", "route", "backend", "read_only", "state", "started"}
+	SessionsColumns = []string{"id", "user", "database", "application_name", "client", "listener", "route", "backend", "read_only", "state", "started", "relay"}
 	RoutesColumns   = []string{"step", "match", "route", "strip_suffix", "detail"}
 	ConfigColumns   = []string{"key", "value"}
 	HelpColumns     = []string{"command", "description"}
@@ -96,7 +96,7 @@ func (c *Console) showSessions() (Result, error) {
 		res.Rows = append(res.Rows, []*string{
 			str(strconv.FormatUint(s.ID, 10)), str(s.User), str(s.Database), str(s.ApplicationName),
 			str(s.Client), str(s.Listener), nonEmpty(s.Route), nonEmpty(s.Backend),
-			boolText(s.ReadOnly), str(s.State), started,
+			boolText(s.ReadOnly), str(s.State), started, nonEmpty(s.Relay),
 		})
 	}
 	return res, nil

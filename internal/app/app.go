@@ -306,6 +306,7 @@ func proxyConfig(cfg *configs.Config) (proxy.Config, error) {
 		Backends:       backendAddrs(cfg),
 		ReadOnlyCheck:  sqlscan.ReadOnlyViolation,
 		AdminUsers:     cfg.Admin.Users,
+		RelayLoops:     cfg.Runtime.EventLoops,
 	}
 	if cfg.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)

@@ -1,0 +1,547 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// An event loop relays many sessions on one goroutine, the way PgBouncer's
+// single C loop does: one wake-up serves every session that became ready
+// meanwhile, instead of one goroutine wake-up (netpoll → runqueue → switch)
+// per socket event. On a machine whose cores are busy with PostgreSQL and
+// its clients that per-wake-up cost is most of what a Go relay spends over
+// a C one (docs/benchmarks.md).
+//
+// The loop's epoll instance is level-triggered and is itself registered
+// with Go's poller (an epoll descriptor is readable while it has ready
+// events), so the loop goroutine parks and wakes like any other: no thread
+// blocks outside the scheduler, GC and preemption work as usual. While
+// there is work it keeps taking events with a non-blocking epoll_pwait and
+// only parks when none are left.
+//
+// Ownership: a session hands its two sockets to a loop (relayLoop) and
+// waits for the result. The loop owns the descriptors from then on (the
+// session dup'ed them and closed its net.Conns, so Go's poller no longer
+// watches them) until it has removed them from its epoll set and reported
+// the end; the session goroutine then flushes what the client has not taken
+// yet and closes them. Requests from other goroutines (a new session,
+// terminate) are posted under a mutex and signalled through an eventfd; the
+// loop's tables are touched by the loop goroutine only.
+//
+// Level-triggered readiness also settles what the goroutine relay's early
+// park has to reason about (relay.go parkEarly): a FIN or an RST that came
+// with the data just read is reported by the next epoll_pwait on its own.
+
+const loopEvents = 128
+
+type evLoop struct {
+	log  *zap.Logger
+	epfd int
+	efd  int      // eventfd: posted requests
+	file *os.File // epfd, registered with Go's poller
+	rc   syscall.RawConn
+
+	mu     sync.Mutex
+	posted []loopReq
+	stop   bool
+
+	// owned by the loop goroutine
+	byFd   []*loopRelay // by descriptor
+	serial int32        // registrations, to tell a stale event from a new owner of the same fd
+	events [loopEvents]unix.EpollEvent
+	buf    []byte // the read buffer all sessions share: a read is processed before the next
+	done   chan struct{}
+}
+
+type loopReq struct {
+	lr        *loopRelay
+	terminate bool
+}
+
+// loopRelay is one session's relay on a loop.
+type loopRelay struct {
+	loop     *evLoop
+	s        *session
+	c2s, s2c *pump
+	cfd, sfd int
+	cw, sw   *loopWriter // to the client, to the server
+	cmask    uint32      // registered interest of cfd
+	smask    uint32      // of sfd
+	serial   int32
+	added    bool
+	finished bool
+	result   chan *relayEnd // buffered: the loop never waits for the session
+}
+
+// loopWriter writes to a socket without blocking the loop: what the socket
+// does not take is kept in out, and the loop stops reading the source of
+// that direction until out is flushed (backpressure; one read's output at
+// most is ever kept).
+type loopWriter struct {
+	fd   int
+	out  []byte
+	outp *[]byte // pooled backing of out
+}
+
+func (w *loopWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	if len(w.out) == 0 {
+		for len(b) > 0 {
+			m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(w.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			if e == syscall.EINTR {
+				continue
+			}
+			if e == syscall.EAGAIN {
+				break
+			}
+			if e != 0 {
+				return n - len(b), e
+			}
+			b = b[m:]
+		}
+		if len(b) == 0 {
+			return n, nil
+		}
+		if w.outp == nil {
+			w.outp = bufPool.Get().(*[]byte)
+			w.out = (*w.outp)[:0]
+		}
+	}
+	w.out = append(w.out, b...)
+	return n, nil
+}
+
+// flush writes what is kept; it stops at EAGAIN.
+func (w *loopWriter) flush() error {
+	for len(w.out) > 0 {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(w.fd), uintptr(unsafe.Pointer(&w.out[0])), uintptr(len(w.out)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e == syscall.EAGAIN {
+			return nil
+		}
+		if e != 0 {
+			return e
+		}
+		w.out = w.out[m:]
+	}
+	w.release()
+	return nil
+}
+
+func (w *loopWriter) release() {
+	if w.outp != nil {
+		bufPool.Put(w.outp)
+		w.outp = nil
+	}
+	w.out = nil
+}
+
+// flushBlocking writes what is kept, waiting up to timeout for the socket
+// (the session goroutine, after the loop let go of the descriptor).
+func (w *loopWriter) flushBlocking(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for len(w.out) > 0 {
+		if err := w.flush(); err != nil || len(w.out) == 0 {
+			break
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+			break
+		}
+	}
+	w.release()
+}
+
+func newEvLoop(log *zap.Logger) (*evLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	// Non-blocking, so that os.NewFile registers it with Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(epfd), "pgproxy-relay-loop")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		unix.Close(efd)
+		return nil, err
+	}
+	l := &evLoop{log: log, epfd: epfd, efd: efd, file: f, rc: rc, buf: make([]byte, relayBufSize), done: make(chan struct{})}
+	go l.run()
+	return l, nil
+}
+
+func (l *evLoop) run() {
+	defer close(l.done)
+	if err := l.rc.Read(l.poll); err != nil {
+		l.log.Error("relay loop stopped", zap.Error(err))
+	}
+}
+
+// poll is the loop: it takes ready events until there are none left, then
+// returns false to park on Go's poller until the epoll descriptor is
+// readable again (something became ready).
+func (l *evLoop) poll(uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.epfd),
+			uintptr(unsafe.Pointer(&l.events[0])), loopEvents, 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			l.log.Error("relay loop: epoll_pwait", zap.Error(e))
+			l.failAll(e)
+			return true
+		}
+		if n == 0 {
+			return false
+		}
+		for i := range int(n) {
+			ev := &l.events[i]
+			if int(ev.Fd) == l.efd {
+				if l.takePosted() {
+					return true
+				}
+				continue
+			}
+			if fd := int(ev.Fd); fd < len(l.byFd) {
+				if lr := l.byFd[fd]; lr != nil && lr.serial == ev.Pad {
+					lr.handle(fd, ev.Events)
+				}
+			}
+		}
+	}
+}
+
+// post hands a request to the loop.
+func (l *evLoop) post(r loopReq) {
+	l.mu.Lock()
+	l.posted = append(l.posted, r)
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *evLoop) signal() {
+	one := uint64(1)
+	_, _ = unix.Write(l.efd, (*[8]byte)(unsafe.Pointer(&one))[:])
+}
+
+// close stops the loop once every session on it has ended, and waits for
+// its goroutine.
+func (l *evLoop) close() {
+	l.mu.Lock()
+	l.stop = true
+	l.mu.Unlock()
+	l.signal()
+	<-l.done
+	l.file.Close()
+	unix.Close(l.efd)
+}
+
+// takePosted runs the posted requests; true when the loop must stop.
+func (l *evLoop) takePosted() bool {
+	var cnt [8]byte
+	_, _ = unix.Read(l.efd, cnt[:])
+	l.mu.Lock()
+	reqs, stop := l.posted, l.stop
+	l.posted = nil
+	l.mu.Unlock()
+	for _, r := range reqs {
+		switch {
+		case r.terminate:
+			if r.lr.added && !r.lr.finished {
+				r.lr.terminated()
+			}
+		default:
+			l.add(r.lr)
+		}
+	}
+	if stop {
+		l.failAll(errors.New("relay loop stopped"))
+	}
+	return stop
+}
+
+func (l *evLoop) add(lr *loopRelay) {
+	l.serial++
+	lr.serial, lr.added = l.serial, true
+	for _, fd := range []int{lr.cfd, lr.sfd} {
+		for fd >= len(l.byFd) {
+			l.byFd = append(l.byFd, make([]*loopRelay, len(l.byFd)+64)...)
+		}
+		l.byFd[fd] = lr
+	}
+	lr.cmask, lr.smask = lr.masks()
+	if err := l.ctl(unix.EPOLL_CTL_ADD, lr.cfd, lr.cmask, lr.serial); err != nil {
+		lr.finish(&relayEnd{reason: "error", err: err})
+		return
+	}
+	if err := l.ctl(unix.EPOLL_CTL_ADD, lr.sfd, lr.smask, lr.serial); err != nil {
+		lr.finish(&relayEnd{reason: "error", err: err})
+		return
+	}
+	if lr.s.terminating.Load() != nil { // terminate() ran before the session was posted
+		lr.terminated()
+	}
+}
+
+func (l *evLoop) ctl(op, fd int, events uint32, serial int32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: serial}
+	if err := unix.EpollCtl(l.epfd, op, fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+// failAll ends every session still on the loop (it is stopping).
+func (l *evLoop) failAll(err error) {
+	for _, lr := range l.byFd {
+		if lr != nil && !lr.finished {
+			lr.finish(&relayEnd{reason: "error", err: err})
+		}
+	}
+}
+
+// masks is the interest of each socket: read it while the other side has
+// taken everything written so far, and watch writability while it has
+// not. A blocked direction's socket is not watched for reading (not even
+// for a FIN, which level-triggered epoll would report again and again);
+// errors and hang-ups are always reported.
+func (lr *loopRelay) masks() (c, s uint32) {
+	if len(lr.sw.out) == 0 {
+		c |= unix.EPOLLIN | unix.EPOLLRDHUP
+	} else {
+		s |= unix.EPOLLOUT
+	}
+	if len(lr.cw.out) == 0 {
+		s |= unix.EPOLLIN | unix.EPOLLRDHUP
+	} else {
+		c |= unix.EPOLLOUT
+	}
+	return c, s
+}
+
+func (lr *loopRelay) handle(fd int, ev uint32) {
+	defer func() {
+		if r := recover(); r != nil {
+			lr.s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			lr.finish(&relayEnd{reason: "panic"})
+		}
+	}()
+	if fd == lr.cfd {
+		lr.side(ev, lr.c2s, lr.cw, lr.sw)
+	} else {
+		lr.side(ev, lr.s2c, lr.sw, lr.cw)
+	}
+	if lr.finished {
+		return
+	}
+	c, s := lr.masks()
+	if c != lr.cmask {
+		lr.cmask = c
+		if err := lr.loop.ctl(unix.EPOLL_CTL_MOD, lr.cfd, c, lr.serial); err != nil {
+			lr.finish(&relayEnd{reason: "error", err: err})
+			return
+		}
+	}
+	if s != lr.smask {
+		lr.smask = s
+		if err := lr.loop.ctl(unix.EPOLL_CTL_MOD, lr.sfd, s, lr.serial); err != nil {
+			lr.finish(&relayEnd{reason: "error", err: err})
+		}
+	}
+}
+
+// side handles the events of one socket: in is the pump reading it, w the
+// writer to it, and inDst the writer in forwards to.
+func (lr *loopRelay) side(ev uint32, in *pump, w, inDst *loopWriter) {
+	if ev&unix.EPOLLOUT != 0 && len(w.out) > 0 {
+		if err := w.flush(); err != nil {
+			lr.finish(writeEnd(w == lr.sw, err))
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		return
+	}
+	if len(inDst.out) == 0 {
+		lr.read(in)
+	} else if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		// The socket failed while its data waits for the other side: the
+		// peer is gone, so is the session.
+		lr.finish(in.end(io.EOF, in.lkeep))
+	}
+}
+
+// read reads what one socket has (up to the shared buffer) and relays it.
+func (lr *loopRelay) read(p *pump) {
+	buf := lr.loop.buf
+	keep := copy(buf, p.hdr[:p.lkeep])
+	n, err := rawRead(uintptr(p.lfd), buf[keep:])
+	switch {
+	case err == syscall.EAGAIN:
+		return
+	case err != nil:
+		lr.finish(p.end(err, keep))
+		return
+	case n == 0:
+		lr.finish(p.end(io.EOF, keep))
+		return
+	}
+	p.count.Add(int64(n))
+	p.buf = buf
+	k, err := p.process(buf[:keep+n])
+	p.buf = nil
+	if err != nil {
+		lr.finish(err)
+		return
+	}
+	p.lkeep = copy(p.hdr[:], buf[:k])
+}
+
+// terminated ends the session as a server read deadline does in the
+// goroutine relay (session.terminate).
+func (lr *loopRelay) terminated() {
+	lr.finish(lr.s2c.end(os.ErrDeadlineExceeded, lr.s2c.lkeep))
+}
+
+// finish takes the session off the loop and reports how it ended. The
+// descriptors stay open: the session goroutine closes them.
+func (lr *loopRelay) finish(err error) {
+	if lr.finished {
+		return
+	}
+	lr.finished = true
+	l := lr.loop
+	if lr.added {
+		for _, fd := range []int{lr.cfd, lr.sfd} {
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			if fd < len(l.byFd) && l.byFd[fd] == lr {
+				l.byFd[fd] = nil
+			}
+		}
+	}
+	lr.result <- asRelayEnd(err)
+}
+
+// writeEnd is the end of a session whose write failed (pump.write's reasons).
+func writeEnd(toServer bool, err error) *relayEnd {
+	side := "server_closed"
+	if !toServer {
+		side = "client_closed"
+	}
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return &relayEnd{reason: side}
+	}
+	return &relayEnd{reason: side, err: err}
+}
+
+// takeFd returns a descriptor of c's socket that Go's poller does not
+// watch: a duplicate (same socket, still non-blocking). The caller closes c
+// once it has all it needs, which leaves the duplicate the only one.
+func takeFd(rc syscall.RawConn) (int, error) {
+	fd := -1
+	var err error
+	cerr := rc.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	return fd, err
+}
+
+const loopsSupported = true
+
+// relayLoop relays the session on l and returns the end reason; ok is
+// false when it cannot (not two plain TCP sockets), and nothing was done.
+func (s *session) relayLoop(l *evLoop) (reason string, ok bool) {
+	ctc, ok1 := s.client.(*net.TCPConn)
+	stc, ok2 := s.server.(*net.TCPConn)
+	if !ok1 || !ok2 || s.client != s.raw {
+		return "", false
+	}
+	crc, err1 := ctc.SyscallConn()
+	src, err2 := stc.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return "", false
+	}
+	cfd, err := takeFd(crc)
+	if err != nil {
+		return "", false
+	}
+	sfd, err := takeFd(src)
+	if err != nil {
+		unix.Close(cfd)
+		return "", false
+	}
+	// The duplicates are the sockets from here on; closing the net.Conns
+	// takes them out of Go's poller (closeConns closes them again, a no-op).
+	s.client.Close()
+	s.server.Close()
+	defer unix.Close(sfd)
+	defer unix.Close(cfd)
+
+	lr := &loopRelay{loop: l, s: s, cfd: cfd, sfd: sfd, result: make(chan *relayEnd, 1),
+		cw: &loopWriter{fd: cfd}, sw: &loopWriter{fd: sfd}}
+	lr.c2s = newPump(s, true, nil, lr.sw, &s.bytesIn)
+	lr.s2c = newPump(s, false, nil, lr.cw, &s.bytesOut)
+	for _, p := range []*pump{lr.c2s, lr.s2c} {
+		p.buf = p.hdr[:] // process keeps an incomplete header there between reads
+		defer p.releaseBufs()
+	}
+	lr.c2s.lfd, lr.s2c.lfd = cfd, sfd
+	s.clientW = lr.cw // sendError goes through the loop's writer
+	defer func() { s.clientW = nil }()
+
+	var re *relayEnd
+	if pending := s.serverPending; len(pending) > 0 { // read ahead during authentication
+		s.serverPending = nil
+		k, err := lr.s2c.process(pending)
+		if err != nil {
+			re = asRelayEnd(err)
+		}
+		lr.s2c.lkeep = k
+	}
+	if re == nil {
+		s.inLoop.Store(lr)
+		s.relayBy.Store(relayLoop)
+		l.post(loopReq{lr: lr})
+		re = <-lr.result
+		s.inLoop.Store(nil)
+	}
+	lr.cw.flushBlocking(time.Second) // an error the loop could not hand over yet
+	lr.sw.release()
+	return s.endReason(re), true
+}
