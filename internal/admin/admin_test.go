@@ -72,9 +72,9 @@ func (f *fake) deps() Deps {
 		Sessions: func() []proxy.SessionInfo {
 			return []proxy.SessionInfo{
 				{ID: 7, Listener: "127.0.0.1:6433", Client: "10.0.0.9:51000", User: "metabase", Database: "sales", ApplicationName: "Metabase v0.50",
-					Backend: "db-b.example:5433", Route: "read", ReadOnly: true, State: "idle", Started: t0.Add(time.Minute)},
+					Backend: "db-b.example:5433", Route: "read", ReadOnly: true, State: "idle", Started: t0.Add(time.Minute), Relay: "goroutines"},
 				{ID: 3, Listener: "127.0.0.1:6432", Client: "10.0.0.8:50000", User: "odoo", Database: "odoo",
-					Backend: "127.0.0.1:5432", Route: "write", State: "in transaction", Started: t0},
+					Backend: "127.0.0.1:5432", Route: "write", State: "in transaction", Started: t0, Relay: "event_loop"},
 				{ID: 9, Listener: "127.0.0.1:6432", Client: "10.0.0.7:40000", User: "x", Database: "y", State: "startup"},
 			}
 		},
@@ -350,9 +350,9 @@ func TestShowSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][]string{
-		{"3", "odoo", "odoo", "", "10.0.0.8:50000", "127.0.0.1:6432", "write", "127.0.0.1:5432", "f", "in transaction", "2026-11-27 05:00:00.000Z"},
-		{"7", "metabase", "sales", "Metabase v0.50", "10.0.0.9:51000", "127.0.0.1:6433", "read", "db-b.example:5433", "t", "idle", "2026-11-27 05:01:00.000Z"},
-		{"9", "x", "y", "", "10.0.0.7:40000", "127.0.0.1:6432", "NULL", "NULL", "f", "startup", "NULL"},
+		{"3", "odoo", "odoo", "", "10.0.0.8:50000", "127.0.0.1:6432", "write", "127.0.0.1:5432", "f", "in transaction", "2026-11-27 05:00:00.000Z", "event_loop"},
+		{"7", "metabase", "sales", "Metabase v0.50", "10.0.0.9:51000", "127.0.0.1:6433", "read", "db-b.example:5433", "t", "idle", "2026-11-27 05:01:00.000Z", "goroutines"},
+		{"9", "x", "y", "", "10.0.0.7:40000", "127.0.0.1:6432", "NULL", "NULL", "f", "startup", "NULL", "NULL"},
 	}
 	if got := table(res[0]); !reflect.DeepEqual(got, want) {
 		t.Errorf("SHOW SESSIONS\n got %q\nwant %q", got, want)
