@@ -147,9 +147,9 @@ type Limits struct {
 
 // Runtime tunes the Go runtime the relay runs on.
 type Runtime struct {
-	// GOMAXPROCS is how many OS threads run the relay at once; 0 leaves
-	// the GOMAXPROCS environment variable or Go's default (the CPUs, or the
-	// container's CPU limit) in force.
+	// GOMAXPROCS is how many OS threads run the relay at once; 0 = the
+	// GOMAXPROCS environment variable if set, else half of Go's default
+	// (the CPUs, or the container's CPU limit), at least one.
 	GOMAXPROCS int `yaml:"gomaxprocs" mapstructure:"gomaxprocs"`
 	// EventLoops is how many event loops relay plain TCP sessions: 0 = one
 	// per GOMAXPROCS thread, -1 = none (a goroutine per direction, as TLS

@@ -79,7 +79,7 @@
 //	limits.startup_timeout       socket closed if startup + auth is not done by then [10s]
 //	limits.drain_timeout         on SIGTERM, time sessions get to finish before being closed; 0 = none [30s]
 //	runtime                      Go runtime
-//	runtime.gomaxprocs           OS threads running the relay at once (GOMAXPROCS); 0 = the GOMAXPROCS env or Go's default [0]
+//	runtime.gomaxprocs           OS threads running the relay at once (GOMAXPROCS); 0 = the GOMAXPROCS env, else half the CPUs (at least 1) [0]
 //	runtime.event_loops          event loops relaying plain TCP sessions; 0 = one per GOMAXPROCS thread, -1 = a goroutine per direction; restart [0]
 //	lineage                      OpenLineage events of tagged queries
 //	lineage.enabled              publish OpenLineage events for tagged queries [false]

@@ -28,7 +28,7 @@ var keyHelp = map[string]string{
 	"limits.max_sessions":       "client sessions beyond this get 53300",
 	"limits.startup_timeout":    "a socket that has not finished startup + auth by then is closed",
 	"limits.drain_timeout":      "on SIGTERM, how long sessions may finish before they are closed",
-	"runtime.gomaxprocs":        "OS threads running the relay at once (Go's GOMAXPROCS); 0 = the GOMAXPROCS env or Go's default",
+	"runtime.gomaxprocs":        "OS threads running the relay at once (Go's GOMAXPROCS); 0 = the GOMAXPROCS env, else half the CPUs (at least 1)",
 	"runtime.event_loops":       "event loops relaying plain TCP sessions; 0 = one per GOMAXPROCS thread, -1 = a goroutine per direction",
 	"lineage.enabled":           "publish OpenLineage events for tagged queries",
 	"lineage.job_namespace":     "OpenLineage job namespace",

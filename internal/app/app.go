@@ -75,9 +75,7 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if n := cfg.Runtime.GOMAXPROCS; n > 0 {
-		log.Info("runtime.gomaxprocs", zap.Int("gomaxprocs", applyGOMAXPROCS(n)))
-	}
+	log.Info("runtime.gomaxprocs", zap.Int("gomaxprocs", applyGOMAXPROCS(cfg.Runtime.GOMAXPROCS)))
 
 	a.monitor, err = health.NewMonitor(healthConfig(cfg), log.Named("health"), a.reg)
 	if err != nil {

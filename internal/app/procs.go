@@ -10,30 +10,39 @@ import (
 // configuration applies it at start and on every reload.
 var procs struct {
 	sync.Mutex
-	changed bool // pgproxy has set GOMAXPROCS itself
-	start   int  // GOMAXPROCS before that: the env variable or Go's default
+	start int // GOMAXPROCS when pgproxy first set it: the env variable or Go's default
 }
 
-// applyGOMAXPROCS sets GOMAXPROCS to n, or back to what the process started
-// with when n is 0, and returns the value in force.
+// autoGOMAXPROCS is runtime.gomaxprocs 0 without a GOMAXPROCS environment
+// variable: half the CPUs Go would use (at least one), as Odyssey's
+// workers "auto". Each thread runs one event loop; on the 2-core
+// benchmark machine, shared with PostgreSQL and pgbench, one thread used
+// 12–17% less CPU per query than two at pgbench -S -c 16, with the same or
+// better throughput (docs/benchmarks.md), because an idle second thread is
+// woken and put back to sleep by the scheduler for nothing.
+func autoGOMAXPROCS() int {
+	runtime.SetDefaultGOMAXPROCS() // the CPUs, or the container's CPU limit
+	return max(1, runtime.GOMAXPROCS(0)/2)
+}
+
+// applyGOMAXPROCS sets GOMAXPROCS to n, or, for 0, to the GOMAXPROCS
+// environment variable if set and autoGOMAXPROCS otherwise; it returns the
+// value in force.
 func applyGOMAXPROCS(n int) int {
 	procs.Lock()
 	defer procs.Unlock()
-	switch {
-	case n > 0:
-		if !procs.changed {
-			procs.start, procs.changed = runtime.GOMAXPROCS(0), true
-		}
-		if runtime.GOMAXPROCS(0) != n {
-			runtime.GOMAXPROCS(n)
-		}
-	case procs.changed:
-		procs.changed = false
-		if os.Getenv("GOMAXPROCS") == "" {
-			runtime.SetDefaultGOMAXPROCS() // Go's default, which follows the container's CPU limit again
+	if procs.start == 0 {
+		procs.start = runtime.GOMAXPROCS(0)
+	}
+	if n == 0 {
+		if os.Getenv("GOMAXPROCS") != "" {
+			n = procs.start
 		} else {
-			runtime.GOMAXPROCS(procs.start)
+			n = autoGOMAXPROCS()
 		}
+	}
+	if runtime.GOMAXPROCS(0) != n {
+		runtime.GOMAXPROCS(n)
 	}
 	return runtime.GOMAXPROCS(0)
 }

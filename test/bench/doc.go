@@ -73,7 +73,7 @@ func renderDoc(in docInput) string {
 	if o.gomaxprocs > 0 {
 		w("- pgproxy `runtime.gomaxprocs: %d` (`-gomaxprocs`).\n", o.gomaxprocs)
 	} else {
-		w("- pgproxy with Go's default GOMAXPROCS (one thread per CPU), as shipped.\n")
+		w("- pgproxy as shipped: `runtime.gomaxprocs: 0` (half the CPUs, at least one: one thread here) and `runtime.event_loops: 0` (one event loop per thread).\n")
 	}
 	if o.compare != "" {
 		w("- pgproxy-B (`-compare`): `%s` with the same configuration", o.compare)

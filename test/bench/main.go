@@ -50,7 +50,7 @@ type options struct {
 	pgbin      string
 	pgbouncer  string
 	proxyEnv   []string // extra environment of the pgproxy process (GOMAXPROCS=1)
-	gomaxprocs int      // pgproxy's runtime.gomaxprocs (0: Go's default)
+	gomaxprocs int      // pgproxy's runtime.gomaxprocs (0: its default)
 	compare    string   // a second pgproxy binary, measured as target "pgproxy-B" (A/B of a change in one run)
 	compareEnv []string
 	note       string // free text for the report
@@ -99,9 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
 	fs.StringVar(&o.note, "note", "", "free text added to the report's Run section (e.g. what else ran on the machine)")
 	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
-	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pgproxy's runtime.gomaxprocs; 0 = Go's default (one thread per CPU). A/B one thread against the default with -compare bin/pgproxy -compare-env GOMAXPROCS=1")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pgproxy's runtime.gomaxprocs; 0 = pgproxy's default (half the CPUs, at least 1). A/B against another thread count with -compare bin/pgproxy -compare-env GOMAXPROCS=2")
 	fs.StringVar(&o.compare, "compare", "", "a second pgproxy binary (e.g. built from the parent commit), measured as an extra target \"pgproxy-B\" in every round; adds an A/B table")
-	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with Go's default")
+	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with pgproxy's default; PGPROXY_RUNTIME_EVENT_LOOPS=-1 compares the goroutine relay")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
