@@ -15,7 +15,7 @@
 //	  |-- SASLInitialResponse ... ------------------------------------------------->|
 //	  |<-- AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery --------|
 //	  |<========================== relay (both directions) =======================>|
-//	  |-- Terminate / EOF -------->|-- close both, wait for both relay loops ------->|
+//	  |-- Terminate / EOF -------->|-- close both ------------------------------------>|
 //
 // Startup runs under limits.startup_timeout; the first packet is read straight
 // off the socket with PostgreSQL's 10 000-byte cap, so nothing is buffered
@@ -38,10 +38,9 @@
 //
 // # Relay
 //
-// Each direction is a pump (relay.go): read into a 4 KiB buffer (a pooled
-// 64 KiB one while data streams), parse message framing (type + length)
-// without decoding payloads, write everything one read brought with one
-// write. So pipelines, COPY and huge DataRows stream with bounded memory and
+// Each direction is a pump (relay.go): read (up to 64 KiB), parse message
+// framing (type + length) without decoding payloads, write everything one
+// read brought with one write. So pipelines, COPY and huge DataRows stream with bounded memory and
 // no allocation per message. Client messages are checked against
 // PostgreSQL's own size limits before anything is buffered. The pumps look
 // at a handful of messages only (policy.go): ReadyForQuery (transaction
@@ -50,10 +49,26 @@
 // messages (NotificationResponse, NoticeResponse, ParameterStatus) are
 // forwarded as they come, whatever the client is doing.
 //
-// Server→client runs on its own goroutine, client→server on the session's;
-// whichever ends first closes both sockets, and the session waits for both.
+// Who runs the pumps:
 //
-// On plain TCP sockets the pumps use raw non-blocking system calls under
+//   - Plain TCP on both sides (the usual case on Linux): an event loop
+//     (evloop_linux.go), one per GOMAXPROCS thread by default
+//     (Config.RelayLoops, runtime.event_loops), sessions spread over them
+//     by id. The session hands its two sockets to the loop and waits; the
+//     loop runs both pumps of every ready session in turn, one wake-up for
+//     all of them, as PgBouncer's loop does. Its epoll set is
+//     level-triggered and is itself watched by Go's poller, so the loop
+//     goroutine parks and is preempted like any other. Reads share the
+//     loop's buffer; a socket that will not take a write keeps the rest (one
+//     read's worth) and its source is not read until it drains. A panic
+//     ends only the session being relayed.
+//   - Otherwise (TLS on either side, event loops off, other systems): a
+//     goroutine per direction. Server→client runs on its own goroutine,
+//     client→server on the session's; whichever ends first closes both
+//     sockets, and the session waits for both. Each direction reads into a
+//     4 KiB buffer, a pooled 64 KiB one while data streams.
+//
+// On plain TCP sockets with event loops off, the pumps use raw non-blocking system calls under
 // syscall.RawConn (rawio.go) and park on Go's edge-triggered poller. A pump
 // normally parks after a read returns EAGAIN; with TCP_INQ (Linux ≥ 4.18)
 // it parks right after a read that emptied the socket when the turn has

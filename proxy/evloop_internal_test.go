@@ -63,3 +63,33 @@ func TestLoopTerminateBeforeAdd(t *testing.T) {
 		t.Fatal("a session terminated before the loop took it is still relayed")
 	}
 }
+
+// TestLoopStoppedRefusesSessions: a session handed to a loop that has
+// stopped ends at once instead of waiting for a loop that will never run it,
+// and pickLoop no longer hands that loop out.
+func TestLoopStoppedRefusesSessions(t *testing.T) {
+	srv := NewServer(Config{RelayLoops: 1}, nil, nil, nil)
+	l := srv.pickLoop(1)
+	if l == nil {
+		t.Fatal("no loop")
+	}
+	l.close()
+	if got := srv.pickLoop(1); got != nil {
+		t.Fatal("pickLoop handed out a stopped loop")
+	}
+	client, _ := tcpPair(t)
+	server, _ := tcpPair(t)
+	s := newSession(srv, client, Listener{Addr: "test"}, srv.cfg.Load(), 1)
+	s.server = server
+	done := make(chan string, 1)
+	go func() { r, _ := s.relayLoop(l); done <- r }()
+	select {
+	case r := <-done:
+		if r != "error" {
+			t.Fatalf("relay on a stopped loop ended with %q, want error", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a session handed to a stopped loop is still waiting")
+	}
+	srv.stopLoops()
+}

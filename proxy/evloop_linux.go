@@ -52,9 +52,11 @@ type evLoop struct {
 	file *os.File // epfd, registered with Go's poller
 	rc   syscall.RawConn
 
-	mu     sync.Mutex
-	posted []loopReq
-	stop   bool
+	mu        sync.Mutex
+	posted    []loopReq
+	stop      bool
+	stopped   bool // the loop goroutine has returned: nothing posted will run
+	closeOnce sync.Once
 
 	// owned by the loop goroutine
 	byFd   []*loopRelay // by descriptor
@@ -204,10 +206,26 @@ func newEvLoop(log *zap.Logger) (*evLoop, error) {
 
 func (l *evLoop) run() {
 	defer close(l.done)
-	if err := l.rc.Read(l.poll); err != nil {
+	err := l.rc.Read(l.poll)
+	if err != nil {
 		l.log.Error("relay loop stopped", zap.Error(err))
+		l.failAll(err)
+	}
+	// A session posted after the loop's last look would wait forever:
+	// end those here, and make post end any later one at once.
+	l.mu.Lock()
+	l.stopped = true
+	left := l.posted
+	l.posted = nil
+	l.mu.Unlock()
+	for _, r := range left {
+		if !r.terminate {
+			r.lr.result <- errLoopStopped
+		}
 	}
 }
+
+var errLoopStopped = &relayEnd{reason: "error", err: errors.New("relay event loop stopped")}
 
 // poll is the loop: it takes ready events until there are none left, then
 // returns false to park on Go's poller until the epoll descriptor is
@@ -244,12 +262,27 @@ func (l *evLoop) poll(uintptr) bool {
 	}
 }
 
+// alive reports whether the loop still runs (it stops only on Server
+// close, or on an epoll error it cannot go on after).
+func (l *evLoop) alive() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.stopped && !l.stop
+}
+
 // post hands a request to the loop.
 func (l *evLoop) post(r loopReq) {
 	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		if !r.terminate {
+			r.lr.result <- errLoopStopped
+		}
+		return
+	}
 	l.posted = append(l.posted, r)
+	l.signal() // under mu: close() closes the eventfd only after stopped is set
 	l.mu.Unlock()
-	l.signal()
 }
 
 func (l *evLoop) signal() {
@@ -257,16 +290,20 @@ func (l *evLoop) signal() {
 	_, _ = unix.Write(l.efd, (*[8]byte)(unsafe.Pointer(&one))[:])
 }
 
-// close stops the loop once every session on it has ended, and waits for
-// its goroutine.
+// close stops the loop (ending any session still on it), waits for its
+// goroutine and closes its descriptors; later calls do nothing.
 func (l *evLoop) close() {
-	l.mu.Lock()
-	l.stop = true
-	l.mu.Unlock()
-	l.signal()
-	<-l.done
-	l.file.Close()
-	unix.Close(l.efd)
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.stop = true
+		l.signal()
+		l.mu.Unlock()
+		<-l.done
+		l.file.Close()
+		l.mu.Lock()
+		unix.Close(l.efd)
+		l.mu.Unlock()
+	})
 }
 
 // takePosted runs the posted requests; true when the loop must stop.
@@ -288,7 +325,7 @@ func (l *evLoop) takePosted() bool {
 		}
 	}
 	if stop {
-		l.failAll(errors.New("relay loop stopped"))
+		l.failAll(errLoopStopped)
 	}
 	return stop
 }

@@ -24,6 +24,8 @@ func newEvLoop(*zap.Logger) (*evLoop, error) { return nil, errors.New("event loo
 
 func (l *evLoop) post(loopReq) {}
 
+func (l *evLoop) alive() bool { return false }
+
 func (l *evLoop) close() {}
 
 func (s *session) relayLoop(*evLoop) (string, bool) { return "", false }

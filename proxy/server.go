@@ -314,7 +314,10 @@ func (s *Server) pickLoop(id uint64) *evLoop {
 	if len(s.loops) == 0 {
 		return nil
 	}
-	return s.loops[id%uint64(len(s.loops))]
+	if l := s.loops[id%uint64(len(s.loops))]; l.alive() {
+		return l
+	}
+	return nil // a loop that failed: this session gets the goroutine relay
 }
 
 // stopLoops stops the event loops; every session has ended.
