@@ -62,8 +62,9 @@
 //     loop's buffer; a socket that will not take a write keeps the rest (one
 //     read's worth) and its source is not read until it drains. A panic
 //     ends only the session being relayed.
-//   - Otherwise (TLS on either side, event loops off, other systems): a
-//     goroutine per direction. Server→client runs on its own goroutine,
+//   - Otherwise (TLS on either side, enforced read-only sessions, whose
+//     statements are parsed and would hold up a whole loop, event loops
+//     off, other systems): a goroutine per direction. Server→client runs on its own goroutine,
 //     client→server on the session's; whichever ends first closes both
 //     sockets, and the session waits for both. Each direction reads into a
 //     4 KiB buffer, a pooled 64 KiB one while data streams.

@@ -152,23 +152,28 @@ func (w *loopWriter) release() {
 }
 
 // flushBlocking writes what is kept, waiting up to timeout for the socket
-// (the session goroutine, after the loop let go of the descriptor).
+// (the session goroutine, after the loop let go of the descriptor). It
+// waits through Go's poller on a duplicate of the descriptor, so a
+// thousand stalled clients at shutdown park a thousand goroutines, not
+// block as many threads.
 func (w *loopWriter) flushBlocking(timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for len(w.out) > 0 {
-		if err := w.flush(); err != nil || len(w.out) == 0 {
-			break
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
-		}
-		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLOUT}}
-		if _, err := unix.Poll(fds, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
-			break
-		}
+	defer w.release()
+	if err := w.flush(); err != nil || len(w.out) == 0 {
+		return
 	}
-	w.release()
+	fd, err := unix.FcntlInt(uintptr(w.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "client")
+	c, err := net.FileConn(f) // its own duplicate, watched by Go's poller
+	f.Close()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	_, _ = c.Write(w.out)
 }
 
 func newEvLoop(log *zap.Logger) (*evLoop, error) {
@@ -389,13 +394,17 @@ func (lr *loopRelay) masks() (c, s uint32) {
 	return c, s
 }
 
+// recoverPanic ends the session whose relaying panicked (deferred around
+// everything the loop runs for a session).
+func (lr *loopRelay) recoverPanic() {
+	if r := recover(); r != nil {
+		lr.s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		lr.finish(&relayEnd{reason: "panic"})
+	}
+}
+
 func (lr *loopRelay) handle(fd int, ev uint32) {
-	defer func() {
-		if r := recover(); r != nil {
-			lr.s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			lr.finish(&relayEnd{reason: "panic"})
-		}
-	}()
+	defer lr.recoverPanic()
 	if fd == lr.cfd {
 		lr.side(ev, lr.c2s, lr.cw, lr.sw)
 	} else {
@@ -435,8 +444,10 @@ func (lr *loopRelay) side(ev uint32, in *pump, w, inDst *loopWriter) {
 	if len(inDst.out) == 0 {
 		lr.read(in)
 	} else if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		// The socket failed while its data waits for the other side: the
-		// peer is gone, so is the session.
+		// The socket failed or hung up while its data waits for the other
+		// side (level-triggered epoll reports that until it is handled): the
+		// peer is gone, so is the session. Unlike the goroutine relay, what
+		// the socket may still hold unread is not delivered first.
 		lr.finish(in.end(io.EOF, in.lkeep))
 	}
 }
@@ -470,6 +481,7 @@ func (lr *loopRelay) read(p *pump) {
 // terminated ends the session as a server read deadline does in the
 // goroutine relay (session.terminate).
 func (lr *loopRelay) terminated() {
+	defer lr.recoverPanic()
 	lr.finish(lr.s2c.end(os.ErrDeadlineExceeded, lr.s2c.lkeep))
 }
 

@@ -474,10 +474,15 @@ func (p *pump) violation(msg string) error {
 
 // relay runs both directions until one ends, closes both sides once, waits
 // for the other, and returns the end reason. Plain TCP sessions are relayed
-// by an event loop (evloop_linux.go); the rest (TLS on either side, loops
-// off, other systems) by a goroutine per direction.
+// by an event loop (evloop_linux.go); the rest (TLS on either side,
+// enforced read-only sessions, loops off, other systems) by a goroutine per
+// direction.
 func (s *session) relay() string {
-	if !s.cfg.NoRawIO && s.cfg.RelayLoops >= 0 {
+	// An enforced read-only session parses every statement it holds (up to
+	// 16 MiB): on a loop that would stall every session the loop serves, so
+	// these (rare) fallback sessions keep a goroutine per direction.
+	guarded := s.readOnly && s.cfg.ReadOnlyCheck != nil
+	if !s.cfg.NoRawIO && s.cfg.RelayLoops >= 0 && !guarded {
 		if l := s.srv.pickLoop(s.id); l != nil {
 			if reason, ok := s.relayLoop(l); ok {
 				return reason
