@@ -3,9 +3,13 @@
 package proxy
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -92,4 +96,43 @@ func TestLoopStoppedRefusesSessions(t *testing.T) {
 		t.Fatal("a session handed to a stopped loop is still waiting")
 	}
 	srv.stopLoops()
+}
+
+// TestLoopWriterFlushBlocking: output the loop could not hand to a slow
+// client is written once the client reads (within the timeout), through
+// Go's poller, and the writer's descriptor stays the caller's to close.
+func TestLoopWriterFlushBlocking(t *testing.T) {
+	a, peer := tcpPair(t)
+	rc, _ := a.SyscallConn()
+	fd, err := takeFd(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	defer unix.Close(fd)
+	w := &loopWriter{fd: fd}
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB: more than the socket buffers take
+	if _, err := w.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.out) == 0 {
+		t.Fatal("the socket took 16 MiB without a reader: nothing kept to flush")
+	}
+	got := make(chan int, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond) // not reading yet when the flush starts
+		_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := io.Copy(io.Discard, io.LimitReader(peer, int64(len(msg))))
+		got <- int(n)
+	}()
+	w.flushBlocking(10 * time.Second)
+	if n := <-got; n != len(msg) {
+		t.Fatalf("client got %d of %d bytes", n, len(msg))
+	}
+	if w.out != nil || w.outp != nil {
+		t.Fatal("kept output not released")
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("the writer's descriptor was closed by the flush: %v", err)
+	}
 }
