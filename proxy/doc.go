@@ -62,6 +62,10 @@
 //     loop's buffer; a socket that will not take a write keeps the rest (one
 //     read's worth) and its source is not read until it drains. A panic
 //     ends only the session being relayed.
+//     One difference from the goroutine relay: a socket that fails or
+//     hangs up while the other side has not taken what it sent ends the
+//     session at once, without first reading what the failed socket may
+//     still hold.
 //   - Otherwise (TLS on either side, enforced read-only sessions, whose
 //     statements are parsed and would hold up a whole loop, event loops
 //     off, other systems): a goroutine per direction. Server→client runs on its own goroutine,

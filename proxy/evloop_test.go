@@ -132,13 +132,20 @@ func TestRelayPanicEndsOnlyItsSession(t *testing.T) {
 	})
 }
 
-// TestEventLoopShutdownRace: Shutdown while sessions are connecting and
-// being handed to the loop (terminate may come before the loop has taken
-// a session) ends every one of them and returns.
-func TestEventLoopShutdownRace(t *testing.T) {
+// TestShutdownRace: Shutdown while sessions are connecting, authenticating
+// and being handed to the relay (terminate may come before the loop has
+// taken a session, or during startup) ends every one of them and returns.
+func TestShutdownRace(t *testing.T) {
 	pgcluster.Require(t, cluster)
+	forRelays(t, shutdownRace)
+}
+
+func shutdownRace(t *testing.T, cfg proxy.Config) {
 	checkLeaks(t)
-	tp := startProxy(t, proxy.Config{RelayLoops: 1}, staticDirector{addr: cluster.Primary().Addr()})
+	if cfg.RelayLoops == 0 {
+		cfg.RelayLoops = 1
+	}
+	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range 8 {

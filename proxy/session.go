@@ -153,6 +153,10 @@ func (s *session) run() {
 	}
 	_ = s.client.SetDeadline(time.Time{})
 	_ = s.server.SetDeadline(time.Time{})
+	if s.terminating.Load() != nil {
+		// terminate() ran during startup: its deadline was just cleared.
+		_ = s.server.SetReadDeadline(time.Now())
+	}
 	if s.srv.metrics != nil {
 		g := s.srv.metrics.sessions.WithLabelValues(s.listener.Addr, s.route)
 		g.Inc()
