@@ -33,23 +33,18 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 	return acc.(*net.TCPConn), d.(*net.TCPConn)
 }
 
-// TestLoopTerminateBeforeAdd: terminate() that runs before the loop has
-// taken the session (it finds no loop relay yet, and its deadlines hit
-// sockets the session has already handed over) still ends the relay.
-func TestLoopTerminateBeforeAdd(t *testing.T) {
-	l, err := newEvLoop(nopLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.close()
+// relayOnLoop runs a session between two fresh loopback connections on l
+// (prepare sees the session first) and returns how the relay ended, or
+// fails the test if it has not ended within 5 s.
+func relayOnLoop(t *testing.T, srv *Server, l *evLoop, prepare func(*session)) string {
+	t.Helper()
 	client, _ := tcpPair(t)
 	server, _ := tcpPair(t)
-	srv := NewServer(Config{}, nil, nil, nil)
 	s := newSession(srv, client, Listener{Addr: "test"}, srv.cfg.Load(), 1)
 	s.server = server
-	reason := "test"
-	s.terminating.Store(&reason)
-
+	if prepare != nil {
+		prepare(s)
+	}
 	done := make(chan string, 1)
 	go func() {
 		r, ok := s.relayLoop(l)
@@ -60,11 +55,27 @@ func TestLoopTerminateBeforeAdd(t *testing.T) {
 	}()
 	select {
 	case r := <-done:
-		if r != "shutdown" {
-			t.Fatalf("relay ended with %q, want shutdown", r)
-		}
+		return r
 	case <-time.After(5 * time.Second):
-		t.Fatal("a session terminated before the loop took it is still relayed")
+		t.Fatal("the session is still relayed after 5 s")
+		return ""
+	}
+}
+
+// TestLoopTerminateBeforeAdd: terminate() that runs before the loop has
+// taken the session (it finds no loop relay yet, and its deadlines hit
+// sockets the session has already handed over) still ends the relay.
+func TestLoopTerminateBeforeAdd(t *testing.T) {
+	l, err := newEvLoop(nopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	srv := NewServer(Config{}, nil, nil, nil)
+	reason := "test"
+	r := relayOnLoop(t, srv, l, func(s *session) { s.terminating.Store(&reason) })
+	if r != "shutdown" {
+		t.Fatalf("relay ended with %q, want shutdown", r)
 	}
 }
 
@@ -81,19 +92,8 @@ func TestLoopStoppedRefusesSessions(t *testing.T) {
 	if got := srv.pickLoop(1); got != nil {
 		t.Fatal("pickLoop handed out a stopped loop")
 	}
-	client, _ := tcpPair(t)
-	server, _ := tcpPair(t)
-	s := newSession(srv, client, Listener{Addr: "test"}, srv.cfg.Load(), 1)
-	s.server = server
-	done := make(chan string, 1)
-	go func() { r, _ := s.relayLoop(l); done <- r }()
-	select {
-	case r := <-done:
-		if r != "error" {
-			t.Fatalf("relay on a stopped loop ended with %q, want error", r)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a session handed to a stopped loop is still waiting")
+	if r := relayOnLoop(t, srv, l, nil); r != "error" {
+		t.Fatalf("relay on a stopped loop ended with %q, want error", r)
 	}
 	srv.stopLoops()
 }

@@ -531,8 +531,6 @@ func takeFd(rc syscall.RawConn) (int, error) {
 	return fd, err
 }
 
-const loopsSupported = true
-
 // relayLoop relays the session on l and returns the end reason; ok is
 // false when it cannot (not two plain TCP sockets), and nothing was done.
 func (s *session) relayLoop(l *evLoop) (reason string, ok bool) {
