@@ -504,18 +504,6 @@ func (lr *loopRelay) finish(err error) {
 	lr.result <- asRelayEnd(err)
 }
 
-// writeEnd is the end of a session whose write failed (pump.write's reasons).
-func writeEnd(toServer bool, err error) *relayEnd {
-	side := "server_closed"
-	if !toServer {
-		side = "client_closed"
-	}
-	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
-		return &relayEnd{reason: side}
-	}
-	return &relayEnd{reason: side, err: err}
-}
-
 // takeFd returns a descriptor of c's socket that Go's poller does not
 // watch: a duplicate (same socket, still non-blocking). The caller closes c
 // once it has all it needs, which leaves the duplicate the only one.

@@ -429,16 +429,22 @@ func (p *pump) write(b []byte) error {
 		return nil
 	}
 	if _, err := p.dst.Write(b); err != nil {
-		side := "server_closed"
-		if !p.toServer {
-			side = "client_closed"
-		}
-		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-			return &relayEnd{reason: side}
-		}
-		return &relayEnd{reason: side, err: err}
+		return writeEnd(p.toServer, err)
 	}
 	return nil
+}
+
+// writeEnd is the end of a session whose write to the server (toServer) or
+// the client failed: the peer went away, or something unexpected.
+func writeEnd(toServer bool, err error) *relayEnd {
+	side := "server_closed"
+	if !toServer {
+		side = "client_closed"
+	}
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return &relayEnd{reason: side}
+	}
+	return &relayEnd{reason: side, err: err}
 }
 
 // checkLength applies PostgreSQL's own frontend message limits to what the
