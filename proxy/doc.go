@@ -56,16 +56,15 @@
 //     (Config.RelayLoops, runtime.event_loops), sessions spread over them
 //     by id. The session hands its two sockets to the loop and waits; the
 //     loop runs both pumps of every ready session in turn, one wake-up for
-//     all of them, as PgBouncer's loop does. Its epoll set is
-//     level-triggered and is itself watched by Go's poller, so the loop
-//     goroutine parks and is preempted like any other. Reads share the
-//     loop's buffer; a socket that will not take a write keeps the rest (one
-//     read's worth) and its source is not read until it drains. A panic
-//     ends only the session being relayed.
-//     One difference from the goroutine relay: a socket that fails or
-//     hangs up while the other side has not taken what it sent ends the
-//     session at once, without first reading what the failed socket may
-//     still hold.
+//     all of them, as PgBouncer's loop does. Its epoll set is itself
+//     watched by Go's poller, so the loop goroutine parks and is preempted
+//     like any other; the sockets in it are edge-triggered and the loop
+//     keeps account of what each may still hold. Reads share the loop's
+//     buffer; a socket that will not take a write keeps the rest (one
+//     read's worth) and its source is not read until it drains. A socket
+//     that fails or hangs up meanwhile is read to its end once it is its
+//     turn, as the goroutine relay does, so what it delivered before the
+//     failure is not lost. A panic ends only the session being relayed.
 //   - Otherwise (TLS on either side, enforced read-only sessions, whose
 //     statements are parsed and would hold up a whole loop, event loops
 //     off, other systems): a goroutine per direction. Server→client runs on its own goroutine,

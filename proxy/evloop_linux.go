@@ -23,12 +23,26 @@ import (
 // its clients that per-wake-up cost is most of what a Go relay spends over
 // a C one (docs/benchmarks.md).
 //
-// The loop's epoll instance is level-triggered and is itself registered
-// with Go's poller (an epoll descriptor is readable while it has ready
-// events), so the loop goroutine parks and wakes like any other: no thread
-// blocks outside the scheduler, GC and preemption work as usual. While
-// there is work it keeps taking events with a non-blocking epoll_pwait and
-// only parks when none are left.
+// The loop's epoll instance is itself registered with Go's poller (an
+// epoll descriptor is readable while it has ready events), so the loop
+// goroutine parks and wakes like any other: no thread blocks outside the
+// scheduler, GC and preemption work as usual. A wake-up takes the ready
+// events with non-blocking epoll_pwait calls, relays, and parks again once
+// one finds nothing.
+//
+// Sockets are registered edge-triggered, once, for reading and writing:
+// an event says something changed, and the loop keeps its own account of
+// what is left (pump.lready: the socket may hold more; pump.lhup: it hung
+// up or failed, read it to the end). A read that does not fill the buffer
+// took all the socket had (TCP), so the next data brings a new event; a
+// full read queues the direction for one more read after this batch (one
+// read per direction per pass keeps a bulk transfer from starving the
+// other sessions). Level-triggered sockets, used before, cost more: every
+// epoll_pwait polled again each socket the previous one had reported, a
+// blocked direction needed an epoll_ctl to stop and resume its reads, and
+// a reset reported while a direction was blocked had to end the session
+// at once (it would be reported again and again), losing what the socket
+// still held.
 //
 // Ownership: a session hands its two sockets to a loop (relayLoop) and
 // waits for the result. The loop owns the descriptors from then on (the
@@ -39,9 +53,10 @@ import (
 // terminate) are posted under a mutex and signalled through an eventfd; the
 // loop's tables are touched by the loop goroutine only.
 //
-// Level-triggered readiness also settles what the goroutine relay's early
-// park has to reason about (relay.go parkEarly): a FIN or an RST that came
-// with the data just read is reported by the next epoll_pwait on its own.
+// A FIN or an RST that came with the data just read is in the same event
+// (EPOLLRDHUP, EPOLLHUP, EPOLLERR): lhup makes the loop read on to it, which
+// settles what the goroutine relay's early park has to reason about
+// (relay.go parkEarly).
 
 const loopEvents = 128
 
@@ -63,7 +78,16 @@ type evLoop struct {
 	serial int32        // registrations, to tell a stale event from a new owner of the same fd
 	events [loopEvents]unix.EpollEvent
 	buf    []byte // the read buffer all sessions share: a read is processed before the next
+	more   []loopPull
+	next   []loopPull // more's spare backing
 	done   chan struct{}
+}
+
+// loopPull is a direction whose last read filled the buffer: it is read
+// again after the current batch of events.
+type loopPull struct {
+	lr *loopRelay
+	p  *pump
 }
 
 type loopReq struct {
@@ -78,8 +102,6 @@ type loopRelay struct {
 	c2s, s2c *pump
 	cfd, sfd int
 	cw, sw   *loopWriter // to the client, to the server
-	cmask    uint32      // registered interest of cfd
-	smask    uint32      // of sfd
 	serial   int32
 	added    bool
 	finished bool
@@ -89,7 +111,8 @@ type loopRelay struct {
 // loopWriter writes to a socket without blocking the loop: what the socket
 // does not take is kept in out, and the loop stops reading the source of
 // that direction until out is flushed (backpressure; one read's output at
-// most is ever kept).
+// most is ever kept). Write and flush always end at EAGAIN when they keep
+// something, which arms the socket's next EPOLLOUT edge.
 type loopWriter struct {
 	fd   int
 	out  []byte
@@ -186,7 +209,7 @@ func newEvLoop(log *zap.Logger) (*evLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(efd)}); err != nil {
 		unix.Close(epfd)
 		unix.Close(efd)
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
@@ -232,9 +255,16 @@ func (l *evLoop) run() {
 
 var errLoopStopped = &relayEnd{reason: "error", err: errors.New("relay event loop stopped")}
 
-// poll is the loop: it takes ready events until there are none left, then
-// returns false to park on Go's poller until the epoll descriptor is
-// readable again (something became ready).
+// poll is the loop: it takes the ready events, relays, reads again the
+// directions that filled the buffer, and goes on until a non-blocking
+// epoll_pwait finds nothing and nothing is queued; then it returns false
+// to park on Go's poller until the epoll descriptor is readable again.
+// Looking once more before parking pays: under load it usually finds the
+// events that came in while the loop relayed, for one system call, where
+// parking would cost Go's poller two (a non-blocking look, then the
+// blocking wait) and a goroutine switch. With edge-triggered sockets that
+// look is cheap when it finds nothing (level-triggered epoll polls every
+// socket it reported last time again).
 func (l *evLoop) poll(uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.epfd),
@@ -246,9 +276,6 @@ func (l *evLoop) poll(uintptr) bool {
 			l.log.Error("relay loop: epoll_pwait", zap.Error(e))
 			l.failAll(e)
 			return true
-		}
-		if n == 0 {
-			return false
 		}
 		for i := range int(n) {
 			ev := &l.events[i]
@@ -264,7 +291,26 @@ func (l *evLoop) poll(uintptr) bool {
 				}
 			}
 		}
+		if n == 0 && len(l.more) == 0 {
+			return false
+		}
+		l.pullMore()
 	}
+}
+
+// pullMore reads once more each direction whose last read filled the
+// buffer (it queues itself again while it keeps doing so).
+func (l *evLoop) pullMore() {
+	if len(l.more) == 0 {
+		return
+	}
+	cur := l.more
+	l.more = l.next[:0]
+	for i, m := range cur {
+		m.lr.pullAgain(m.p)
+		cur[i] = loopPull{}
+	}
+	l.next = cur[:0]
 }
 
 // alive reports whether the loop still runs (it stops only on Server
@@ -344,14 +390,14 @@ func (l *evLoop) add(lr *loopRelay) {
 		}
 		l.byFd[fd] = lr
 	}
-	lr.cmask, lr.smask = lr.masks()
-	if err := l.ctl(unix.EPOLL_CTL_ADD, lr.cfd, lr.cmask, lr.serial); err != nil {
-		lr.finish(&relayEnd{reason: "error", err: err})
-		return
-	}
-	if err := l.ctl(unix.EPOLL_CTL_ADD, lr.sfd, lr.smask, lr.serial); err != nil {
-		lr.finish(&relayEnd{reason: "error", err: err})
-		return
+	// Registered once for everything; what is already readable or
+	// writable is reported by the next epoll_pwait.
+	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	for _, fd := range []int{lr.cfd, lr.sfd} {
+		if err := l.ctl(unix.EPOLL_CTL_ADD, fd, events, lr.serial); err != nil {
+			lr.finish(&relayEnd{reason: "error", err: err})
+			return
+		}
 	}
 	if lr.s.terminating.Load() != nil { // terminate() ran before the session was posted
 		lr.terminated()
@@ -375,25 +421,6 @@ func (l *evLoop) failAll(err error) {
 	}
 }
 
-// masks is the interest of each socket: read it while the other side has
-// taken everything written so far, and watch writability while it has
-// not. A blocked direction's socket is not watched for reading (not even
-// for a FIN, which level-triggered epoll would report again and again);
-// errors and hang-ups are always reported.
-func (lr *loopRelay) masks() (c, s uint32) {
-	if len(lr.sw.out) == 0 {
-		c |= unix.EPOLLIN | unix.EPOLLRDHUP
-	} else {
-		s |= unix.EPOLLOUT
-	}
-	if len(lr.cw.out) == 0 {
-		s |= unix.EPOLLIN | unix.EPOLLRDHUP
-	} else {
-		c |= unix.EPOLLOUT
-	}
-	return c, s
-}
-
 // recoverPanic ends the session whose relaying panicked (deferred around
 // everything the loop runs for a session).
 func (lr *loopRelay) recoverPanic() {
@@ -403,69 +430,80 @@ func (lr *loopRelay) recoverPanic() {
 	}
 }
 
+// handle relays what one socket's event allows: flush what waits for it
+// (and, when that is all gone, resume the direction it blocked), then read
+// it.
 func (lr *loopRelay) handle(fd int, ev uint32) {
 	defer lr.recoverPanic()
-	if fd == lr.cfd {
-		lr.side(ev, lr.c2s, lr.cw, lr.sw)
-	} else {
-		lr.side(ev, lr.s2c, lr.sw, lr.cw)
+	in, w, feeder := lr.c2s, lr.cw, lr.s2c // the socket's pump, its writer, the pump writing to it
+	if fd == lr.sfd {
+		in, w, feeder = lr.s2c, lr.sw, lr.c2s
 	}
-	if lr.finished {
-		return
-	}
-	c, s := lr.masks()
-	if c != lr.cmask {
-		lr.cmask = c
-		if err := lr.loop.ctl(unix.EPOLL_CTL_MOD, lr.cfd, c, lr.serial); err != nil {
-			lr.finish(&relayEnd{reason: "error", err: err})
-			return
-		}
-	}
-	if s != lr.smask {
-		lr.smask = s
-		if err := lr.loop.ctl(unix.EPOLL_CTL_MOD, lr.sfd, s, lr.serial); err != nil {
-			lr.finish(&relayEnd{reason: "error", err: err})
-		}
-	}
-}
-
-// side handles the events of one socket: in is the pump reading it, w the
-// writer to it, and inDst the writer in forwards to.
-func (lr *loopRelay) side(ev uint32, in *pump, w, inDst *loopWriter) {
-	if ev&unix.EPOLLOUT != 0 && len(w.out) > 0 {
+	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && len(w.out) > 0 {
 		if err := w.flush(); err != nil {
 			lr.finish(writeEnd(w == lr.sw, err))
 			return
 		}
+		if len(w.out) == 0 {
+			lr.pull(feeder)
+		}
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		return
-	}
-	if len(inDst.out) == 0 {
-		lr.read(in)
-	} else if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		// The socket failed or hung up while its data waits for the other
-		// side (level-triggered epoll reports that until it is handled): the
-		// peer is gone, so is the session. Unlike the goroutine relay, what
-		// the socket may still hold unread is not delivered first.
-		lr.finish(in.end(io.EOF, in.lkeep))
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		in.lready = true
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			in.lhup = true
+		}
+		lr.pull(in)
 	}
 }
 
-// read reads what one socket has (up to the shared buffer) and relays it.
-func (lr *loopRelay) read(p *pump) {
+// pull reads p's socket once if it may hold something and p's destination
+// has taken all it was given. A socket that hung up or failed while its
+// destination was blocked is read when the destination drains, so what it
+// still holds is delivered before the end (as the goroutine relay does).
+func (lr *loopRelay) pull(p *pump) {
+	dst := lr.sw
+	if !p.toServer {
+		dst = lr.cw
+	}
+	if lr.finished || !p.lready || len(dst.out) > 0 {
+		return
+	}
+	full := lr.read(p)
+	if lr.finished {
+		return
+	}
+	if !full && !p.lhup {
+		p.lready = false // all it had: the next data is a new event
+	}
+	if p.lready && len(dst.out) == 0 && !p.lqueued {
+		p.lqueued = true
+		lr.loop.more = append(lr.loop.more, loopPull{lr, p})
+	}
+}
+
+func (lr *loopRelay) pullAgain(p *pump) {
+	defer lr.recoverPanic()
+	p.lqueued = false
+	lr.pull(p)
+}
+
+// read reads what one socket has (up to the shared buffer) and relays it;
+// full reports that the read filled the buffer (the socket may hold more).
+func (lr *loopRelay) read(p *pump) (full bool) {
 	buf := lr.loop.buf
 	keep := copy(buf, p.hdr[:p.lkeep])
 	n, err := rawRead(uintptr(p.lfd), buf[keep:])
 	switch {
 	case err == syscall.EAGAIN:
-		return
+		p.lready = false
+		return false
 	case err != nil:
 		lr.finish(p.end(err, keep))
-		return
+		return false
 	case n == 0:
 		lr.finish(p.end(io.EOF, keep))
-		return
+		return false
 	}
 	p.count.Add(int64(n))
 	p.buf = buf
@@ -473,9 +511,10 @@ func (lr *loopRelay) read(p *pump) {
 	p.buf = nil
 	if err != nil {
 		lr.finish(err)
-		return
+		return false
 	}
 	p.lkeep = copy(p.hdr[:], buf[:k])
+	return keep+n == len(buf)
 }
 
 // terminated ends the session as a server read deadline does in the

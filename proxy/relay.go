@@ -75,12 +75,16 @@ type pump struct {
 	tooBig  bool
 	inq     inqReader // recvmsg state of the raw path (runRaw)
 
-	// On an event loop (evloop_linux.go): the socket read, and the
+	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is
-	// shared by its sessions).
-	lfd   int
-	hdr   [8]byte
-	lkeep int
+	// shared by its sessions), and what the loop knows of the socket
+	// (edge-triggered: it may hold more, it hung up, queued for a read).
+	lfd     int
+	hdr     [8]byte
+	lkeep   int
+	lready  bool
+	lhup    bool
+	lqueued bool
 }
 
 // errRelayEnd wraps the reason a relay direction stopped.
