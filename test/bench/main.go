@@ -45,6 +45,8 @@ type options struct {
 	idle       int
 	perf       time.Duration
 	perfC      bool // profile the -C case instead of -c 16
+	syscalls   time.Duration
+	perfAll    bool // perf record the whole machine, not the relay
 	out        string
 	pgproxy    string
 	pgbin      string
@@ -92,6 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&connectC, "connect-clients", "1,16", "pgbench -c values of the -C runs (-M simple); empty for none")
 	fs.IntVar(&o.idle, "idle", 1000, "idle sessions opened to measure pgproxy's RSS per session; 0 skips")
 	fs.DurationVar(&o.perf, "perf", 0, "if > 0: also profile pgproxy with `perf record -g` during a -M simple -c 16 run of this length")
+	fs.DurationVar(&o.syscalls, "syscalls", 0, "if > 0: also count each relay's system calls per transaction with `perf trace -s` during a -M simple -c 16 run of this length (-perf-connect: the -C case)")
+	fs.BoolVar(&o.perfAll, "perf-all", false, "with -perf: record the whole machine (perf record -a) and report by process name, to see what PostgreSQL and pgbench spend behind each relay")
 	fs.BoolVar(&o.perfC, "perf-connect", false, "with -perf: profile -M simple -c 16 -C (a connection per transaction) instead")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "markdown report to write; empty: stdout only")
 	fs.StringVar(&o.pgproxy, "pgproxy", "bin/pgproxy", "pgproxy binary (make bench builds it)")
@@ -210,7 +214,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if o.compare != "" {
 		ntargets++
 	}
-	est := time.Duration(o.rounds*len(cases)*ntargets)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf
+	est := time.Duration(o.rounds*len(cases)*ntargets)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls
 	ctx, cancel := context.WithTimeout(ctx, 2*est)
 	defer cancel()
 	logf("bench: %d cases × %d targets × %d rounds of %s (about %s)", len(cases), ntargets, o.rounds, o.duration, est.Round(time.Minute))
@@ -356,15 +360,36 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		var parts []string
 		pc := Case{Mode: "simple", Clients: 16, Connect: o.perfC}
 		for _, t := range targets {
-			if t.pid == 0 {
+			if t.pid == 0 && !o.perfAll {
 				continue
 			}
 			logf("bench: perf record on %s for %s (%s)", t.name, o.perf, pc.Name())
-			p, err := perfProfile(ctx, pgbench, env, pc, t, filepath.Base(procExe(t.pid)), o.perf, dir)
+			p, err := perfProfile(ctx, pgbench, env, pc, t, filepath.Base(procExe(t.pid)), o.perf, dir, o.perfAll)
 			if err != nil {
 				logf("bench: perf: %v", err)
 				p = t.name + ": perf failed: " + firstLine(err)
 			}
+			parts = append(parts, p)
+		}
+		profile = strings.Join(parts, "\n\n")
+	}
+	if o.syscalls > 0 {
+		parts := []string{}
+		if profile != "" {
+			parts = append(parts, profile)
+		}
+		pc := Case{Mode: "simple", Clients: 16, Connect: o.perfC}
+		for _, t := range targets {
+			if t.pid == 0 {
+				continue
+			}
+			logf("bench: perf trace on %s for %s (%s)", t.name, o.syscalls, pc.Name())
+			p, err := syscallProfile(ctx, pgbench, env, pc, t, o.syscalls)
+			if err != nil {
+				logf("bench: perf trace: %v", err)
+				p = t.name + ": perf trace failed: " + firstLine(err)
+			}
+			logf("%s", p)
 			parts = append(parts, p)
 		}
 		profile = strings.Join(parts, "\n\n")
