@@ -314,3 +314,14 @@ func TestParseMachineCPU(t *testing.T) {
 		t.Fatalf("this machine's /proc/stat: %v", err)
 	}
 }
+
+func TestParseStatCounts(t *testing.T) {
+	out := []byte("# started on x\n\n147318,,raw_syscalls:sys_enter,950294560,100.00,,\n4120,,syscalls:sys_enter_read,950332067,100.00,,\n<not counted>,,syscalls:sys_enter_futex,0,100.00,,\n")
+	m := parseStatCounts(out)
+	if m["raw_syscalls:sys_enter"] != 147318 || m["syscalls:sys_enter_read"] != 4120 {
+		t.Errorf("counts %v", m)
+	}
+	if _, ok := m["syscalls:sys_enter_futex"]; ok || len(m) != 2 {
+		t.Errorf("a line without a count was taken: %v", m)
+	}
+}
