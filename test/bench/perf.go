@@ -45,27 +45,16 @@ func perfProfile(ctx context.Context, pgbench string, env []string, c Case, t ta
 		return "", fmt.Errorf("pgbench during perf: %w: %s", benchErr, lastLines(benchOut, 3))
 	}
 	var b strings.Builder
-	reports := []struct {
-		title string
-		args  []string
-		limit int
-	}{
+	reports := []perfReport{
 		{"self time by object (kernel = syscalls, scheduling, TCP loopback)", []string{"--no-children", "--sort", "dso", "--percent-limit", "0.5"}, 8},
 		{"inclusive time by symbol (callers include callees)", []string{"--children", "--sort", "symbol", "--percent-limit", "4"}, 40},
 		{"self time inside " + dso, []string{"--no-children", "--sort", "symbol", "--dsos", dso, "--percent-limit", "0.3"}, 25},
 	}
 	if all {
-		reports = reports[:0]
-		reports = append(reports, struct {
-			title string
-			args  []string
-			limit int
-		}{"samples by process and object", []string{"--no-children", "--sort", "comm,dso", "--percent-limit", "0.5"}, 14},
-			struct {
-				title string
-				args  []string
-				limit int
-			}{"postgres: self time by kernel symbol", []string{"--no-children", "--comms", "postgres", "--sort", "sym", "--percent-limit", "0.4"}, 30})
+		reports = []perfReport{
+			{"samples by process and object", []string{"--no-children", "--sort", "comm,dso", "--percent-limit", "0.5"}, 14},
+			{"postgres: self time by symbol", []string{"--no-children", "--comms", "postgres", "--sort", "sym", "--percent-limit", "0.4"}, 30},
+		}
 	}
 	for _, r := range reports {
 		args := append([]string{"report", "-i", data, "--stdio", "-g", "none"}, r.args...)
@@ -93,6 +82,14 @@ func perfProfile(ctx context.Context, pgbench string, env []string, c Case, t ta
 // (the relays here make no others per query); the rest is reported as one.
 var traceSyscalls = []string{"read", "write", "recvfrom", "sendto", "recvmsg", "sendmsg",
 	"epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "nanosleep", "sched_yield", "getpid", "tgkill", "madvise"}
+
+// perfReport is one `perf report` of a profile: its title, arguments and
+// how many lines of it to keep.
+type perfReport struct {
+	title string
+	args  []string
+	limit int
+}
 
 // syscallProfile counts a relay's system calls with `perf stat` on the
 // syscall tracepoints (counted in the kernel: nothing is lost, unlike
