@@ -325,3 +325,13 @@ func TestParseStatCounts(t *testing.T) {
 		t.Errorf("a line without a count was taken: %v", m)
 	}
 }
+
+func TestParseMachineSwitches(t *testing.T) {
+	n, err := parseMachineSwitches([]byte("cpu  1 2 3 4 5 6 7 8 0 0\nintr 5 6\nctxt 123456789\nbtime 1\n"))
+	if err != nil || n != 123456789 {
+		t.Errorf("got %d, %v", n, err)
+	}
+	if _, err := parseMachineSwitches([]byte("cpu 1 2\n")); err == nil {
+		t.Error("no error without a ctxt line")
+	}
+}

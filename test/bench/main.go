@@ -47,6 +47,8 @@ type options struct {
 	perfC      bool // profile the -C case instead of -c 16
 	syscalls   time.Duration
 	perfAll    bool // perf record the whole machine, not the relay
+	perfMode   string
+	perfCli    int
 	out        string
 	pgproxy    string
 	pgbin      string
@@ -93,8 +95,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&modes, "modes", "simple,extended,prepared", "pgbench -M values")
 	fs.StringVar(&connectC, "connect-clients", "1,16", "pgbench -c values of the -C runs (-M simple); empty for none")
 	fs.IntVar(&o.idle, "idle", 1000, "idle sessions opened to measure pgproxy's RSS per session; 0 skips")
-	fs.DurationVar(&o.perf, "perf", 0, "if > 0: also profile pgproxy with `perf record -g` during a -M simple -c 16 run of this length")
-	fs.DurationVar(&o.syscalls, "syscalls", 0, "if > 0: also count each relay's system calls per transaction with `perf trace -s` during a -M simple -c 16 run of this length (-perf-connect: the -C case)")
+	fs.DurationVar(&o.perf, "perf", 0, "if > 0: also profile each relay with `perf record -g` during a run of this length (-M simple -c 16 unless -perf-mode, -perf-clients)")
+	fs.DurationVar(&o.syscalls, "syscalls", 0, "if > 0: also count each relay's system calls per transaction (perf stat on the syscall tracepoints) during a run of this length (-M simple -c 16 unless -perf-mode, -perf-clients; -perf-connect: with -C)")
+	fs.StringVar(&o.perfMode, "perf-mode", "simple", "pgbench -M of the -perf and -syscalls runs")
+	fs.IntVar(&o.perfCli, "perf-clients", 16, "pgbench -c of the -perf and -syscalls runs")
 	fs.BoolVar(&o.perfAll, "perf-all", false, "with -perf: record the whole machine (perf record -a) and report by process name, to see what PostgreSQL and pgbench spend behind each relay")
 	fs.BoolVar(&o.perfC, "perf-connect", false, "with -perf: profile -M simple -c 16 -C (a connection per transaction) instead")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "markdown report to write; empty: stdout only")
@@ -358,7 +362,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	var profile string
 	if o.perf > 0 {
 		var parts []string
-		pc := Case{Mode: "simple", Clients: 16, Connect: o.perfC}
+		pc := Case{Mode: o.perfMode, Clients: o.perfCli, Connect: o.perfC}
 		for _, t := range targets {
 			if t.pid == 0 && !o.perfAll {
 				continue
@@ -378,12 +382,12 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if profile != "" {
 			parts = append(parts, profile)
 		}
-		pc := Case{Mode: "simple", Clients: 16, Connect: o.perfC}
+		pc := Case{Mode: o.perfMode, Clients: o.perfCli, Connect: o.perfC}
 		for _, t := range targets {
 			if t.pid == 0 {
 				continue
 			}
-			logf("bench: perf trace on %s for %s (%s)", t.name, o.syscalls, pc.Name())
+			logf("bench: counting system calls of %s for %s (%s)", t.name, o.syscalls, pc.Name())
 			p, err := syscallProfile(ctx, pgbench, env, pc, t, o.syscalls)
 			if err != nil {
 				logf("bench: perf trace: %v", err)
@@ -436,6 +440,7 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 	var before time.Duration
 	var swBefore int64
 	machBefore, machErr := machineCPU(tick)
+	csBefore, csErr := machineSwitches()
 	pgBefore, pgErr := procTreeCPU(postmaster, tick)
 	if t.pid > 0 {
 		b, err := procCPU(t.pid, tick)
@@ -466,9 +471,11 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 	// postmaster's cutime/cstime when it has reaped them.
 	time.Sleep(300 * time.Millisecond)
 	machAfter, err1 := machineCPU(tick)
+	csAfter, err3 := machineSwitches()
 	pgAfter, err2 := procTreeCPU(postmaster, tick)
-	if err1 == nil && machErr == nil && err2 == nil && pgErr == nil {
+	if err1 == nil && machErr == nil && err2 == nil && pgErr == nil && err3 == nil && csErr == nil {
 		s.Machine, s.Server, s.HasMachine = machAfter-machBefore, pgAfter-pgBefore, true
+		s.MachineSwitches = csAfter - csBefore
 	}
 	if t.pid > 0 {
 		after, err := procCPU(t.pid, tick)

@@ -201,6 +201,25 @@ func parseStatusSwitches(b []byte) (int64, error) {
 	return sum, nil
 }
 
+// machineSwitches is the machine's context switches since boot (the
+// "ctxt" line of /proc/stat).
+func machineSwitches() (int64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseMachineSwitches(b)
+}
+
+func parseMachineSwitches(b []byte) (int64, error) {
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "ctxt "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/stat: no ctxt line")
+}
+
 // machineCPU is the busy time of all CPUs (user, nice, system, irq,
 // softirq, steal: everything but idle and iowait) from the "cpu" line of
 // /proc/stat.

@@ -28,6 +28,9 @@ type Sample struct {
 	// was read.
 	Machine    time.Duration
 	HasMachine bool
+	// MachineSwitches are the context switches of the whole machine
+	// during the run (with HasMachine).
+	MachineSwitches int64
 	// Server is the CPU of the replica's PostgreSQL (the postmaster and
 	// its exited children: the run's backends) during the run.
 	Server time.Duration
@@ -46,6 +49,7 @@ type Summary struct {
 	MachinePQ  float64 // median machine-wide busy CPU µs per transaction; NaN without it
 	ClientPQ   float64 // median pgbench CPU µs per transaction
 	ServerPQ   float64 // median PostgreSQL (replica) CPU µs per transaction
+	MachineCS  float64 // median machine-wide context switches per transaction
 	Failed     int64   // sum over runs
 }
 
@@ -64,7 +68,7 @@ func median(xs []float64) float64 {
 
 func summarize(samples []Sample) Summary {
 	var sum Summary
-	var tps, lat, cpu, sw, mach, cli, srv []float64
+	var tps, lat, cpu, sw, mach, cli, srv, mcs []float64
 	for _, s := range samples {
 		if s.Err != nil {
 			sum.Errors++
@@ -84,13 +88,14 @@ func summarize(samples []Sample) Summary {
 		if s.HasMachine && s.Processed > 0 {
 			mach = append(mach, float64(s.Machine.Microseconds())/float64(s.Processed))
 			srv = append(srv, float64(s.Server.Microseconds())/float64(s.Processed))
+			mcs = append(mcs, float64(s.MachineSwitches)/float64(s.Processed))
 		}
 		if s.ClientCPU > 0 && s.Processed > 0 {
 			cli = append(cli, float64(s.ClientCPU.Microseconds())/float64(s.Processed))
 		}
 	}
 	sum.TPS, sum.LatencyMS, sum.CPUPer100k, sum.SwitchesPQ, sum.MachinePQ = median(tps), median(lat), median(cpu), median(sw), median(mach)
-	sum.ClientPQ, sum.ServerPQ = median(cli), median(srv)
+	sum.ClientPQ, sum.ServerPQ, sum.MachineCS = median(cli), median(srv), median(mcs)
 	return sum
 }
 
@@ -393,7 +398,7 @@ func (t *Table) CompareMarkdown(bin string, env []string) string {
 // wake more per query).
 func (t *Table) MachineMarkdown() string {
 	var b strings.Builder
-	b.WriteString("| pgbench `-S` | target | machine CPU µs per q | pgbench | PostgreSQL | relay | rest |\n|---|---|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| pgbench `-S` | target | machine CPU µs per q | pgbench | PostgreSQL | relay | rest | machine context switches per q |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range t.Cases {
 		if c.Clients < 16 {
 			continue // an unsaturated machine: the per-process tick samples do not add up
@@ -408,8 +413,8 @@ func (t *Table) MachineMarkdown() string {
 			if name != Direct {
 				relayCol = fnum(relay, 1)
 			}
-			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s |\n", c.Name(), name, fnum(s.MachinePQ, 1), fnum(s.ClientPQ, 1), fnum(s.ServerPQ, 1), relayCol,
-				fnum(s.MachinePQ-s.ClientPQ-s.ServerPQ-relay, 1))
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n", c.Name(), name, fnum(s.MachinePQ, 1), fnum(s.ClientPQ, 1), fnum(s.ServerPQ, 1), relayCol,
+				fnum(s.MachinePQ-s.ClientPQ-s.ServerPQ-relay, 1), fnum(s.MachineCS, 2))
 		}
 	}
 	return b.String()
