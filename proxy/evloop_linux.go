@@ -32,12 +32,16 @@ import (
 //
 // Sockets are registered edge-triggered, once, for reading and writing:
 // an event says something changed, and the loop keeps its own account of
-// what is left (pump.lready: the socket may hold more; pump.lhup: it hung
-// up or failed, read it to the end). A read that does not fill the buffer
-// took all the socket had (TCP), so the next data brings a new event; a
-// full read queues the direction for one more read after this batch (one
-// read per direction per pass keeps a bulk transfer from starving the
-// other sessions). Level-triggered sockets, used before, cost more: every
+// what is left (pump.lready: the socket may hold more; pump.ldrain: a short
+// read does not mean it is empty, read until EAGAIN or the end). A read
+// that does not fill the buffer took all the socket had (TCP), so the next
+// data brings a new event; a full read queues the direction for one more
+// read after this batch (one read per direction per pass keeps a bulk
+// transfer from starving the other sessions). Two cases break the short
+// read rule and set ldrain: a FIN, RST or error reported with the data
+// (EPOLLRDHUP, EPOLLHUP, EPOLLERR; one that comes later brings its own
+// event), and urgent data (EPOLLPRI: a read stops short at the urgent
+// mark). Level-triggered sockets, used before, cost more: every
 // epoll_pwait polled again each socket the previous one had reported, a
 // blocked direction needed an epoll_ctl to stop and resume its reads, and
 // a reset reported while a direction was blocked had to end the session
@@ -53,10 +57,14 @@ import (
 // terminate) are posted under a mutex and signalled through an eventfd; the
 // loop's tables are touched by the loop goroutine only.
 //
-// A FIN or an RST that came with the data just read is in the same event
-// (EPOLLRDHUP, EPOLLHUP, EPOLLERR): lhup makes the loop read on to it, which
-// settles what the goroutine relay's early park has to reason about
-// (relay.go parkEarly).
+// Reading on to a FIN or an RST reported with the data settles what the
+// goroutine relay's early park has to reason about (relay.go parkEarly).
+//
+// A server that resets while the loop is writing to it (its socket says
+// EPIPE or ECONNRESET) usually said why first: its FATAL is in the
+// socket. The writer then drops what is written to the server, the
+// client is no longer read, and the server's socket is read to its end,
+// so the client gets the server's last messages (loopWriter.gone).
 
 const loopEvents = 128
 
@@ -83,8 +91,9 @@ type evLoop struct {
 	done   chan struct{}
 }
 
-// loopPull is a direction whose last read filled the buffer: it is read
-// again after the current batch of events.
+// loopPull is a direction that may hold more than its last read took (it
+// filled the buffer, or the socket is read to its end): it is read again
+// after the current batch of events.
 type loopPull struct {
 	lr *loopRelay
 	p  *pump
@@ -117,10 +126,33 @@ type loopWriter struct {
 	fd   int
 	out  []byte
 	outp *[]byte // pooled backing of out
+	// To the server only: the pump reading the same socket. When a write
+	// finds the server reset (EPIPE, ECONNRESET), gone is set: what is
+	// written is dropped from then on, the client is no longer read, and
+	// rd reads the server's socket to its end, which ends the session
+	// after the server's last messages.
+	lr   *loopRelay
+	rd   *pump
+	gone bool
+}
+
+// failed handles a write error; nil when the socket reset and the session
+// goes on to read it to its end.
+func (w *loopWriter) failed(e syscall.Errno) error {
+	if w.rd == nil || (e != syscall.EPIPE && e != syscall.ECONNRESET) {
+		return e
+	}
+	w.gone = true
+	w.release()
+	w.lr.drain(w.rd)
+	return nil
 }
 
 func (w *loopWriter) Write(b []byte) (int, error) {
 	n := len(b)
+	if w.gone {
+		return n, nil
+	}
 	if len(w.out) == 0 {
 		for len(b) > 0 {
 			m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(w.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
@@ -131,7 +163,10 @@ func (w *loopWriter) Write(b []byte) (int, error) {
 				break
 			}
 			if e != 0 {
-				return n - len(b), e
+				if err := w.failed(e); err != nil {
+					return n - len(b), err
+				}
+				return n, nil
 			}
 			b = b[m:]
 		}
@@ -158,7 +193,7 @@ func (w *loopWriter) flush() error {
 			return nil
 		}
 		if e != 0 {
-			return e
+			return w.failed(e)
 		}
 		w.out = w.out[m:]
 	}
@@ -392,7 +427,7 @@ func (l *evLoop) add(lr *loopRelay) {
 	}
 	// Registered once for everything; what is already readable or
 	// writable is reported by the next epoll_pwait.
-	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	const events = unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	for _, fd := range []int{lr.cfd, lr.sfd} {
 		if err := l.ctl(unix.EPOLL_CTL_ADD, fd, events, lr.serial); err != nil {
 			lr.finish(&relayEnd{reason: "error", err: err})
@@ -448,12 +483,21 @@ func (lr *loopRelay) handle(fd int, ev uint32) {
 			lr.pull(feeder)
 		}
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+	if ev&(unix.EPOLLIN|unix.EPOLLPRI|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		in.lready = true
-		if ev&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			in.lhup = true
+		if ev&(unix.EPOLLPRI|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			in.ldrain = true
 		}
 		lr.pull(in)
+	}
+}
+
+// drain has p's socket read until it ends (its writer found it reset).
+func (lr *loopRelay) drain(p *pump) {
+	p.lready, p.ldrain = true, true
+	if !p.lqueued {
+		p.lqueued = true
+		lr.loop.more = append(lr.loop.more, loopPull{lr, p})
 	}
 }
 
@@ -466,14 +510,14 @@ func (lr *loopRelay) pull(p *pump) {
 	if !p.toServer {
 		dst = lr.cw
 	}
-	if lr.finished || !p.lready || len(dst.out) > 0 {
+	if lr.finished || !p.lready || len(dst.out) > 0 || dst.gone {
 		return
 	}
 	full := lr.read(p)
 	if lr.finished {
 		return
 	}
-	if !full && !p.lhup {
+	if !full && !p.ldrain {
 		p.lready = false // all it had: the next data is a new event
 	}
 	if p.lready && len(dst.out) == 0 && !p.lqueued {
@@ -497,6 +541,9 @@ func (lr *loopRelay) read(p *pump) (full bool) {
 	switch {
 	case err == syscall.EAGAIN:
 		p.lready = false
+		if !p.toServer && lr.sw.gone { // not expected of a reset socket: end rather than wait
+			lr.finish(p.end(io.EOF, keep))
+		}
 		return false
 	case err != nil:
 		lr.finish(p.end(err, keep))
@@ -589,6 +636,7 @@ func (s *session) relayLoop(l *evLoop) (reason string, ok bool) {
 
 	lr := &loopRelay{loop: l, s: s, cfd: cfd, sfd: sfd, result: make(chan *relayEnd, 1),
 		cw: &loopWriter{fd: cfd}, sw: &loopWriter{fd: sfd}}
+	lr.sw.lr = lr
 	lr.c2s = newPump(s, true, nil, lr.sw, &s.bytesIn)
 	lr.s2c = newPump(s, false, nil, lr.cw, &s.bytesOut)
 	for _, p := range []*pump{lr.c2s, lr.s2c} {
@@ -596,6 +644,7 @@ func (s *session) relayLoop(l *evLoop) (reason string, ok bool) {
 		defer p.releaseBufs()
 	}
 	lr.c2s.lfd, lr.s2c.lfd = cfd, sfd
+	lr.sw.rd = lr.s2c
 	s.clientW = lr.cw // sendError goes through the loop's writer
 	defer func() { s.clientW = nil }()
 

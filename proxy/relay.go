@@ -78,12 +78,13 @@ type pump struct {
 	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is
 	// shared by its sessions), and what the loop knows of the socket
-	// (edge-triggered: it may hold more, it hung up, queued for a read).
+	// (edge-triggered: it may hold more, read it until EAGAIN or its end,
+	// queued for a read).
 	lfd     int
 	hdr     [8]byte
 	lkeep   int
 	lready  bool
-	lhup    bool
+	ldrain  bool
 	lqueued bool
 }
 

@@ -59,6 +59,11 @@ func fakeServer(tb testing.TB, serve func(c net.Conn, buf []byte)) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return fakeServerOn(tb, ln, serve)
+}
+
+// fakeServerOn is fakeServer on a listener of the caller's.
+func fakeServerOn(tb testing.TB, ln net.Listener, serve func(c net.Conn, buf []byte)) string {
 	tb.Cleanup(func() { ln.Close() })
 	var hello []byte
 	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
