@@ -61,10 +61,12 @@
 //     like any other; the sockets in it are edge-triggered and the loop
 //     keeps account of what each may still hold. Reads share the loop's
 //     buffer; a socket that will not take a write keeps the rest (one
-//     read's worth) and its source is not read until it drains. A socket
-//     that fails or hangs up meanwhile is read to its end once it is its
-//     turn, as the goroutine relay does, so what it delivered before the
-//     failure is not lost. A panic ends only the session being relayed.
+//     read's worth) and its source is not read until it drains. A server
+//     that hangs up or resets meanwhile, or whose reset a write finds, is
+//     read to its end once it is its turn, so what it sent before (the
+//     rest of a result, its FATAL) reaches the client; a client that goes
+//     away ends the session at the first write to it that fails, as in
+//     the goroutine relay. A panic ends only the session being relayed.
 //   - Otherwise (TLS on either side, enforced read-only sessions, whose
 //     statements are parsed and would hold up a whole loop, event loops
 //     off, other systems): a goroutine per direction. Server→client runs on its own goroutine,
