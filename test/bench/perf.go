@@ -18,31 +18,16 @@ import (
 // the report is by process name: what PostgreSQL, pgbench and the relay
 // each spend, in the kernel and outside it.
 func perfProfile(ctx context.Context, pgbench string, env []string, c Case, t target, dso string, d time.Duration, dir string, all bool) (string, error) {
-	pid, port := t.pid, t.port
 	data := filepath.Join(dir, "perf-"+t.name+".data")
-	var wg sync.WaitGroup
-	var benchErr error
-	var benchOut []byte
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
-		defer cancel()
-		_, benchOut, benchErr = runPgbench(rctx, pgbench, c.Args(port, "postgres", d+2*time.Second), env)
-	}()
-	time.Sleep(time.Second) // past connection setup
 	secs := strconv.FormatFloat(d.Seconds(), 'f', 1, 64)
-	who := []string{"-p", strconv.Itoa(pid)}
+	who := []string{"-p", strconv.Itoa(t.pid)}
 	if all {
 		who = []string{"-a"}
 	}
-	out, err := command(ctx, env, "perf", append(append([]string{"record", "-F", "999", "-g"}, who...), "-o", data, "--", "sleep", secs)...)
-	wg.Wait()
-	if err != nil {
-		return "", fmt.Errorf("perf record: %w: %s", err, lastLines(out, 3))
-	}
-	if benchErr != nil {
-		return "", fmt.Errorf("pgbench during perf: %w: %s", benchErr, lastLines(benchOut, 3))
+	if _, err := duringPgbench(ctx, pgbench, env, c, t, d, func() ([]byte, error) {
+		return command(ctx, env, "perf", append(append([]string{"record", "-F", "999", "-g"}, who...), "-o", data, "--", "sleep", secs)...)
+	}); err != nil {
+		return "", fmt.Errorf("perf record: %w", err)
 	}
 	var b strings.Builder
 	reports := []perfReport{
@@ -83,6 +68,33 @@ func perfProfile(ctx context.Context, pgbench string, env []string, c Case, t ta
 var traceSyscalls = []string{"read", "write", "recvfrom", "sendto", "recvmsg", "sendmsg",
 	"epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "nanosleep", "sched_yield", "getpid", "tgkill", "madvise"}
 
+// duringPgbench runs pgbench with case c through t for d and a bit more,
+// and measure a second into it (past connection setup); it returns the
+// pgbench result, or an error naming which of the two failed.
+func duringPgbench(ctx context.Context, pgbench string, env []string, c Case, t target, d time.Duration, measure func() ([]byte, error)) (Result, error) {
+	var wg sync.WaitGroup
+	var res Result
+	var benchErr error
+	var benchOut []byte
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+		defer cancel()
+		res, benchOut, benchErr = runPgbench(rctx, pgbench, c.Args(t.port, "postgres", d+2*time.Second), env)
+	}()
+	time.Sleep(time.Second)
+	out, err := measure()
+	wg.Wait()
+	if err != nil {
+		return res, fmt.Errorf("%w: %s", err, lastLines(out, 3))
+	}
+	if benchErr != nil {
+		return res, fmt.Errorf("pgbench meanwhile: %w: %s", benchErr, lastLines(benchOut, 3))
+	}
+	return res, nil
+}
+
 // perfReport is one `perf report` of a profile: its title, arguments and
 // how many lines of it to keep.
 type perfReport struct {
@@ -97,30 +109,18 @@ type perfReport struct {
 // transaction. The count covers d of the run; its transactions are
 // estimated from the run's TPS.
 func syscallProfile(ctx context.Context, pgbench string, env []string, c Case, t target, d time.Duration) (string, error) {
-	var wg sync.WaitGroup
-	var res Result
-	var benchErr error
-	var benchOut []byte
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
-		defer cancel()
-		res, benchOut, benchErr = runPgbench(rctx, pgbench, c.Args(t.port, "postgres", d+2*time.Second), env)
-	}()
-	time.Sleep(time.Second)
 	args := []string{"stat", "-x", ",", "-e", "raw_syscalls:sys_enter"}
 	for _, n := range traceSyscalls {
 		args = append(args, "-e", "syscalls:sys_enter_"+n)
 	}
 	args = append(args, "-p", strconv.Itoa(t.pid), "--", "sleep", strconv.FormatFloat(d.Seconds(), 'f', 1, 64))
-	out, err := command(ctx, env, "perf", args...)
-	wg.Wait()
+	var out []byte
+	res, err := duringPgbench(ctx, pgbench, env, c, t, d, func() (b []byte, err error) {
+		out, err = command(ctx, env, "perf", args...)
+		return out, err
+	})
 	if err != nil {
-		return "", fmt.Errorf("perf stat: %w: %s", err, lastLines(out, 3))
-	}
-	if benchErr != nil {
-		return "", fmt.Errorf("pgbench during perf stat: %w: %s", benchErr, lastLines(benchOut, 3))
+		return "", fmt.Errorf("perf stat: %w", err)
 	}
 	tx := res.TPS * d.Seconds()
 	if tx <= 0 {
