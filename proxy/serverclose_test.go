@@ -214,21 +214,7 @@ func serverResetWhileClientBlocked(t *testing.T, cfg proxy.Config) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	pc, err := pgconn.ParseConfig(tp.dsn("u", "d"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := net.Dialer{Control: smallBufs}
-	pc.DialFunc = d.DialContext
-	c, err := pgconn.ConnectConfig(ctx, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := c.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Conn.Close()
+	hc := hijacked(ctx, t, tp, smallBufs)
 	hc.Frontend.Send(&pgproto3.Query{String: "SELECT big"})
 	if err := hc.Frontend.Flush(); err != nil {
 		t.Fatal(err)
@@ -291,6 +277,31 @@ func outq(t *testing.T, c *net.TCPConn) int {
 	return n
 }
 
+// hijacked connects a client to tp (through a dialer with control, when
+// not nil) and takes its connection over at the protocol level; it is
+// closed when the test ends.
+func hijacked(ctx context.Context, t *testing.T, tp *testProxy, control func(_, _ string, rc syscall.RawConn) error) *pgconn.HijackedConn {
+	t.Helper()
+	pc, err := pgconn.ParseConfig(tp.dsn("u", "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if control != nil {
+		d := net.Dialer{Control: control}
+		pc.DialFunc = d.DialContext
+	}
+	c, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := c.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Conn.Close() })
+	return hc
+}
+
 // smallBufListener listens with a 4 KiB receive buffer and a 1 KiB MSS
 // (inherited by accepted sockets; the MSS also keeps the peer's send
 // buffer small), so that a peer not reading backs a relay up with little
@@ -335,15 +346,7 @@ func TestServerResetWhileServerBlocked(t *testing.T) {
 	tp := startProxy(t, proxy.Config{}, staticDirector{addr: addr})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := pgconn.Connect(ctx, tp.dsn("u", "d"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := c.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Conn.Close()
+	hc := hijacked(ctx, t, tp, nil)
 	for s := tp.srv.Sessions(); len(s) != 1 || s[0].Relay != "event_loop"; s = tp.srv.Sessions() {
 		if ctx.Err() != nil {
 			t.Fatalf("sessions %+v, want one on an event loop", s)
@@ -435,15 +438,7 @@ func clientUrgentData(t *testing.T, cfg proxy.Config) {
 	tp := startProxy(t, cfg, staticDirector{addr: addr})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := pgconn.Connect(ctx, tp.dsn("u", "d"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := c.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Conn.Close()
+	hc := hijacked(ctx, t, tp, nil)
 	tc := hc.Conn.(*net.TCPConn)
 	// 2 MB of queries the server does not read yet: pgproxy stops reading
 	// the client, and what follows waits in its socket.
