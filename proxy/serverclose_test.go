@@ -229,16 +229,8 @@ func serverResetWhileClientBlocked(t *testing.T, cfg proxy.Config) {
 		t.Fatalf("pgproxy never stopped reading the server (sent %d rows): the test did not reach its blocked state", s.rows)
 	}
 	time.Sleep(100 * time.Millisecond) // the reset reaches pgproxy while it is blocked
-	hc.Conn.SetDeadline(time.Now().Add(15 * time.Second))
 	rows, fatal := 0, ""
-	for {
-		msg, err := hc.Frontend.Receive()
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatal("client still waiting 15 s after the server reset")
-			}
-			break
-		}
+	receiveToEnd(t, hc, func(msg pgproto3.BackendMessage) {
 		switch m := msg.(type) {
 		case *pgproto3.DataRow:
 			if fatal != "" {
@@ -248,7 +240,7 @@ func serverResetWhileClientBlocked(t *testing.T, cfg proxy.Config) {
 		case *pgproto3.ErrorResponse:
 			fatal = m.Severity + " " + m.Code
 		}
-	}
+	})
 	want := (s.acked - len(rd)) / len(row) // rows wholly acknowledged by pgproxy's kernel
 	t.Logf("server sent %d rows, %d bytes acknowledged (%d whole rows); client got %d rows, then %q", s.rows, s.acked, want, rows, fatal)
 	if rows < want || rows > s.rows {
@@ -300,6 +292,23 @@ func hijacked(ctx context.Context, t *testing.T, tp *testProxy, control func(_, 
 	}
 	t.Cleanup(func() { hc.Conn.Close() })
 	return hc
+}
+
+// receiveToEnd hands every message the client gets to each until the
+// connection ends, and fails the test if that takes 15 s.
+func receiveToEnd(t *testing.T, hc *pgconn.HijackedConn, each func(pgproto3.BackendMessage)) {
+	t.Helper()
+	hc.Conn.SetDeadline(time.Now().Add(15 * time.Second))
+	for {
+		msg, err := hc.Frontend.Receive()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("client still waiting 15 s after the server reset")
+			}
+			return
+		}
+		each(msg)
+	}
 }
 
 // smallBufListener listens with a 4 KiB receive buffer and a 1 KiB MSS
@@ -379,20 +388,13 @@ func TestServerResetWhileServerBlocked(t *testing.T) {
 		}
 	}
 	close(release)
-	hc.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	var got *pgproto3.ErrorResponse
-	for {
-		msg, err := hc.Frontend.Receive()
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatal("client still waiting 15 s after the server reset")
-			}
-			break
-		}
+	receiveToEnd(t, hc, func(msg pgproto3.BackendMessage) {
 		if e, ok := msg.(*pgproto3.ErrorResponse); ok && got == nil {
-			got = e
+			c := *e // Receive reuses its messages
+			got = &c
 		}
-	}
+	})
 	hc.Conn.Close()
 	<-writerDone
 	if got == nil || got.Message != "bye from the server" || got.Code != "57P01" {
