@@ -71,7 +71,9 @@
 //     statements are parsed and would hold up a whole loop, event loops
 //     off, other systems): a goroutine per direction. Server→client runs on its own goroutine,
 //     client→server on the session's; whichever ends first closes both
-//     sockets, and the session waits for both. Each direction reads into a
+//     sockets, and the session waits for both, except that a server whose
+//     reset a write finds is first read to its end, as on a loop
+//     (readServerToEnd, bounded by a 1 s read deadline). Each direction reads into a
 //     4 KiB buffer, a pooled 64 KiB one while data streams.
 //
 // On plain TCP sockets with event loops off, the pumps use raw non-blocking system calls under

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -92,6 +93,11 @@ type pump struct {
 type relayEnd struct {
 	reason string
 	err    error
+	// serverReset: a write to the server found it reset (EPIPE,
+	// ECONNRESET). The server usually said why first, and its FATAL may
+	// still be in its socket: the relay reads that socket to its end
+	// before it closes the session (session.readServerToEnd).
+	serverReset bool
 }
 
 func (e *relayEnd) Error() string {
@@ -446,7 +452,10 @@ func writeEnd(toServer bool, err error) *relayEnd {
 	if !toServer {
 		side = "client_closed"
 	}
-	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return &relayEnd{reason: side, serverReset: toServer}
+	}
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return &relayEnd{reason: side}
 	}
 	return &relayEnd{reason: side, err: err}
@@ -511,7 +520,9 @@ func (s *session) relay() string {
 	s.serverPending = nil
 	// The server→client direction gets its own goroutine; client→server runs
 	// on the session's goroutine. Whichever ends first closes both sockets,
-	// which ends the other; the session waits for both.
+	// which ends the other; the session waits for both. Except when
+	// client→server ends because the server reset: server→client reads on
+	// to the server's end first (readServerToEnd).
 	var first atomic.Pointer[relayEnd]
 	note := func(err error) { first.CompareAndSwap(nil, asRelayEnd(err)) }
 	done := make(chan struct{})
@@ -520,10 +531,33 @@ func (s *session) relay() string {
 		note(s2c.run())
 		s.closeConns()
 	}()
-	note(c2s.run())
+	err := c2s.run()
+	note(err)
+	if re, ok := err.(*relayEnd); ok && re.serverReset {
+		s.readServerToEnd(done)
+	}
 	s.closeConns()
 	<-done
 	return s.endReason(first.Load())
+}
+
+// serverDrainTimeout bounds how long a session whose server reset waits
+// for the rest of what the server sent (a reset socket gives it at once).
+const serverDrainTimeout = time.Second
+
+// readServerToEnd is what the goroutine relay does when its client→server
+// direction finds the server reset (the loop: loopWriter.gone). The server
+// usually sent its reason first (a FATAL), and it may still be unread in
+// the server's socket; closing both sockets now would lose it, or deliver
+// it only if server→client happened to be quicker. The client is no longer
+// read (client→server has returned); the server→client goroutine reads on
+// to the socket's end, then closes the session. A read deadline bounds the
+// wait; a terminate that comes meanwhile may be delayed by up to that long.
+func (s *session) readServerToEnd(done <-chan struct{}) {
+	if s.terminating.Load() == nil {
+		_ = s.server.SetReadDeadline(time.Now().Add(serverDrainTimeout))
+	}
+	<-done
 }
 
 func asRelayEnd(err error) *relayEnd {
