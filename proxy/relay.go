@@ -552,7 +552,10 @@ const serverDrainTimeout = time.Second
 // it only if server→client happened to be quicker. The client is no longer
 // read (client→server has returned); the server→client goroutine reads on
 // to the socket's end, then closes the session. A read deadline bounds the
-// wait; a terminate that comes meanwhile may be delayed by up to that long.
+// wait for the server's end (a terminate that comes meanwhile may be
+// delayed by up to that long); a client that does not read keeps its
+// session until it reads or goes away, as any stalled client does, and as
+// on a loop (what the server sent before the reset is the client's).
 func (s *session) readServerToEnd(done <-chan struct{}) {
 	if s.terminating.Load() == nil {
 		_ = s.server.SetReadDeadline(time.Now().Add(serverDrainTimeout))
