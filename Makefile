@@ -24,9 +24,10 @@ test: ## all tests (unit, fuzz seed corpora, real PostgreSQL cluster, real clien
 test-short: ## unit tests only (no PostgreSQL cluster)
 	$(GO) test -short -count=1 ./...
 
-lint: ## gofmt, go vet (and golangci-lint when installed)
+lint: ## gofmt, go vet, package arrows (test/layout), and golangci-lint when installed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./test/layout
 	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; fi
 
 demo: build ## run a local primary + 2 replicas with pgproxy in front (Ctrl-C stops and cleans up)

@@ -1,7 +1,7 @@
 // Package proxy is pgproxy's PostgreSQL wire-protocol layer: listeners,
 // the session lifecycle, startup/TLS/authentication, the relay and the
 // cancel map. It decides nothing about routing: a Director (package router,
-// through internal/app) says where each session goes.
+// through package app) says where each session goes.
 //
 // # One session
 //

@@ -27,7 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ofitec/pgproxy/internal/metabase"
+	"github.com/ofitec/pgproxy/cmd/metabase-provision/internal/metabase"
 )
 
 func main() {

@@ -15,11 +15,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 
+	"github.com/ofitec/pgproxy/app"
 	"github.com/ofitec/pgproxy/configs"
 	"github.com/ofitec/pgproxy/deploy/demo"
-	"github.com/ofitec/pgproxy/internal/app"
+	"github.com/ofitec/pgproxy/internal/pgcluster"
 	"github.com/ofitec/pgproxy/internal/sqlscan"
-	"github.com/ofitec/pgproxy/test/pgcluster"
 )
 
 // runDemo starts a local primary + 2 streaming replicas, loads the OFITEC

@@ -22,8 +22,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ofitec/pgproxy/app"
 	"github.com/ofitec/pgproxy/configs"
-	"github.com/ofitec/pgproxy/internal/app"
 	"github.com/ofitec/pgproxy/internal/buildinfo"
 )
 

@@ -2,7 +2,7 @@
 -- read, with plausible sample data for 2025 (a Chilean construction company:
 -- amounts in CLP, IVA 19%). Deterministic (no random()), re-runnable (drops
 -- and recreates its own tables), one transaction. Loaded by `pgproxy demo`
--- and by internal/metabase's card tests; psql -f works too.
+-- and by cmd/metabase-provision/internal/metabase's card tests; psql -f works too.
 --
 --   of_proyectos, of_facturas, of_ordenes_compra   source tables
 --   mart_fact_cashflow     one row per cash movement (ingreso > 0, egreso < 0)

@@ -1,4 +1,4 @@
-// Package e2e runs the whole pgproxy (internal/app) in front of a real
+// Package e2e runs the whole pgproxy (app) in front of a real
 // primary with two streaming replicas and checks routing end to end.
 package e2e
 

@@ -1,4 +1,4 @@
-// Package proxytest runs a complete pgproxy (internal/app: health monitor,
+// Package proxytest runs a complete pgproxy (app: health monitor,
 // router, proxy, HTTP endpoints) in front of a pgcluster.Cluster, for
 // integration tests. The configuration is built the way operators build it
 // (configs.Load over YAML and environment), then adjusted by the test.
@@ -20,8 +20,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ofitec/pgproxy/app"
 	"github.com/ofitec/pgproxy/configs"
-	"github.com/ofitec/pgproxy/internal/app"
 	"github.com/ofitec/pgproxy/test/pgcluster"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/ofitec/pgproxy/internal/metabase"
+	"github.com/ofitec/pgproxy/cmd/metabase-provision/internal/metabase"
 	"github.com/ofitec/pgproxy/test/pgcluster"
 	"github.com/ofitec/pgproxy/test/proxytest"
 )
@@ -35,7 +35,7 @@ func TestCardSQLOnDemoSchema(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	schema, err := os.ReadFile("../../deploy/demo/marts.sql")
+	schema, err := os.ReadFile("../../../../deploy/demo/marts.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestCardSQLOnDemoSchema(t *testing.T) {
 	if err := cluster.WaitReplicasCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", nil)
+	cfg, err := metabase.LoadConfig("../../../../configs/metabase.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/ofitec/pgproxy/internal/metabase"
+	"github.com/ofitec/pgproxy/cmd/metabase-provision/internal/metabase"
 	"github.com/ofitec/pgproxy/test/fakemetabase"
 )
 
@@ -24,7 +24,7 @@ const (
 // provision runs the job against fake with the shipped config.
 func provision(t *testing.T, fake *fakemetabase.Server, dryRun bool) (*metabase.Result, string, error) {
 	t.Helper()
-	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", func(k string) string {
+	cfg, err := metabase.LoadConfig("../../../../configs/metabase.yaml", func(k string) string {
 		return map[string]string{"MB_URL": fake.URL, "MB_DB_PASS": "ro-pass"}[k]
 	})
 	if err != nil {
@@ -127,7 +127,7 @@ func TestOnlyOwnedObjectsAreMatched(t *testing.T) {
 	if err := c.Login(context.Background(), admin, adminPass); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := "../../configs/metabase.yaml"
+	cfgPath := "../../../../configs/metabase.yaml"
 	seed, err := metabase.LoadConfig(cfgPath, func(k string) string {
 		return map[string]string{"MB_URL": fake.URL, "MB_DB_PASS": "x", "MB_DB_HOST": "other-host"}[k]
 	})
@@ -226,7 +226,7 @@ func TestRemovedDashboardIsArchived(t *testing.T) {
 	fake := withAdmin()
 	defer fake.Close()
 	mustProvision(t, fake, metabase.Summary{Created: shippedObjects})
-	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", func(k string) string {
+	cfg, err := metabase.LoadConfig("../../../../configs/metabase.yaml", func(k string) string {
 		return map[string]string{"MB_URL": fake.URL}[k]
 	})
 	if err != nil {
@@ -259,7 +259,7 @@ func TestSetupSessionIsUsedAfterSetup(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	fake := fakemetabase.New()
 	defer fake.Close()
-	cfg, err := metabase.LoadConfig("../../configs/metabase.yaml", func(k string) string {
+	cfg, err := metabase.LoadConfig("../../../../configs/metabase.yaml", func(k string) string {
 		return map[string]string{"MB_URL": fake.URL, "MB_DB_PASS": "x"}[k]
 	})
 	if err != nil {

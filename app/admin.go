@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ofitec/pgproxy/app/admin"
 	"github.com/ofitec/pgproxy/configs"
-	"github.com/ofitec/pgproxy/internal/admin"
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/proxy"
 )

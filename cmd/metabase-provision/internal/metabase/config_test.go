@@ -112,7 +112,7 @@ func TestCardColumns(t *testing.T) {
 
 // The shipped configs/metabase.yaml carries what the issue asks for.
 func TestShippedConfig(t *testing.T) {
-	cfg, err := LoadConfig("../../configs/metabase.yaml", envOf(nil))
+	cfg, err := LoadConfig("../../../../configs/metabase.yaml", envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestShippedConfig(t *testing.T) {
 
 func FuzzParseConfig(f *testing.F) {
 	f.Add(minimalYAML)
-	if b, err := os.ReadFile("../../configs/metabase.yaml"); err == nil {
+	if b, err := os.ReadFile("../../../../configs/metabase.yaml"); err == nil {
 		f.Add(string(b))
 	}
 	f.Add("cards: [{name: x, visualization_settings: {table.columns: [1, {name: 2}]}}]")
