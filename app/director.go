@@ -8,7 +8,6 @@ import (
 
 	"github.com/ofitec/pgproxy/configs"
 	"github.com/ofitec/pgproxy/health"
-	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/proxy"
 	"github.com/ofitec/pgproxy/router"
 )
@@ -35,7 +34,7 @@ func (d *director) Direct(l proxy.Listener, params []proxy.Param, exclude []stri
 	rc := routerConfig(d.cfg.Load())
 	sess, err := router.Classify(&rc, l.Route, m)
 	if err != nil {
-		return nil, &pgerr.Error{Code: pgerr.InvalidParameterValue, Severity: "FATAL", Message: err.Error()}
+		return nil, err // a *router.ParamError: the client gets its SQLSTATE as a FATAL
 	}
 	d.paused.Range(func(k, _ any) bool {
 		exclude = append(exclude, k.(string))
