@@ -416,11 +416,12 @@ func (s *session) dialBackend(t *Target, clientParams []Param, deadline time.Tim
 		_ = tc.SetKeepAlive(true)
 	}
 	_ = conn.SetDeadline(deadline)
-	conn, err = s.backendTLS(conn, t.Addr)
+	tconn, err := s.backendTLS(conn, t.Addr)
 	if err != nil {
-		conn.Close()
+		conn.Close() // backendTLS returns nil on error: close the TCP socket it was given
 		return nil, nil, err
 	}
+	conn = tconn
 	params := t.Params
 	if params == nil {
 		params = clientParams
