@@ -2,103 +2,11 @@ package proxy_test
 
 import (
 	"encoding/binary"
-	"io"
 	"net"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
 	"github.com/ofitec/pgproxy/proxy"
 )
-
-// fakeBackend answers a trust startup, then every Query with a canned
-// result (RowDescription, rows DataRows, CommandComplete, ReadyForQuery),
-// without allocating per query.
-func fakeBackend(b testing.TB, rows int) (addr string, responseLen int) {
-	var resp []byte
-	resp, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("aid"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}, {Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(resp)
-	for i := 0; i < rows; i++ {
-		resp, _ = (&pgproto3.DataRow{Values: [][]byte{[]byte("12345"), []byte("-4711")}}).Encode(resp)
-	}
-	resp, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(resp)
-	resp, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(resp)
-	addr = fakeServer(b, func(c net.Conn, buf []byte) {
-		var hdr [5]byte
-		for {
-			if _, err := io.ReadFull(c, hdr[:]); err != nil {
-				return
-			}
-			n := int(binary.BigEndian.Uint32(hdr[1:]))
-			if n-4 > len(buf) { // hostile-length tests: stream it away
-				if _, err := io.CopyN(io.Discard, c, int64(n-4)); err != nil {
-					return
-				}
-				continue
-			}
-			if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-				return
-			}
-			switch hdr[0] {
-			case 'Q':
-				c.Write(resp)
-			case 'X':
-				return
-			}
-		}
-	})
-	return addr, len(resp)
-}
-
-// fakeServer listens on loopback until the test ends and, for each
-// connection, answers the startup packet as a trust server would
-// (AuthenticationOk, a ParameterStatus, BackendKeyData, ReadyForQuery),
-// then hands the connection and an 8 KiB buffer to serve, and closes it
-// when serve returns.
-func fakeServer(tb testing.TB, serve func(c net.Conn, buf []byte)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return fakeServerOn(tb, ln, serve)
-}
-
-// fakeServerOn is fakeServer on a listener of the caller's.
-func fakeServerOn(tb testing.TB, ln net.Listener, serve func(c net.Conn, buf []byte)) string {
-	tb.Cleanup(func() { ln.Close() })
-	var hello []byte
-	hello, _ = (&pgproto3.AuthenticationOk{}).Encode(hello)
-	hello, _ = (&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"}).Encode(hello)
-	hello, _ = (&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}).Encode(hello)
-	hello, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(hello)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 8<<10)
-				var hdr [4]byte
-				if _, err := io.ReadFull(c, hdr[:]); err != nil {
-					return
-				}
-				n := int(binary.BigEndian.Uint32(hdr[:]))
-				if n < 8 || n-4 > len(buf) {
-					return
-				}
-				if _, err := io.ReadFull(c, buf[:n-4]); err != nil {
-					return
-				}
-				if _, err := c.Write(hello); err != nil {
-					return
-				}
-				serve(c, buf)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 // benchProxy serves a proxy in front of addr until the benchmark ends and
 // returns its address.

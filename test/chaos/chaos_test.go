@@ -18,7 +18,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"go.uber.org/goleak"
 
 	"github.com/ofitec/pgproxy/health"
 	"github.com/ofitec/pgproxy/test/fakemarquez"
@@ -32,14 +31,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := pgcluster.Main(m, pgcluster.Options{Replicas: 2}, &cluster)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines left after the tests:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(pgcluster.MainNoLeaks(m, pgcluster.Options{Replicas: 2}, &cluster))
 }
 
 // tally counts outcomes per class, and per backend port.

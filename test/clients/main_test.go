@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ofitec/pgproxy/test/pgcluster"
@@ -26,15 +25,7 @@ import (
 var cluster *pgcluster.Cluster
 
 func TestMain(m *testing.M) {
-	code := pgcluster.Main(m, pgcluster.Options{Replicas: 1}, &cluster)
-	if code == 0 {
-		// Every proxy was stopped by its test's cleanup: nothing may remain.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(pgcluster.MainNoLeaks(m, pgcluster.Options{Replicas: 1}, &cluster))
 }
 
 const (

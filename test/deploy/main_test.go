@@ -26,7 +26,7 @@ import (
 var cluster *pgcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(pgcluster.Main(m, pgcluster.Options{Replicas: 1}, &cluster))
+	os.Exit(pgcluster.MainNoLeaks(m, pgcluster.Options{Replicas: 1}, &cluster))
 }
 
 // root is the repository root.

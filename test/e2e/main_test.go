@@ -4,13 +4,11 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
 	"github.com/ofitec/pgproxy/test/pgcluster"
 	"github.com/ofitec/pgproxy/test/pgtest"
@@ -19,15 +17,7 @@ import (
 var cluster *pgcluster.Cluster
 
 func TestMain(m *testing.M) {
-	code := pgcluster.Main(m, pgcluster.Options{Replicas: 2}, &cluster)
-	if code == 0 {
-		// Every proxy a test started has been stopped: nothing may be left.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines left after the tests:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(pgcluster.MainNoLeaks(m, pgcluster.Options{Replicas: 2}, &cluster))
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context { return pgtest.Ctx(t, d) }

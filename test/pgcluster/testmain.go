@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // Main is a TestMain body: it starts one cluster for the package, runs the
@@ -38,4 +40,19 @@ func Require(t testing.TB, c *Cluster) {
 	if c == nil {
 		t.Skip("needs a PostgreSQL cluster (not started with -short)")
 	}
+}
+
+// MainNoLeaks is Main for integration packages whose tests stop everything
+// they start (proxies, monitors, clients): once every test has passed it
+// also fails the package when a goroutine is left (goleak), so a session or
+// monitor that outlives its owner is caught where it was made.
+func MainNoLeaks(m *testing.M, opts Options, c **Cluster) int {
+	code := Main(m, opts, c)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left after the tests:", err)
+			code = 1
+		}
+	}
+	return code
 }
