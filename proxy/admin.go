@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/internal/pgwire"
 )
 
 // AdminDatabase is the database name that opens the admin console.
@@ -35,7 +36,7 @@ type AdminResult struct {
 // serveAdmin authenticates the client against the primary like any
 // session (so the backend's pg_hba and passwords decide), drops the backend
 // connection, and then answers simple-protocol queries itself.
-func (s *session) serveAdmin(sp *startupPacket, deadline time.Time) error {
+func (s *session) serveAdmin(sp *pgwire.StartupPacket, deadline time.Time) error {
 	if !slices.Contains(s.cfg.AdminUsers, s.user) {
 		return pgerr.New(pgerr.InvalidAuthorization, "user %q is not allowed to use the pgproxy admin console", s.user)
 	}
@@ -43,17 +44,17 @@ func (s *session) serveAdmin(sp *startupPacket, deadline time.Time) error {
 		return pgerr.New(pgerr.InvalidCatalogName, "the pgproxy admin console is not available")
 	}
 	// Authenticate at the primary, on its maintenance database.
-	params := make([]param, 0, len(sp.params))
-	for _, kv := range sp.params {
-		if kv.key == "database" {
-			kv.value = "postgres"
+	params := make([]Param, 0, len(sp.Params))
+	for _, kv := range sp.Params {
+		if kv.Key == "database" {
+			kv.Value = "postgres"
 		}
-		if kv.key == "options" || kv.key == "replication" {
+		if kv.Key == "options" || kv.Key == "replication" {
 			continue
 		}
 		params = append(params, kv)
 	}
-	sp.params = params
+	sp.Params = params
 	s.adminAuth = true
 	if err := s.connect(sp, deadline); err != nil {
 		return err
@@ -75,7 +76,7 @@ func (s *session) serveAdmin(sp *startupPacket, deadline time.Time) error {
 	ctx := context.Background()
 	skipToSync := false
 	for {
-		typ, body, err := readMessage(br, largeMessageLimit)
+		typ, body, err := pgwire.ReadMessage(br, largeMessageLimit)
 		if err != nil {
 			return nil // client went away
 		}
@@ -83,7 +84,7 @@ func (s *session) serveAdmin(sp *startupPacket, deadline time.Time) error {
 		case 'X':
 			return nil
 		case 'Q':
-			query := cstring(body)
+			query := pgwire.CString(body)
 			var results []AdminResult
 			var err error
 			if !isBlank(query) {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/ofitec/pgproxy/internal/pgwire"
 )
 
 // cancelMap maps the BackendKeyData a backend gave a session to that
@@ -53,7 +55,7 @@ func forwardCancel(ctx context.Context, addr string, pid uint32, secret []byte) 
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := conn.Write(encodeCancel(nil, pid, secret)); err != nil {
+	if _, err := conn.Write(pgwire.EncodeCancel(nil, pid, secret)); err != nil {
 		return err
 	}
 	// The server closes the connection once it has processed the request;

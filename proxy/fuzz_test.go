@@ -6,41 +6,9 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/ofitec/pgproxy/internal/pgwire"
 )
-
-func FuzzParseStartupPacket(f *testing.F) {
-	f.Add(binary.BigEndian.AppendUint32(nil, codeSSLRequest))
-	f.Add(binary.BigEndian.AppendUint32(nil, codeGSSENCRequest))
-	f.Add(append(binary.BigEndian.AppendUint32(nil, codeCancelRequest), 0, 0, 0, 1, 9, 9, 9, 9))
-	f.Add(append(binary.BigEndian.AppendUint32(nil, codeProtocol30), "user\x00u\x00database\x00d\x00\x00"...))
-	f.Add(append(binary.BigEndian.AppendUint32(nil, 3<<16|2), "user\x00u\x00_pq_.x\x00y\x00\x00"...))
-	f.Add([]byte{0, 3, 0, 0, 'u', 0})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := parseStartupPacket(b)
-		if err != nil {
-			return
-		}
-		if p.kind == kindStartup {
-			// A decoded startup packet re-encodes to the same bytes.
-			enc := encodeStartup(nil, p.params)
-			if p.version == codeProtocol30 && !bytes.Equal(enc[4:], b) {
-				t.Fatalf("round trip: %q → %q", b, enc[4:])
-			}
-			if u, _ := p.get("user"); u == "" {
-				t.Fatal("accepted a startup packet without user")
-			}
-		}
-	})
-}
-
-func FuzzReadStartupPacket(f *testing.F) {
-	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})
-	f.Add([]byte{0x7f, 0xff, 0xff, 0xff})
-	f.Add([]byte{0, 0, 0, 3})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = readStartupPacket(bytes.NewReader(b))
-	})
-}
 
 // chunkReader returns data in chunks whose sizes come from sizes (cycled).
 type chunkReader struct {
@@ -65,7 +33,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 }
 
 func message(typ byte, body string) []byte {
-	return appendMessage(nil, typ, []byte(body))
+	return pgwire.AppendMessage(nil, typ, []byte(body))
 }
 
 // FuzzRelayFraming feeds arbitrary byte streams, cut into arbitrary reads,

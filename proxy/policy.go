@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/binary"
 	"strings"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/internal/pgwire"
 )
 
 // This file holds what the relay does with the few messages it looks at:
@@ -146,7 +146,7 @@ func (s *session) inspect(toServer bool, typ byte, body []byte, truncated bool) 
 				}
 			}
 		case 'S':
-			if k, v, ok := parseParameterStatus(body); ok {
+			if k, v, ok := pgwire.ParseParameterStatus(body); ok {
 				s.mu.Lock()
 				if s.params != nil {
 					s.params[k] = v
@@ -166,22 +166,22 @@ func (s *session) inspect(toServer bool, typ byte, body []byte, truncated bool) 
 		if truncated || !s.lin.sink.Tagged(body) && s.lin.info.Job == "" {
 			return nil
 		}
-		if run := s.lin.sink.Begin(s.lin.info, cstring(body)); run != nil {
+		if run := s.lin.sink.Begin(s.lin.info, pgwire.CString(body)); run != nil {
 			s.lin.attach(s.lin.zSent, run)
 		}
 	case 'P':
-		name, rest := cutCString(body)
+		name, rest := pgwire.CutCString(body)
 		if s.lin.statements == nil {
 			s.lin.statements = make(map[string]string)
 		}
 		delete(s.lin.statements, name)
-		sql, _ := cutCString(rest)
+		sql, _ := pgwire.CutCString(rest)
 		if !truncated && (s.lin.sink.Tagged(rest) || s.lin.info.Job != "") {
 			s.lin.statements[name] = sql
 		}
 	case 'B':
-		portal, rest := cutCString(body)
-		stmt, _ := cutCString(rest)
+		portal, rest := pgwire.CutCString(body)
+		stmt, _ := pgwire.CutCString(rest)
 		if s.lin.portals == nil {
 			s.lin.portals = make(map[string]string)
 		}
@@ -191,7 +191,7 @@ func (s *session) inspect(toServer bool, typ byte, body []byte, truncated bool) 
 			delete(s.lin.portals, portal)
 		}
 	case 'E':
-		portal, _ := cutCString(body)
+		portal, _ := pgwire.CutCString(body)
 		if sql, ok := s.lin.portals[portal]; ok {
 			if run := s.lin.sink.Begin(s.lin.info, sql); run != nil {
 				s.lin.attach(s.lin.zSent+1, run) // ends with the next Sync's ReadyForQuery
@@ -199,7 +199,7 @@ func (s *session) inspect(toServer bool, typ byte, body []byte, truncated bool) 
 		}
 	case 'C':
 		if len(body) > 1 {
-			name, _ := cutCString(body[1:])
+			name, _ := pgwire.CutCString(body[1:])
 			if body[0] == 'S' {
 				delete(s.lin.statements, name)
 			} else {
@@ -214,7 +214,7 @@ func (s *session) failBatch(body []byte) {
 	if s.lin == nil || s.lin.pending.Load() == 0 {
 		return
 	}
-	code, msg := errorFields(body)
+	code, msg := pgwire.ErrorFields(body)
 	l := s.lin
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -262,27 +262,11 @@ func (s *session) failPending(reason string) {
 	}
 }
 
-// errorFields extracts SQLSTATE and message from an ErrorResponse body.
-func errorFields(body []byte) (code, msg string) {
-	for len(body) > 1 {
-		f := body[0]
-		v, rest := cutCString(body[1:])
-		switch f {
-		case 'C':
-			code = v
-		case 'M':
-			msg = v
-		}
-		body = rest
-	}
-	return code, msg
-}
-
 // decide returns what to forward for a held message (the whole message,
 // header included, in msg).
 func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
 	if !toServer { // ParameterStatus on an enforced read-only session
-		if k, v, ok := parseParameterStatus(msg[5:]); ok {
+		if k, v, ok := pgwire.ParseParameterStatus(msg[5:]); ok {
 			s.mu.Lock()
 			if s.params != nil {
 				s.params[k] = v
@@ -300,8 +284,8 @@ func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]by
 	case 'F':
 		return s.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: function calls are not allowed on a read-only session", false, ""), nil
 	case 'B':
-		portal, rest := cutCString(msg[5:])
-		stmt, _ := cutCString(rest)
+		portal, rest := pgwire.CutCString(msg[5:])
+		stmt, _ := pgwire.CutCString(rest)
 		_ = portal
 		if s.poisoned[stmt] {
 			return nullBindParams(msg), nil
@@ -310,18 +294,18 @@ func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]by
 	}
 	// Query or Parse
 	if tooBig {
-		name, _ := cutCString(msg[5:]) // a Parse's statement name comes first
+		name, _ := pgwire.CutCString(msg[5:]) // a Parse's statement name comes first
 		return s.refuse(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session", typ == 'P', name), nil
 	}
 	var name, sql string
 	if typ == 'P' {
-		var rest string
-		name, rest = cutCStringStr(msg[5:])
-		sql, _ = cutCStringStr([]byte(rest))
+		var rest []byte
+		name, rest = pgwire.CutCString(msg[5:])
+		sql, _ = pgwire.CutCString(rest)
 	} else {
-		sql = cstring(msg[5:])
+		sql = pgwire.CString(msg[5:])
 	}
-	if !terminated(msg[5:], typ) {
+	if !pgwire.Terminated(msg[5:], typ) {
 		// PostgreSQL would reject it too ("invalid string in message"); what
 		// it would have run is not known, so it is not forwarded.
 		return s.refuse(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string", typ == 'P', name), nil
@@ -354,7 +338,7 @@ func (s *session) refuse(code, message string, parse bool, name string) []byte {
 	message = strings.NewReplacer("'", "''", "$", "").Replace(message)
 	sql := "DO $pgproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '" + code + "', MESSAGE = '" + message + "'; END$pgproxy$"
 	if !parse {
-		return appendMessage(nil, 'Q', append([]byte(sql), 0))
+		return pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))
 	}
 	if s.poisoned == nil {
 		s.poisoned = make(map[string]bool)
@@ -363,15 +347,15 @@ func (s *session) refuse(code, message string, parse bool, name string) []byte {
 	body := append([]byte(name), 0)
 	body = append(body, sql...)
 	body = append(body, 0, 0, 0) // no parameter types
-	return appendMessage(nil, 'P', body)
+	return pgwire.AppendMessage(nil, 'P', body)
 }
 
 // nullBindParams rewrites a Bind to send no parameter values for a poisoned
 // statement (which has none), keeping portal, statement and result formats.
 func nullBindParams(msg []byte) []byte {
 	body := msg[5:]
-	portal, rest := cutCString(body)
-	stmt, rest := cutCString(rest)
+	portal, rest := pgwire.CutCString(body)
+	stmt, rest := pgwire.CutCString(rest)
 	if len(rest) < 2 {
 		return msg
 	}
@@ -400,41 +384,5 @@ func nullBindParams(msg []byte) []byte {
 	nb = append(nb, stmt...)
 	nb = append(nb, 0, 0, 0, 0, 0) // no param formats, no params
 	nb = append(nb, rest...)       // result format codes
-	return appendMessage(nil, 'B', nb)
-}
-
-func cstring(b []byte) string {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		return string(b[:i])
-	}
-	return string(b)
-}
-
-// terminated reports whether a Query body has its query string's NUL, or a
-// Parse body those of its statement name and query string.
-func terminated(body []byte, typ byte) bool {
-	n := 1
-	if typ == 'P' {
-		n = 2
-	}
-	for ; n > 0; n-- {
-		i := bytes.IndexByte(body, 0)
-		if i < 0 {
-			return false
-		}
-		body = body[i+1:]
-	}
-	return true
-}
-
-func cutCString(b []byte) (string, []byte) {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		return string(b[:i]), b[i+1:]
-	}
-	return string(b), nil
-}
-
-func cutCStringStr(b []byte) (string, string) {
-	s, rest := cutCString(b)
-	return s, string(rest)
+	return pgwire.AppendMessage(nil, 'B', nb)
 }

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/ofitec/pgproxy/internal/pgwire"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -45,7 +47,7 @@ type Target struct {
 }
 
 // Param is one startup parameter.
-type Param struct{ Key, Value string }
+type Param = pgwire.Param
 
 // Director decides which backend serves a new session. Implementations must
 // be safe for concurrent use; Direct must not block on I/O.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/internal/pgwire"
 )
 
 // maxAuthMessage caps a message during startup and authentication.
@@ -118,23 +119,23 @@ func (s *session) run() {
 		s.failStartup(err)
 		return
 	}
-	if sp.kind == kindCancel {
+	if sp.Kind == pgwire.KindCancel {
 		s.handleCancel(sp)
 		return
 	}
-	if unrec, need := sp.negotiation(); need {
+	if unrec, need := sp.Negotiation(); need {
 		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrec}).Encode(nil)
 		if _, err := s.client.Write(msg); err != nil {
 			return
 		}
 	}
 	s.mu.Lock()
-	s.user, _ = sp.get("user")
-	s.database, _ = sp.get("database")
+	s.user, _ = sp.Get("user")
+	s.database, _ = sp.Get("database")
 	if s.database == "" {
 		s.database = s.user
 	}
-	s.applicationName, _ = sp.get("application_name")
+	s.applicationName, _ = sp.Get("application_name")
 	s.mu.Unlock()
 
 	if s.database == AdminDatabase {
@@ -212,6 +213,13 @@ func (s *session) failStartup(err error) {
 
 var errAlreadyReported = errors.New("error already relayed to the client")
 
+func describeStartupErr(err error) string {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "client closed during startup"
+	}
+	return fmt.Sprint(err)
+}
+
 func (s *Server) countRejected(code string) {
 	if s.metrics != nil {
 		s.metrics.rejected.WithLabelValues(code).Inc()
@@ -234,7 +242,7 @@ func (s *session) sendError(err error) {
 
 // startup negotiates SSL/GSS encryption and returns the StartupMessage or
 // CancelRequest.
-func (s *session) startup() (*startupPacket, error) {
+func (s *session) startup() (*pgwire.StartupPacket, error) {
 	var first [1]byte
 	if _, err := io.ReadFull(s.raw, first[:]); err != nil {
 		return nil, err
@@ -258,12 +266,12 @@ func (s *session) startup() (*startupPacket, error) {
 	}
 	gssDone := false
 	for {
-		sp, err := readStartupPacket(r)
+		sp, err := pgwire.ReadStartupPacket(r)
 		if err != nil {
 			return nil, err
 		}
-		switch sp.kind {
-		case kindSSLRequest:
+		switch sp.Kind {
+		case pgwire.KindSSLRequest:
 			if tlsDone {
 				return nil, pgerr.New(pgerr.ProtocolViolation, "SSLRequest received after TLS was established")
 			}
@@ -277,7 +285,7 @@ func (s *session) startup() (*startupPacket, error) {
 			if _, err := s.raw.Write([]byte{'S'}); err != nil {
 				return nil, err
 			}
-			// readStartupPacket consumed exactly the 8 request bytes, so any
+			// pgwire.ReadStartupPacket consumed exactly the 8 request bytes, so any
 			// plaintext the client pipelined after it goes into the TLS
 			// handshake and fails it, never into the session.
 			tc := tls.Server(s.raw, s.cfg.TLS)
@@ -285,7 +293,7 @@ func (s *session) startup() (*startupPacket, error) {
 				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}
 			s.client, r, tlsDone = tc, tc, true
-		case kindGSSENCRequest:
+		case pgwire.KindGSSENCRequest:
 			if gssDone || s.client != s.raw {
 				return nil, pgerr.New(pgerr.ProtocolViolation, "unexpected GSSENCRequest")
 			}
@@ -323,12 +331,12 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 // handleCancel forwards a CancelRequest to the backend that owns the key,
 // or to every backend when the key is not ours (another pgproxy instance
 // behind the same load balancer may own it; servers ignore foreign keys).
-func (s *session) handleCancel(sp *startupPacket) {
+func (s *session) handleCancel(sp *pgwire.StartupPacket) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	key := cancelKeyOf(sp.cancelPID, sp.cancelKey)
+	key := cancelKeyOf(sp.CancelPID, sp.CancelKey)
 	if addr, ok := s.srv.cancels.lookup(key); ok {
-		if err := forwardCancel(ctx, addr, sp.cancelPID, sp.cancelKey); err != nil {
+		if err := forwardCancel(ctx, addr, sp.CancelPID, sp.CancelKey); err != nil {
 			s.log.Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
 			s.srv.countCancel("failed")
 			return
@@ -342,7 +350,7 @@ func (s *session) handleCancel(sp *startupPacket) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = forwardCancel(ctx, addr, sp.cancelPID, sp.cancelKey)
+			_ = forwardCancel(ctx, addr, sp.CancelPID, sp.CancelKey)
 		}()
 	}
 	wg.Wait()
@@ -358,11 +366,8 @@ func (s *Server) countCancel(result string) {
 // connect asks the Director for a backend, connects (trying the next
 // candidate while nothing was relayed yet), sends the StartupMessage and
 // relays authentication until the backend's first ReadyForQuery.
-func (s *session) connect(sp *startupPacket, deadline time.Time) error {
-	params := make([]Param, len(sp.params))
-	for i, kv := range sp.params {
-		params[i] = Param{kv.key, kv.value}
-	}
+func (s *session) connect(sp *pgwire.StartupPacket, deadline time.Time) error {
+	params := slices.Clone(sp.Params)
 	var exclude []string
 	var lastErr error
 	l := s.listener
@@ -429,11 +434,7 @@ func (s *session) dialBackend(t *Target, clientParams []Param, deadline time.Tim
 	if t.ReadOnly {
 		params = withParam(params, "default_transaction_read_only", "on")
 	}
-	pp := make([]param, len(params))
-	for i, p := range params {
-		pp[i] = param{p.Key, p.Value}
-	}
-	if _, err := conn.Write(encodeStartup(make([]byte, 0, 256), pp)); err != nil {
+	if _, err := conn.Write(pgwire.EncodeStartup(make([]byte, 0, 256), params)); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
@@ -469,7 +470,7 @@ func withParam(params []Param, key, value string) []Param {
 		out = append(out, p)
 	}
 	if !found {
-		out = append(out, Param{key, value})
+		out = append(out, Param{Key: key, Value: value})
 	}
 	return out
 }
@@ -482,7 +483,7 @@ func (s *session) backendTLS(conn net.Conn, addr string) (net.Conn, error) {
 	}
 	var req [8]byte
 	binary.BigEndian.PutUint32(req[:], 8)
-	binary.BigEndian.PutUint32(req[4:], codeSSLRequest)
+	binary.BigEndian.PutUint32(req[4:], pgwire.SSLRequestCode)
 	if _, err := conn.Write(req[:]); err != nil {
 		return nil, err
 	}
@@ -536,7 +537,7 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 	}
 	params := make(map[string]string, 16)
 	for {
-		typ, body, err := readMessage(br, maxAuthMessage)
+		typ, body, err := pgwire.ReadMessage(br, maxAuthMessage)
 		if err != nil {
 			_ = flush()
 			return fmt.Errorf("backend %s during authentication: %w", s.backend, err)
@@ -576,16 +577,16 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 				s.srv.cancels.add(key, s.backend)
 			}
 		case 'S':
-			if k, v, ok := parseParameterStatus(body); ok {
+			if k, v, ok := pgwire.ParseParameterStatus(body); ok {
 				params[k] = v
 			}
 		case 'E':
-			out = appendMessage(out, typ, body)
+			out = pgwire.AppendMessage(out, typ, body)
 			_ = flush()
 			return errAlreadyReported
 		case 'N', 'v':
 		case 'Z':
-			out = appendMessage(out, typ, body)
+			out = pgwire.AppendMessage(out, typ, body)
 			if err := flush(); err != nil {
 				return err
 			}
@@ -607,59 +608,27 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 		default:
 			return pgerr.New(pgerr.ProtocolViolation, "unexpected message %q from backend during authentication", typ)
 		}
-		out = appendMessage(out, typ, body)
+		out = pgwire.AppendMessage(out, typ, body)
 		if needReply || br.Buffered() == 0 {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 		if needReply {
-			ctyp, cbody, err := readMessage(s.client, maxAuthMessage)
+			ctyp, cbody, err := pgwire.ReadMessage(s.client, maxAuthMessage)
 			if err != nil {
 				return err
 			}
 			if ctyp != 'p' {
 				return pgerr.New(pgerr.ProtocolViolation, "expected password response, got message type %q", ctyp)
 			}
-			msg := appendMessage(nil, ctyp, cbody)
+			msg := pgwire.AppendMessage(nil, ctyp, cbody)
 			s.bytesIn.Add(int64(len(msg)))
 			if _, err := s.server.Write(msg); err != nil {
 				return err
 			}
 		}
 	}
-}
-
-func parseParameterStatus(body []byte) (string, string, bool) {
-	k, rest, ok := bytes.Cut(body, []byte{0})
-	if !ok {
-		return "", "", false
-	}
-	v, _, ok := bytes.Cut(rest, []byte{0})
-	return string(k), string(v), ok
-}
-
-// readMessage reads one typed message of at most max bytes.
-func readMessage(r io.Reader, max int) (byte, []byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
-	}
-	n := int(binary.BigEndian.Uint32(hdr[1:]))
-	if n < 4 || n-4 > max {
-		return 0, nil, pgerr.New(pgerr.ProtocolViolation, "invalid message length %d for message type %q", n, hdr[0])
-	}
-	body := make([]byte, n-4)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, nil, err
-	}
-	return hdr[0], body, nil
-}
-
-func appendMessage(dst []byte, typ byte, body []byte) []byte {
-	dst = append(dst, typ)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)+4))
-	return append(dst, body...)
 }
 
 // terminate ends the session from outside (shutdown, admin): the relay

@@ -24,6 +24,7 @@ var layers = map[string]int{
 	"internal/buildinfo": 0,
 	"internal/sqlscan":   0,
 	"internal/pgcluster": 0,
+	"internal/pgwire":    1, // over pgerr
 	"configs":            0,
 	"deploy/demo":        0,
 
