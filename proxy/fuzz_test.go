@@ -48,7 +48,7 @@ func FuzzRelayFraming(f *testing.F) {
 		s := &session{cfg: &Config{}}
 		var out bytes.Buffer
 		var count = new(int64Counter)
-		p := &pump{s: s, toServer: toServer, src: &chunkReader{data: stream, sizes: sizes}, dst: &out, count: &count.v}
+		p := newPump(s, toServer, &chunkReader{data: stream, sizes: sizes}, &out, &count.v)
 		s.client = discardConn{}
 		err := p.run()
 		var re *relayEnd
@@ -79,7 +79,7 @@ func FuzzReadOnlyHold(f *testing.F) {
 		s.client = discardConn{}
 		var out bytes.Buffer
 		count := new(int64Counter)
-		p := &pump{s: s, toServer: true, src: &chunkReader{data: stream, sizes: sizes}, dst: &out, count: &count.v}
+		p := newPump(s, true, &chunkReader{data: stream, sizes: sizes}, &out, &count.v)
 		_ = p.run()
 		// No Query or Parse whose SQL the checker refuses reaches the
 		// server, whole or in part; pgproxy's own refusal (a DO block) may.

@@ -1,388 +1,143 @@
 package proxy
 
 import (
-	"encoding/binary"
-	"strings"
-	"sync"
-	"sync/atomic"
-
-	"go.uber.org/zap"
-
-	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/internal/pgwire"
 )
 
-// This file holds what the relay does with the few messages it looks at:
-// ReadyForQuery status, the read-only guard of fallback sessions, and the
-// lineage hooks. Everything else passes through as bytes.
-
-// LineageSink receives tagged statement executions. Implementations must be
-// safe for concurrent use and must never block.
-type LineageSink interface {
-	// Tagged reports cheaply whether sql may carry a lineage tag. It runs on
-	// the relay path for every Query and Parse: no allocation, no parsing.
-	Tagged(sql []byte) bool
-	// Begin records that a statement execution was sent to the server and
-	// returns its run, or nil when the statement turns out not to be tagged.
-	// sessionJob is the session-wide tag (pgproxy.job), possibly empty.
-	Begin(info LineageSession, sql string) LineageRun
+// A policy is what the relay asks about the few messages it looks at;
+// everything else passes through as bytes. The relay frames each direction's
+// stream (relay.go) and, at each message header, asks mode:
+//
+//   - modePass: the message is forwarded as it arrives, unseen.
+//   - modeInspect: forwarded as it arrives; once complete, inspect sees its
+//     body (at most maxInspect bytes: truncated says more was forwarded).
+//   - modeHold: kept whole (at most maxHeld bytes: tooBig says it was not);
+//     decide gets the whole message, header included, and returns what to
+//     forward instead: the message itself, a replacement, or an error that
+//     ends the session.
+//
+// A direction's calls come from that direction's pump only, one message at
+// a time; a policy that keeps state for both directions guards what they
+// share. The policies of a session are the session tracker (always),
+// lineage (policy_lineage.go) when it is on, and the read-only guard
+// (policy_readonly.go) on a session that fell back to the primary.
+type policy interface {
+	mode(toServer bool, typ byte, n int) msgMode
+	inspect(toServer bool, typ byte, body []byte, truncated bool) error
+	decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error)
 }
 
-// LineageRun is one execution of a tagged statement.
-type LineageRun interface {
-	Complete()
-	Fail(sqlstate, message string)
-}
-
-// LineageSession is what lineage knows of a session.
-type LineageSession struct {
-	Database, User, ApplicationName, ServerVersion, Job string
-}
-
-// lineageState tracks tagged statements of one session. c2s fields are used
-// by the client→server pump only; the batch queue is shared with the
-// server→client pump under mu.
-type lineageState struct {
-	sink LineageSink
-	info LineageSession
-
-	// c2s only
-	statements map[string]string // tagged prepared statement name → SQL
-	portals    map[string]string // portal → tagged SQL
-
-	zSent   uint64 // Query/Sync/FunctionCall messages sent (c2s only)
-	pending atomic.Int32
-	mu      sync.Mutex
-	batches []*lineageBatch
-	zRecv   uint64 // ReadyForQuery received (s2c only)
-}
-
-// lineageBatch is the runs that end with the ReadyForQuery number seq.
-type lineageBatch struct {
-	seq     uint64
-	runs    []LineageRun
-	failed  bool
-	code    string
-	message string
-}
-
-func (l *lineageState) attach(seq uint64, run LineageRun) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if n := len(l.batches); n > 0 && l.batches[n-1].seq == seq {
-		l.batches[n-1].runs = append(l.batches[n-1].runs, run)
-		return
-	}
-	l.batches = append(l.batches, &lineageBatch{seq: seq, runs: []LineageRun{run}})
-	l.pending.Add(1)
-}
-
-// policy decides, from a message's header, how the relay treats it.
-func (s *session) policy(toServer bool, typ byte, n int) msgMode {
-	if toServer {
-		if typ == 'X' {
-			s.clientTerminated.Store(true)
-		}
-		switch typ {
-		case 'Q', 'S', 'F':
-			if s.lin != nil {
-				s.lin.zSent++
-			}
-		}
-		switch typ {
-		case 'Q', 'P':
-			if s.readOnly && s.cfg.ReadOnlyCheck != nil {
-				return modeHold
-			}
-			if s.lin != nil {
-				return modeInspect
-			}
-		case 'F':
-			if s.readOnly {
-				return modeHold
-			}
-		case 'B':
-			if s.readOnly && len(s.poisoned) > 0 {
-				return modeHold
-			}
-			if s.lin != nil && len(s.lin.statements) > 0 {
-				return modeInspect
-			}
-		case 'E', 'C':
-			if s.lin != nil && (len(s.lin.statements) > 0 || len(s.lin.portals) > 0) {
-				return modeInspect
-			}
-		}
-		return modePass
-	}
-	switch typ {
-	case 'Z':
-		return modeInspect
-	case 'S':
+// pumpPolicy returns what one pump of s consults: the tracker alone (the
+// usual case: one interface call per message) or a chain of its own over
+// the session's policies, which are made once, when the first pump is
+// (both pumps are made by the goroutine that starts the relay).
+func (s *session) pumpPolicy() policy {
+	if s.policies == nil {
 		if s.readOnly {
-			return modeHold
+			s.policies = append(s.policies, &readOnlyGuard{s: s})
 		}
-		return modeInspect
-	case 'E':
-		if s.lin != nil && s.lin.pending.Load() > 0 {
-			return modeInspect
+		s.policies = append(s.policies, tracker{s})
+		if s.lin != nil {
+			s.policies = append(s.policies, s.lin)
 		}
 	}
-	return modePass
+	if len(s.policies) == 1 {
+		return s.policies[0]
+	}
+	return &chain{ps: s.policies, modes: make([]msgMode, len(s.policies))}
 }
 
-// inspect sees a complete message that was (or is being) forwarded.
-func (s *session) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
-	if !toServer {
-		switch typ {
-		case 'Z':
-			if len(body) == 1 {
-				s.txStatus.Store(uint32(body[0]))
-			}
-			if s.lin != nil {
-				s.lin.zRecv++
-				if s.lin.pending.Load() > 0 {
-					s.finishBatches()
-				}
-			}
-		case 'S':
-			if k, v, ok := pgwire.ParseParameterStatus(body); ok {
-				s.mu.Lock()
-				if s.params != nil {
-					s.params[k] = v
-				}
-				s.mu.Unlock()
-			}
-		case 'E':
-			s.failBatch(body)
-		}
-		return nil
+// chain runs several policies over one direction. Each message gets the
+// strongest mode any of them asks for; a held message goes through the
+// holders' decide in order, and the policies that only wanted to inspect it
+// see what is finally forwarded. A chain belongs to one pump.
+type chain struct {
+	ps    []policy
+	modes []msgMode // what each policy asked for the current message
+}
+
+func (c *chain) mode(toServer bool, typ byte, n int) msgMode {
+	m := modePass
+	for i, p := range c.ps {
+		c.modes[i] = p.mode(toServer, typ, n)
+		m = max(m, c.modes[i])
 	}
-	if s.lin == nil {
-		return nil
-	}
-	switch typ {
-	case 'Q':
-		if truncated || !s.lin.sink.Tagged(body) && s.lin.info.Job == "" {
-			return nil
-		}
-		if run := s.lin.sink.Begin(s.lin.info, pgwire.CString(body)); run != nil {
-			s.lin.attach(s.lin.zSent, run)
-		}
-	case 'P':
-		name, rest := pgwire.CutCString(body)
-		if s.lin.statements == nil {
-			s.lin.statements = make(map[string]string)
-		}
-		delete(s.lin.statements, name)
-		sql, _ := pgwire.CutCString(rest)
-		if !truncated && (s.lin.sink.Tagged(rest) || s.lin.info.Job != "") {
-			s.lin.statements[name] = sql
-		}
-	case 'B':
-		portal, rest := pgwire.CutCString(body)
-		stmt, _ := pgwire.CutCString(rest)
-		if s.lin.portals == nil {
-			s.lin.portals = make(map[string]string)
-		}
-		if sql, ok := s.lin.statements[stmt]; ok {
-			s.lin.portals[portal] = sql
-		} else {
-			delete(s.lin.portals, portal)
-		}
-	case 'E':
-		portal, _ := pgwire.CutCString(body)
-		if sql, ok := s.lin.portals[portal]; ok {
-			if run := s.lin.sink.Begin(s.lin.info, sql); run != nil {
-				s.lin.attach(s.lin.zSent+1, run) // ends with the next Sync's ReadyForQuery
-			}
-		}
-	case 'C':
-		if len(body) > 1 {
-			name, _ := pgwire.CutCString(body[1:])
-			if body[0] == 'S' {
-				delete(s.lin.statements, name)
-			} else {
-				delete(s.lin.portals, name)
+	return m
+}
+
+func (c *chain) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
+	for i, p := range c.ps {
+		if c.modes[i] == modeInspect {
+			if err := p.inspect(toServer, typ, body, truncated); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
 }
 
-func (s *session) failBatch(body []byte) {
-	if s.lin == nil || s.lin.pending.Load() == 0 {
-		return
-	}
-	code, msg := pgwire.ErrorFields(body)
-	l := s.lin
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, b := range l.batches {
-		if b.seq == l.zRecv+1 && !b.failed {
-			b.failed, b.code, b.message = true, code, msg
-		}
-	}
-}
-
-func (s *session) finishBatches() {
-	l := s.lin
-	l.mu.Lock()
-	var done []*lineageBatch
-	for len(l.batches) > 0 && l.batches[0].seq <= l.zRecv {
-		done = append(done, l.batches[0])
-		l.batches = l.batches[1:]
-		l.pending.Add(-1)
-	}
-	l.mu.Unlock()
-	for _, b := range done {
-		for _, r := range b.runs {
-			if b.failed {
-				r.Fail(b.code, b.message)
-			} else {
-				r.Complete()
+func (c *chain) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
+	out := msg
+	for i, p := range c.ps {
+		if c.modes[i] == modeHold {
+			var err error
+			if out, err = p.decide(toServer, typ, out, tooBig); err != nil {
+				return nil, err
 			}
 		}
 	}
-}
-
-// failPending fails every run still waiting when the session ends.
-func (s *session) failPending(reason string) {
-	if s.lin == nil {
-		return
+	if len(out) < 5 {
+		return out, nil
 	}
-	s.lin.mu.Lock()
-	batches := s.lin.batches
-	s.lin.batches = nil
-	s.lin.mu.Unlock()
-	for _, b := range batches {
-		for _, r := range b.runs {
-			r.Fail(pgerr.ConnectionFailure, "session ended before the statement completed: "+reason)
-		}
-	}
-}
-
-// decide returns what to forward for a held message (the whole message,
-// header included, in msg).
-func (s *session) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
-	if !toServer { // ParameterStatus on an enforced read-only session
-		if k, v, ok := pgwire.ParseParameterStatus(msg[5:]); ok {
-			s.mu.Lock()
-			if s.params != nil {
-				s.params[k] = v
-			}
-			s.mu.Unlock()
-			if k == "default_transaction_read_only" && v != "on" {
-				err := pgerr.New(pgerr.ReadOnlySQLTransaction, "pgproxy: terminating read-only session: default_transaction_read_only was turned off")
-				s.sendError(err)
-				return nil, &relayEnd{reason: "read_only_violation", err: err}
+	for i, p := range c.ps {
+		if c.modes[i] == modeInspect {
+			if err := p.inspect(toServer, out[0], out[5:], tooBig); err != nil {
+				return out, err
 			}
 		}
-		return msg, nil
+	}
+	return out, nil
+}
+
+// tracker keeps what the session itself must know of the stream: whether
+// the client sent Terminate (so a server close that follows is expected),
+// the transaction status of each ReadyForQuery, and the server's
+// ParameterStatus values.
+type tracker struct{ s *session }
+
+func (t tracker) mode(toServer bool, typ byte, _ int) msgMode {
+	if toServer {
+		if typ == 'X' {
+			t.s.clientTerminated.Store(true)
+		}
+		return modePass
 	}
 	switch typ {
-	case 'F':
-		return s.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: function calls are not allowed on a read-only session", false, ""), nil
-	case 'B':
-		portal, rest := pgwire.CutCString(msg[5:])
-		stmt, _ := pgwire.CutCString(rest)
-		_ = portal
-		if s.poisoned[stmt] {
-			return nullBindParams(msg), nil
-		}
-		return msg, nil
+	case 'Z', 'S':
+		return modeInspect
 	}
-	// Query or Parse
-	if tooBig {
-		name, _ := pgwire.CutCString(msg[5:]) // a Parse's statement name comes first
-		return s.refuse(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session", typ == 'P', name), nil
-	}
-	var name, sql string
-	if typ == 'P' {
-		var rest []byte
-		name, rest = pgwire.CutCString(msg[5:])
-		sql, _ = pgwire.CutCString(rest)
-	} else {
-		sql = pgwire.CString(msg[5:])
-	}
-	if !pgwire.Terminated(msg[5:], typ) {
-		// PostgreSQL would reject it too ("invalid string in message"); what
-		// it would have run is not known, so it is not forwarded.
-		return s.refuse(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string", typ == 'P', name), nil
-	}
-	reason, violated, err := s.cfg.ReadOnlyCheck(sql)
-	if err != nil {
-		return s.refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error(), typ == 'P', name), nil
-	}
-	if violated {
-		s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
-		return s.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: "+reason, typ == 'P', name), nil
-	}
-	if typ == 'P' {
-		delete(s.poisoned, name)
-	}
-	if typ == 'Q' && s.lin != nil {
-		_ = s.inspect(true, typ, msg[5:], false)
-	}
-	if typ == 'P' && s.lin != nil {
-		_ = s.inspect(true, typ, msg[5:], false)
-	}
-	return msg, nil
+	return modePass
 }
 
-// refuse builds a replacement that makes the server itself answer with the
-// given SQLSTATE at the right place in the message stream: a DO block that
-// raises. For a Parse, the statement name is kept and marked poisoned, so
-// later Binds send NULLs for its parameters and the Execute raises.
-func (s *session) refuse(code, message string, parse bool, name string) []byte {
-	message = strings.NewReplacer("'", "''", "$", "").Replace(message)
-	sql := "DO $pgproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '" + code + "', MESSAGE = '" + message + "'; END$pgproxy$"
-	if !parse {
-		return pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))
+func (t tracker) inspect(toServer bool, typ byte, body []byte, _ bool) error {
+	if toServer {
+		return nil
 	}
-	if s.poisoned == nil {
-		s.poisoned = make(map[string]bool)
-	}
-	s.poisoned[name] = true
-	body := append([]byte(name), 0)
-	body = append(body, sql...)
-	body = append(body, 0, 0, 0) // no parameter types
-	return pgwire.AppendMessage(nil, 'P', body)
-}
-
-// nullBindParams rewrites a Bind to send no parameter values for a poisoned
-// statement (which has none), keeping portal, statement and result formats.
-func nullBindParams(msg []byte) []byte {
-	body := msg[5:]
-	portal, rest := pgwire.CutCString(body)
-	stmt, rest := pgwire.CutCString(rest)
-	if len(rest) < 2 {
-		return msg
-	}
-	nfmt := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) < 2*nfmt+2 {
-		return msg
-	}
-	rest = rest[2*nfmt:]
-	nparams := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	for i := 0; i < nparams; i++ {
-		if len(rest) < 4 {
-			return msg
+	switch typ {
+	case 'Z':
+		if len(body) == 1 {
+			t.s.txStatus.Store(uint32(body[0]))
 		}
-		l := int32(binary.BigEndian.Uint32(rest))
-		rest = rest[4:]
-		if l > 0 {
-			if int(l) > len(rest) {
-				return msg
+	case 'S':
+		if k, v, ok := pgwire.ParseParameterStatus(body); ok {
+			t.s.mu.Lock()
+			if t.s.params != nil {
+				t.s.params[k] = v
 			}
-			rest = rest[l:]
+			t.s.mu.Unlock()
 		}
 	}
-	nb := append([]byte(portal), 0)
-	nb = append(nb, stmt...)
-	nb = append(nb, 0, 0, 0, 0, 0) // no param formats, no params
-	nb = append(nb, rest...)       // result format codes
-	return pgwire.AppendMessage(nil, 'B', nb)
+	return nil
 }
+
+func (t tracker) decide(_ bool, _ byte, msg []byte, _ bool) ([]byte, error) { return msg, nil }

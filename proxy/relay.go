@@ -56,6 +56,7 @@ var smallPool = sync.Pool{New: func() any { return new([smallBufSize]byte) }}
 // memory. A pump is used by one goroutine only.
 type pump struct {
 	s        *session
+	pol      policy // what to do with the messages it frames (policy.go)
 	toServer bool
 	src      io.Reader
 	dst      io.Writer
@@ -372,7 +373,7 @@ func (p *pump) process(data []byte) (int, error) {
 				return 0, err
 			}
 			p.typ, p.rem, p.inMsg, p.tooBig = typ, n-4, true, false
-			p.mode = p.s.policy(p.toServer, typ, n)
+			p.mode = p.pol.mode(p.toServer, typ, n)
 			switch p.mode {
 			case modeHold:
 				if err := p.write(data[start:i]); err != nil {
@@ -412,14 +413,14 @@ func (p *pump) process(data []byte) (int, error) {
 			p.countOwed()
 			switch p.mode {
 			case modeInspect:
-				if err := p.s.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {
+				if err := p.pol.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {
 					if err := p.write(data[start:i]); err != nil {
 						return 0, err
 					}
 					return 0, err
 				}
 			case modeHold:
-				out, err := p.s.decide(p.toServer, p.typ, p.scratch, p.tooBig)
+				out, err := p.pol.decide(p.toServer, p.typ, p.scratch, p.tooBig)
 				if err != nil {
 					return 0, err
 				}
@@ -589,5 +590,5 @@ func useRaw(p *pump, src, dst net.Conn) {
 }
 
 func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {
-	return &pump{s: s, toServer: toServer, src: src, dst: dst, count: count}
+	return &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count}
 }

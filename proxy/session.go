@@ -56,9 +56,9 @@ type session struct {
 
 	txStatus         atomic.Uint32 // last ReadyForQuery status byte
 	cancelKey        string
-	lin              *lineageState   // nil unless lineage is enabled
-	poisoned         map[string]bool // statements replaced by the read-only guard (c2s only)
-	adminAuth        bool            // authenticating for the admin console
+	lin              *lineageState // nil unless lineage is enabled
+	policies         []policy      // what the relay consults (policy.go), made with the first pump
+	adminAuth        bool          // authenticating for the admin console
 	terminating      atomic.Pointer[string]
 	closeOnce        sync.Once
 	closing          atomic.Bool  // closeConns has started: relay errors are ours
@@ -173,7 +173,9 @@ func (s *session) run() {
 		s.mu.Unlock()
 	}
 	reason = s.relay()
-	s.failPending(reason)
+	if s.lin != nil {
+		s.lin.failPending(reason)
+	}
 	dur := time.Since(s.started)
 	s.log.Info("session ended",
 		zap.String("user", s.user), zap.String("database", s.database),
