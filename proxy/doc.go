@@ -76,6 +76,16 @@
 //     (readServerToEnd, bounded by a 1 s read deadline). Each direction reads into a
 //     4 KiB buffer, a pooled 64 KiB one while data streams.
 //
+// Each session's messages keep their order; two sessions' messages keep
+// the order in which they reached pgproxy only on one loop, whose epoll
+// reports its sockets in the order they became readable. Loops and relay
+// goroutines are each woken by Go's netpoller, which hands the goroutines
+// one poll found ready to the scheduler last-first, so two sessions'
+// messages that reach pgproxy within one wake-up may reach their clients
+// in either order (TestRelayOrderAcrossSessions). PostgreSQL does not order
+// them either: a pg_terminate_backend result and its victim's FATAL come
+// either way, directly too (TestTerminateDuringCopy).
+//
 // On plain TCP sockets with event loops off, the pumps use raw non-blocking system calls under
 // syscall.RawConn (rawio.go) and park on Go's edge-triggered poller. A pump
 // normally parks after a read returns EAGAIN; with TCP_INQ (Linux ≥ 4.18)
