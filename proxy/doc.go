@@ -42,10 +42,14 @@
 // framing (type + length) without decoding payloads, write everything one
 // read brought with one write. So pipelines, COPY and huge DataRows stream with bounded memory and
 // no allocation per message. Client messages are checked against
-// PostgreSQL's own size limits before anything is buffered. The pumps look
-// at a handful of messages only (policy.go): ReadyForQuery (transaction
-// state), ParameterStatus, and, when lineage is on, Query/Parse/Bind/Execute
-// and the server's ErrorResponse for tagged statements. Unprompted server
+// PostgreSQL's own size limits before anything is buffered. What the relay
+// does with the few messages it looks at is up to the session's policies,
+// which it calls through one small interface (policy.go: pass, inspect or
+// hold each message): the tracker (ReadyForQuery status, ParameterStatus,
+// Terminate), lineage (policy_lineage.go: Query/Parse/Bind/Execute and the
+// server's ErrorResponse for tagged statements) and the read-only guard
+// (policy_readonly.go). The startup and message codecs are
+// internal/pgwire. Unprompted server
 // messages (NotificationResponse, NoticeResponse, ParameterStatus) are
 // forwarded as they come, whatever the client is doing.
 //
