@@ -423,7 +423,7 @@ func TestBadEnvironment(t *testing.T) {
 		{"PGPROXY_ROUTING_MAX_LAG=five", []string{"routing.max_lag: must be a duration", "(env PGPROXY_ROUTING_MAX_LAG)"}},
 		{"PGPROXY_LIMITS_MAX_SESSIONS=1e4", []string{"limits.max_sessions: must be an integer", "(env PGPROXY_LIMITS_MAX_SESSIONS)"}},
 		{"PGPROXY_LINEAGE_ENABLED=yes please", []string{"lineage.enabled: must be true or false"}},
-		{"PGPROXY_LISTEN=127.0.0.1:1", []string{"listen: a list of mappings can only be set in the config file"}},
+		{"PGPROXY_LISTEN=127.0.0.1:1/replica", []string{`listen: "127.0.0.1:1/replica": the route after / must be read or write`, "(env PGPROXY_LISTEN)"}},
 		{"PGPROXY_ROUTING_RULES=x", []string{"routing.rules: a list of mappings"}},
 		{"PGPROXY_ROUTING_FALLBACK=primry", []string{`routing.fallback: must be "primary" or "reject", got "primry"`}},
 		{"REPLICA_MAX_LAG_S=2.5", []string{"REPLICA_MAX_LAG_S: must be a whole number of seconds"}},
@@ -596,6 +596,24 @@ func TestFlags(t *testing.T) {
 	c = mustLoad(t, LoadOptions{Path: writeConfig(t, minimal), Flags: own})
 	if c.Routing.MaxLag != 750*time.Millisecond || c.Limits.MaxSessions != 3 || !reflect.DeepEqual(c.Backends, []Backend{{"h:1"}, {"h:2"}}) {
 		t.Fatalf("typed flags not applied: %+v", c)
+	}
+
+	// listen is a flag too (it had none): host:port[/read|/write].
+	fs = pflag.NewFlagSet("pgproxy", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse([]string{"--listen=0.0.0.0:7432,0.0.0.0:7433/read", "--listen=[::1]:7434/write", "--backends=h:1", "--backends=h:2"}); err != nil {
+		t.Fatal(err)
+	}
+	c = mustLoad(t, LoadOptions{Path: writeConfig(t, minimal), Flags: fs, Environ: []string{"PGPROXY_LISTEN=127.0.0.1:9"}})
+	if want := []Listener{{"0.0.0.0:7432", ""}, {"0.0.0.0:7433", RouteRead}, {"[::1]:7434", RouteWrite}}; !reflect.DeepEqual(c.Listen, want) {
+		t.Fatalf("--listen: %+v, want %+v", c.Listen, want)
+	}
+	if !reflect.DeepEqual(c.Backends, []Backend{{"h:1"}, {"h:2"}}) {
+		t.Fatalf("a list flag given twice: %+v", c.Backends)
+	}
+	c = mustLoad(t, LoadOptions{Path: writeConfig(t, minimal), Environ: []string{"PGPROXY_LISTEN=127.0.0.1:9/read"}})
+	if want := []Listener{{"127.0.0.1:9", RouteRead}}; !reflect.DeepEqual(c.Listen, want) {
+		t.Fatalf("PGPROXY_LISTEN: %+v, want %+v", c.Listen, want)
 	}
 }
 
