@@ -116,8 +116,13 @@
 //	config: health.interval: must be a duration with a unit like "500ms" or "5s", got "5" (pgproxy.yaml:9)
 //	config: routing.max_lag: must be a duration ... (env PGPROXY_ROUTING_MAX_LAG)
 //
-// Messages never contain a secret: string values (which may be passwords)
-// are never repeated, and DSN and URL errors do not echo their input.
+// Messages never contain a secret: secret keys (health.password,
+// lineage.transport.api_key) and URLs are never repeated, READ_REPLICA_DSN
+// errors do not echo their input, and any other value a message repeats
+// has its user info and password=... replaced by ******** first. A
+// connection string put under backends gets where its parts belong:
+//
+//	config: backends[0].addr: must be host:port, got a connection string "postgres://odoo:********@db:5432/odoo": a backend is host:port only (here "db:5432"); ...
 //
 // # Output and reload
 //

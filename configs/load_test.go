@@ -663,3 +663,63 @@ func TestLoadConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A connection string put where host:port belongs is never echoed with
+// its password, and the error says where its parts go (issue 16: the
+// whole DSN used to be repeated).
+func TestDSNUnderBackendsIsRedacted(t *testing.T) {
+	const pw = "S3cr3tPW"
+	for _, tc := range []struct {
+		name, yaml string
+		env        []string
+		want       []string
+	}{
+		{"url in the file", "backends:\n  - addr: postgres://odoo:" + pw + "@db-replica:5432/odoo\n", nil,
+			[]string{`backends[0].addr: must be host:port, got a connection string "postgres://odoo:********@db-replica:5432/odoo"`,
+				`(here "db-replica:5432")`, "health.user", "PGPROXY_HEALTH_PASSWORD", "READ_REPLICA_DSN"}},
+		{"key=value in the file", "backends:\n  - addr: host=db2 port=5433 user=odoo password='" + pw + " x'\n", nil,
+			[]string{`"host=db2 port=5433 user=odoo password=********"`, `(here "db2:5433")`, "READ_REPLICA_DSN"}},
+		{"user:pw@host in env", "", []string{"PGPROXY_BACKENDS=odoo:" + pw + "@db3:5432"},
+			[]string{`"odoo:********@db3:5432"`, "health.user"}},
+		{"listener", "", []string{"PGPROXY_LISTEN=u:" + pw + "@h:1"}, []string{`listen[0].addr`, `"u:********@h:1"`}},
+		{"http.addr", "http:\n  addr: postgres://u:" + pw + "@x\n", nil, []string{`http.addr: must be host:port, got "postgres://u:********@x"`}},
+		{"enum", "routing:\n  fallback: postgres://u:" + pw + "@x/y\n", nil, []string{`routing.fallback: must be "primary" or "reject", got "postgres://u:********@x/y"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := "listen:\n  - addr: 127.0.0.1:6432\n"
+			if !strings.Contains(tc.yaml, "backends:") {
+				body += "backends:\n  - addr: 127.0.0.1:5432\n"
+			}
+			_, err := Load(LoadOptions{Path: writeConfig(t, body+tc.yaml), Environ: tc.env})
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("error leaks the password:\n%v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://odoo:pw@db:5432/odoo":     "postgres://odoo:********@db:5432/odoo",
+		"postgres://odoo@db:5432/odoo":        "postgres://odoo@db:5432/odoo",
+		"http://a:b@c@marquez:5000":           "http://a:********@marquez:5000",
+		"odoo:pw@db:5432":                     "odoo:********@db:5432",
+		"host=h password=pw user=u":           "host=h password=******** user=u",
+		"host=h PASSWORD = 'p w\\' x' user=u": "host=h PASSWORD = ******** user=u",
+		"127.0.0.1:6432":                      "127.0.0.1:6432",
+		"primry":                              "primry",
+		"http://h/path@x":                     "http://h/path@x",
+	} {
+		if got := redactSecrets(in); got != want {
+			t.Errorf("redactSecrets(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
