@@ -137,13 +137,17 @@ func quote(s string) string {
 // passwordPair matches password=... in libpq's key=value form, quoted or not.
 var passwordPair = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)`)
 
+// RedactSecrets hides what may be a password inside a value shown to
+// people (a log line, an error); see redactSecrets.
+func RedactSecrets(s string) string { return redactSecrets(s) }
+
 // redactSecrets hides what may be a password inside a value that a message
 // or log line repeats: the password of a URL's user info
 // (postgres://odoo:pw@db/odoo → postgres://odoo:********@db/odoo), of a
 // bare user:pw@host, and password=... of a key=value connection string.
 // Everything else is kept, so the reader still recognises the value.
 func redactSecrets(s string) string {
-	if strings.Contains(strings.ToLower(s), "password") {
+	if strings.Contains(s, "assword") || strings.Contains(s, "ASSWORD") { // cheap pre-check for the (?i) regexp
 		s = passwordPair.ReplaceAllString(s, "${1}"+RedactedValue)
 	}
 	at := strings.LastIndex(s, "@")

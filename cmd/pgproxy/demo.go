@@ -138,6 +138,7 @@ log:
 		fmt.Fprintln(stderr, "pgproxy demo:", err)
 		return 1
 	}
+	a.SetConfigPath(cfgPath)
 	runCtx := ctx
 	if *exitAfter > 0 { // counted from when the proxy is up
 		var cancel context.CancelFunc

@@ -21,7 +21,6 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/ofitec/pgproxy/app"
 	"github.com/ofitec/pgproxy/configs"
@@ -136,16 +135,17 @@ func run(args []string, env []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer log.Sync() //nolint:errcheck
-	return serve(cfg, load, log, &level)
+	return serve(cfg, *path, load, log, &level)
 }
 
-func serve(cfg *configs.Config, load func() (*configs.Config, error), log *zap.Logger, level *zap.AtomicLevel) int {
+func serve(cfg *configs.Config, path string, load func() (*configs.Config, error), log *zap.Logger, level *zap.AtomicLevel) int {
 	a, err := app.New(cfg, log, level)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
 	a.SetReloader(load)
+	a.SetConfigPath(path)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -173,26 +173,6 @@ func serve(cfg *configs.Config, load func() (*configs.Config, error), log *zap.L
 		return 1
 	}
 	return 0
-}
-
-// newLogger builds the zap logger from log.level and log.format.
-func newLogger(c configs.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
-	level, err := zap.ParseAtomicLevel(c.Level)
-	if err != nil {
-		return nil, level, fmt.Errorf("log.level: %w", err)
-	}
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.TimeKey = "ts"
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	if c.Format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	} else {
-		enc = zapcore.NewJSONEncoder(encCfg)
-	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core), level, nil
 }
 
 // looksLikeFile tells a config file given as "pgproxy FILE" from a

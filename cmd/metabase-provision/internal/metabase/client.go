@@ -244,7 +244,7 @@ func (c *Client) once(ctx context.Context, method, path string, query url.Values
 	}
 	defer resp.Body.Close()
 	c.log.Debug("metabase request", zap.String("method", method), zap.String("path", path),
-		zap.Int("status", resp.StatusCode), zap.Duration("duration", time.Since(start)))
+		zap.Int("status", resp.StatusCode), zap.Float64("duration_s", time.Since(start).Seconds()))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 		return resp.StatusCode, &APIError{Method: method, Path: path, Status: resp.StatusCode, Message: errorMessage(b)}
