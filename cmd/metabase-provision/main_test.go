@@ -465,7 +465,7 @@ func TestUsageAndConfigErrorsExit2(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
-		{"unknown config key", []string{"--config", bad}, nil, "field colour not found"},
+		{"unknown config key", []string{"--config", bad}, nil, "metabase.colour (line 3): unknown key"},
 		{"missing config", []string{"--config", "/nonexistent.yaml"}, nil, "no such file"},
 		{"no credentials", nil, map[string]string{"MB_USER": "", "MB_PASS": ""}, "no credentials"},
 		{"bad url", nil, map[string]string{"MB_URL": "ftp://metabase"}, "want http(s)://"},
