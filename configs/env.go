@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Seed variables of the OFITEC .env (see CONFIG.md).
+// Seed variables of the OFITEC .env (docs/configuration.md).
 const (
 	EnvReadReplicaDSN = "READ_REPLICA_DSN"
 	EnvReplicaMaxLagS = "REPLICA_MAX_LAG_S"
