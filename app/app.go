@@ -27,6 +27,7 @@ import (
 
 	"github.com/ofitec/pgproxy/configs"
 	"github.com/ofitec/pgproxy/health"
+	"github.com/ofitec/pgproxy/internal/buildinfo"
 	"github.com/ofitec/pgproxy/internal/sqlscan"
 	"github.com/ofitec/pgproxy/lineage"
 	"github.com/ofitec/pgproxy/proxy"
@@ -45,9 +46,11 @@ type App struct {
 	director *director
 	admin    adminAdapter
 
-	mu       sync.Mutex
-	cfg      *configs.Config
-	reloader func() (*configs.Config, error)
+	mu         sync.Mutex
+	cfg        *configs.Config
+	reloader   func() (*configs.Config, error)
+	configPath string // for the start-up line only
+	gomaxprocs int
 
 	listeners []boundListener
 	httpLn    net.Listener
@@ -75,7 +78,7 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	log.Info("runtime.gomaxprocs", zap.Int("gomaxprocs", applyGOMAXPROCS(cfg.Runtime.GOMAXPROCS)))
+	a.gomaxprocs = applyGOMAXPROCS(cfg.Runtime.GOMAXPROCS) // logged in the start-up line
 
 	a.monitor, err = health.NewMonitor(healthConfig(cfg), log.Named("health"), a.reg)
 	if err != nil {
@@ -182,8 +185,8 @@ func (a *App) Run(ctx context.Context) error {
 				errc <- err
 			}
 		}()
-		a.log.Info("listening", zap.String("addr", l.cfg.Addr), zap.String("route", routeLabel(l.cfg.Route)))
 	}
+	a.logStarted()
 
 	var runErr error
 	select {
@@ -195,7 +198,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.mu.Lock()
 	drain := a.cfg.Limits.DrainTimeout
 	a.mu.Unlock()
-	a.log.Info("draining", zap.Int("sessions", a.server.SessionCount()), zap.Duration("drain_timeout", drain))
+	a.log.Info("draining", zap.Int("sessions", a.server.SessionCount()), zap.Float64("drain_timeout_s", drain.Seconds()))
 	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	if err := a.server.Shutdown(dctx); err != nil {
 		a.log.Warn("drain timeout: remaining sessions were closed", zap.Error(err))
@@ -213,6 +216,34 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Wait()
 	a.log.Info("stopped")
 	return runErr
+}
+
+// SetConfigPath names the config file in the start-up line ("" = none).
+// Call it before Run.
+func (a *App) SetConfigPath(path string) { a.configPath = path }
+
+// logStarted writes the one start-up line: what runs, from which file,
+// where it listens.
+func (a *App) logStarted() {
+	listeners := make([]string, len(a.listeners))
+	for i, l := range a.listeners {
+		listeners[i] = l.cfg.Addr + " (" + routeLabel(l.cfg.Route) + ")"
+	}
+	a.mu.Lock()
+	cfg := a.cfg
+	a.mu.Unlock()
+	backends := make([]string, len(cfg.Backends))
+	for i, b := range cfg.Backends {
+		backends[i] = b.Addr
+	}
+	httpAddr := a.HTTPAddr()
+	if httpAddr == "" {
+		httpAddr = "disabled"
+	}
+	a.log.Info("pgproxy started",
+		zap.String("version", buildinfo.Version), zap.String("commit", buildinfo.Commit), zap.String("go_version", buildinfo.GoVersion()),
+		zap.String("config", a.configPath), zap.Strings("listeners", listeners), zap.String("http_addr", httpAddr),
+		zap.Strings("backends", backends), zap.Int("gomaxprocs", a.gomaxprocs))
 }
 
 func (a *App) closeListeners() {

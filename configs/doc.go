@@ -13,13 +13,16 @@
 //     case-sensitive and exactly those below; an unknown key anywhere is an
 //     error naming its full path (config: unknown key "routing.max_lagg").
 //     A key given twice is an error. A null value (key:) counts as absent.
-//   - Environment: every key that is not a list of mappings has a variable
-//     PGPROXY_ + the key upper-cased with dots as underscores
-//     (routing.max_lag → PGPROXY_ROUTING_MAX_LAG, health.password →
-//     PGPROXY_HEALTH_PASSWORD). Names are resolved against the known key
-//     list, so keys containing underscores are not ambiguous. Lists are
-//     comma-separated (PGPROXY_BACKENDS=10.0.0.1:5432,10.0.0.2:5432,
-//     PGPROXY_ADMIN_USERS=postgres,ops). PGPROXY_BACKEND_TLS sets
+//   - Environment: every key except routing.rules (a list of mappings)
+//     has a variable PGPROXY_ + the key upper-cased with dots as
+//     underscores (routing.max_lag → PGPROXY_ROUTING_MAX_LAG,
+//     health.password → PGPROXY_HEALTH_PASSWORD). Names are resolved
+//     against the known key list, so keys containing underscores are not
+//     ambiguous. Lists are comma-separated
+//     (PGPROXY_BACKENDS=10.0.0.1:5432,10.0.0.2:5432,
+//     PGPROXY_ADMIN_USERS=postgres,ops); a listener is host:port, with
+//     /read or /write for its route
+//     (PGPROXY_LISTEN=0.0.0.0:6432,0.0.0.0:6433/read). PGPROXY_BACKEND_TLS sets
 //     backend_tls.mode. An empty value counts as unset. A PGPROXY_ variable
 //     inside a known section that names no key (PGPROXY_ROUTING_MAX_LAGG)
 //     is an error; other PGPROXY_ variables (PGPROXY_CONFIG, PGPROXY_PG_BIN)
@@ -34,8 +37,13 @@
 //     MARQUEZ_URL sets lineage.transport.type=http and
 //     lineage.transport.url. Multi-host DSNs and unix sockets are not
 //     supported there.
-//   - Flags: a flag named like a key (--routing.max_lag=2s) that was set on
-//     the command line wins; RegisterFlags defines them all.
+//   - Flags: a flag named like a key (--routing.max_lag=2s, --listen=...)
+//     that was set on the command line wins; its value is written and
+//     checked as the environment variable's. RegisterFlags defines them
+//     all, each with its type (bool, int, duration, list, string).
+//
+// docs/configuration.md is the operator's reference of every key; a test
+// fails when a key of Config is missing from it.
 //
 // # Keys
 //
@@ -108,8 +116,13 @@
 //	config: health.interval: must be a duration with a unit like "500ms" or "5s", got "5" (pgproxy.yaml:9)
 //	config: routing.max_lag: must be a duration ... (env PGPROXY_ROUTING_MAX_LAG)
 //
-// Messages never contain a secret: string values (which may be passwords)
-// are never repeated, and DSN and URL errors do not echo their input.
+// Messages never contain a secret: secret keys (health.password,
+// lineage.transport.api_key) and URLs are never repeated, READ_REPLICA_DSN
+// errors do not echo their input, and any other value a message repeats
+// has its user info and password=... replaced by ******** first. A
+// connection string put under backends gets where its parts belong:
+//
+//	config: backends[0].addr: must be host:port, got a connection string "postgres://odoo:********@db:5432/odoo": a backend is host:port only (here "db:5432"); ...
 //
 // # Output and reload
 //

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Seed variables of the OFITEC .env (see CONFIG.md).
+// Seed variables of the OFITEC .env (docs/configuration.md).
 const (
 	EnvReadReplicaDSN = "READ_REPLICA_DSN"
 	EnvReplicaMaxLagS = "REPLICA_MAX_LAG_S"
@@ -78,7 +78,7 @@ func envLayer(env map[string]string, p *problems) map[string]any {
 			p.add(s.key, src, "%s", s.noEnv)
 			continue
 		}
-		v, err := parseSetting(s.kind, env[name])
+		v, err := parseSetting(s, env[name])
 		if err != nil {
 			p.add(s.key, src, "%v", err)
 			continue
@@ -108,8 +108,8 @@ func envLayer(env map[string]string, p *problems) map[string]any {
 
 // parseSetting parses an environment or flag value of a key's kind. Only
 // non-string kinds fail, so a secret is never shown in an error.
-func parseSetting(k kind, raw string) (any, error) {
-	switch k {
+func parseSetting(s setting, raw string) (any, error) {
+	switch s.kind {
 	case kindBool:
 		b, err := strconv.ParseBool(strings.TrimSpace(raw))
 		if err != nil {
@@ -130,7 +130,11 @@ func parseSetting(k kind, raw string) (any, error) {
 		return d, nil
 	case kindStrings:
 		return splitList(raw), nil
-	case kindList: // backends: a comma list of addresses
+	case kindList:
+		if s.key == "listen" {
+			return parseListeners(raw)
+		}
+		// backends: a comma list of addresses
 		var out []any
 		for _, a := range splitList(raw) {
 			out = append(out, map[string]any{"addr": a})
@@ -138,6 +142,25 @@ func parseSetting(k kind, raw string) (any, error) {
 		return out, nil
 	}
 	return raw, nil
+}
+
+// parseListeners parses the flag/env form of listen: a comma list of
+// host:port, each optionally followed by /read or /write (the listener's
+// route; none = the rules decide): "0.0.0.0:6432,0.0.0.0:6433/read".
+func parseListeners(raw string) (any, error) {
+	var out []any
+	for _, e := range splitList(raw) {
+		addr, route, hasRoute := strings.Cut(e.(string), "/")
+		l := map[string]any{"addr": addr}
+		if hasRoute {
+			if route != RouteRead && route != RouteWrite {
+				return nil, fmt.Errorf("%s: the route after / must be read or write (none = the rules decide)", quote(e.(string)))
+			}
+			l["route"] = route
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // splitList splits a comma list, trimming spaces and dropping empty items.

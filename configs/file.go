@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -121,14 +123,50 @@ func joinKey(path, key string) string {
 	return path + "." + key
 }
 
-// quote shows a bad value in a message, shortened. Only called for values
-// of non-secret kinds.
+// quote shows a bad value in a message, with any password in it hidden
+// (see redactSecrets), shortened.
 func quote(s string) string {
-	const max = 40
+	s = redactSecrets(s)
+	const max = 60
 	if len(s) > max {
 		s = s[:max] + "..."
 	}
 	return strconv.Quote(s)
+}
+
+// passwordPair matches password=... in libpq's key=value form, quoted or not.
+var passwordPair = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)`)
+
+// RedactSecrets hides what may be a password inside a value shown to
+// people (a log line, an error); see redactSecrets.
+func RedactSecrets(s string) string { return redactSecrets(s) }
+
+// redactSecrets hides what may be a password inside a value that a message
+// or log line repeats: the password of a URL's user info
+// (postgres://odoo:pw@db/odoo → postgres://odoo:********@db/odoo), of a
+// bare user:pw@host, and password=... of a key=value connection string.
+// Everything else is kept, so the reader still recognises the value.
+func redactSecrets(s string) string {
+	if strings.Contains(s, "assword") || strings.Contains(s, "ASSWORD") { // cheap pre-check for the (?i) regexp
+		s = passwordPair.ReplaceAllString(s, "${1}"+RedactedValue)
+	}
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + 3
+	}
+	userinfo := s[start:at]
+	if strings.ContainsAny(userinfo, "/?#") {
+		return s // the @ is not in the authority part
+	}
+	user, _, hasPassword := strings.Cut(userinfo, ":")
+	if !hasPassword {
+		return s
+	}
+	return s[:start] + user + ":" + RedactedValue + s[at:]
 }
 
 // mapping walks a YAML mapping against a struct schema node.

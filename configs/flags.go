@@ -10,6 +10,7 @@ import (
 
 // keyHelp is the one-line help of every key that env/flags can set.
 var keyHelp = map[string]string{
+	"listen":                    "client listeners host:port[/read|/write], comma-separated (replaces the file's list)",
 	"backends":                  "backend addresses host:port, comma-separated (replaces the file's list)",
 	"health.interval":           "probe period per backend",
 	"health.timeout":            "deadline of one probe",
@@ -45,11 +46,51 @@ var keyHelp = map[string]string{
 	"log.format":                "json | console",
 }
 
+// keyValue is the pflag.Value of a key flag. It keeps the text as given
+// and names the key's kind as its type, so that --help shows
+// "--routing.max_lag duration"; Load parses and checks the text exactly
+// like the key's environment variable, and reports a bad one by key.
+type keyValue struct {
+	kind kind
+	text string
+	set  bool
+}
+
+func (v *keyValue) String() string { return v.text }
+
+// Set keeps the text; a list flag given twice (--backends=a --backends=b)
+// collects both, as pflag's own slice flags do.
+func (v *keyValue) Set(s string) error {
+	if v.set && (v.kind == kindStrings || v.kind == kindList) {
+		v.text += "," + s
+	} else {
+		v.text = s
+	}
+	v.set = true
+	return nil
+}
+
+// Type is the name --help shows after the flag.
+func (v *keyValue) Type() string {
+	switch v.kind {
+	case kindBool:
+		return "bool"
+	case kindInt:
+		return "int"
+	case kindDuration:
+		return "duration"
+	case kindStrings, kindList:
+		return "list"
+	}
+	return "string"
+}
+
 // RegisterFlags defines one flag per key of Keys on fs, named like the key
-// (--routing.max_lag); Load then applies the ones set on the command line.
-// Boolean keys are bool flags, every other key a string flag parsed like
-// its environment variable (durations "5s", lists comma-separated). The
-// caller owns fs and still defines its own flags (--config).
+// (--routing.max_lag); Load then applies the ones set on the command line,
+// parsed and checked like their environment variables (durations "5s",
+// lists comma-separated, listeners host:port[/read|/write]). --help shows
+// each flag's type (bool, int, duration, list, string). The caller owns fs
+// and still defines its own flags (--config).
 func RegisterFlags(fs *pflag.FlagSet) {
 	def := flatDefaults()
 	for _, s := range settings() {
@@ -57,16 +98,15 @@ func RegisterFlags(fs *pflag.FlagSet) {
 			continue
 		}
 		usage := fmt.Sprintf("%s (env %s", keyHelp[s.key], s.env)
-		if d := showDefault(def[s.key]); d != "" {
+		if d := showDefault(def[s.key]); d != "" && s.kind != kindBool {
 			usage += ", default " + d
 		}
 		usage += ")"
+		f := fs.VarPF(&keyValue{kind: s.kind}, s.key, "", usage)
 		if s.kind == kindBool {
-			b, _ := def[s.key].(bool)
-			fs.Bool(s.key, b, usage)
-			continue
+			f.NoOptDefVal = "true" // --lineage.enabled alone means true
+			f.DefValue = fmt.Sprint(def[s.key])
 		}
-		fs.String(s.key, "", usage)
 	}
 }
 
@@ -81,7 +121,14 @@ func showDefault(v any) string {
 	case []any:
 		var parts []string
 		for _, e := range x {
-			if s, ok := e.(string); ok {
+			switch e := e.(type) {
+			case string:
+				parts = append(parts, e)
+			case map[string]any: // listen, backends
+				s, _ := e["addr"].(string)
+				if r, _ := e["route"].(string); r != "" {
+					s += "/" + r
+				}
 				parts = append(parts, s)
 			}
 		}

@@ -74,19 +74,33 @@ func load(data []byte, opts LoadOptions) (*Config, error) {
 	}
 
 	if opts.Flags != nil {
+		// Flags of RegisterFlags are parsed like environment variables and
+		// merged last, so they win over env and file; a flag the caller
+		// defined with its own type is bound to viper instead.
+		flags := map[string]any{}
 		for _, s := range settings() {
 			f := opts.Flags.Lookup(s.key)
 			if f == nil || s.noEnv != "" {
 				continue
 			}
+			if kv, ok := f.Value.(*keyValue); ok {
+				if !f.Changed {
+					continue
+				}
+				val, err := parseSetting(s, kv.text)
+				if err != nil {
+					p.add(s.key, "flag --"+s.key, "%v", err)
+					continue
+				}
+				setPath(flags, s.key, val)
+				continue
+			}
 			if err := v.BindPFlag(s.key, f); err != nil {
 				return nil, fmt.Errorf("config: binding flag --%s: %w", s.key, err)
 			}
-			if f.Changed && f.Value.Type() == "string" {
-				if _, err := parseSetting(s.kind, f.Value.String()); err != nil {
-					p.add(s.key, "flag --"+s.key, "%v", err)
-				}
-			}
+		}
+		if err := v.MergeConfigMap(flags); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
 		}
 	}
 

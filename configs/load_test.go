@@ -423,7 +423,7 @@ func TestBadEnvironment(t *testing.T) {
 		{"PGPROXY_ROUTING_MAX_LAG=five", []string{"routing.max_lag: must be a duration", "(env PGPROXY_ROUTING_MAX_LAG)"}},
 		{"PGPROXY_LIMITS_MAX_SESSIONS=1e4", []string{"limits.max_sessions: must be an integer", "(env PGPROXY_LIMITS_MAX_SESSIONS)"}},
 		{"PGPROXY_LINEAGE_ENABLED=yes please", []string{"lineage.enabled: must be true or false"}},
-		{"PGPROXY_LISTEN=127.0.0.1:1", []string{"listen: a list of mappings can only be set in the config file"}},
+		{"PGPROXY_LISTEN=127.0.0.1:1/replica", []string{`listen: "127.0.0.1:1/replica": the route after / must be read or write`, "(env PGPROXY_LISTEN)"}},
 		{"PGPROXY_ROUTING_RULES=x", []string{"routing.rules: a list of mappings"}},
 		{"PGPROXY_ROUTING_FALLBACK=primry", []string{`routing.fallback: must be "primary" or "reject", got "primry"`}},
 		{"REPLICA_MAX_LAG_S=2.5", []string{"REPLICA_MAX_LAG_S: must be a whole number of seconds"}},
@@ -597,6 +597,24 @@ func TestFlags(t *testing.T) {
 	if c.Routing.MaxLag != 750*time.Millisecond || c.Limits.MaxSessions != 3 || !reflect.DeepEqual(c.Backends, []Backend{{"h:1"}, {"h:2"}}) {
 		t.Fatalf("typed flags not applied: %+v", c)
 	}
+
+	// listen is a flag too (it had none): host:port[/read|/write].
+	fs = pflag.NewFlagSet("pgproxy", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse([]string{"--listen=0.0.0.0:7432,0.0.0.0:7433/read", "--listen=[::1]:7434/write", "--backends=h:1", "--backends=h:2"}); err != nil {
+		t.Fatal(err)
+	}
+	c = mustLoad(t, LoadOptions{Path: writeConfig(t, minimal), Flags: fs, Environ: []string{"PGPROXY_LISTEN=127.0.0.1:9"}})
+	if want := []Listener{{"0.0.0.0:7432", ""}, {"0.0.0.0:7433", RouteRead}, {"[::1]:7434", RouteWrite}}; !reflect.DeepEqual(c.Listen, want) {
+		t.Fatalf("--listen: %+v, want %+v", c.Listen, want)
+	}
+	if !reflect.DeepEqual(c.Backends, []Backend{{"h:1"}, {"h:2"}}) {
+		t.Fatalf("a list flag given twice: %+v", c.Backends)
+	}
+	c = mustLoad(t, LoadOptions{Path: writeConfig(t, minimal), Environ: []string{"PGPROXY_LISTEN=127.0.0.1:9/read"}})
+	if want := []Listener{{"127.0.0.1:9", RouteRead}}; !reflect.DeepEqual(c.Listen, want) {
+		t.Fatalf("PGPROXY_LISTEN: %+v, want %+v", c.Listen, want)
+	}
 }
 
 func TestBadFlags(t *testing.T) {
@@ -642,6 +660,66 @@ func TestLoadConcurrent(t *testing.T) {
 	for range 16 {
 		if err := <-errs; err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// A connection string put where host:port belongs is never echoed with
+// its password, and the error says where its parts go (issue 16: the
+// whole DSN used to be repeated).
+func TestDSNUnderBackendsIsRedacted(t *testing.T) {
+	const pw = "S3cr3tPW"
+	for _, tc := range []struct {
+		name, yaml string
+		env        []string
+		want       []string
+	}{
+		{"url in the file", "backends:\n  - addr: postgres://odoo:" + pw + "@db-replica:5432/odoo\n", nil,
+			[]string{`backends[0].addr: must be host:port, got a connection string "postgres://odoo:********@db-replica:5432/odoo"`,
+				`(here "db-replica:5432")`, "health.user", "PGPROXY_HEALTH_PASSWORD", "READ_REPLICA_DSN"}},
+		{"key=value in the file", "backends:\n  - addr: host=db2 port=5433 user=odoo password='" + pw + " x'\n", nil,
+			[]string{`"host=db2 port=5433 user=odoo password=********"`, `(here "db2:5433")`, "READ_REPLICA_DSN"}},
+		{"user:pw@host in env", "", []string{"PGPROXY_BACKENDS=odoo:" + pw + "@db3:5432"},
+			[]string{`"odoo:********@db3:5432"`, "health.user"}},
+		{"listener", "", []string{"PGPROXY_LISTEN=u:" + pw + "@h:1"}, []string{`listen[0].addr`, `"u:********@h:1"`}},
+		{"http.addr", "http:\n  addr: postgres://u:" + pw + "@x\n", nil, []string{`http.addr: must be host:port, got "postgres://u:********@x"`}},
+		{"enum", "routing:\n  fallback: postgres://u:" + pw + "@x/y\n", nil, []string{`routing.fallback: must be "primary" or "reject", got "postgres://u:********@x/y"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := "listen:\n  - addr: 127.0.0.1:6432\n"
+			if !strings.Contains(tc.yaml, "backends:") {
+				body += "backends:\n  - addr: 127.0.0.1:5432\n"
+			}
+			_, err := Load(LoadOptions{Path: writeConfig(t, body+tc.yaml), Environ: tc.env})
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("error leaks the password:\n%v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://odoo:pw@db:5432/odoo":     "postgres://odoo:********@db:5432/odoo",
+		"postgres://odoo@db:5432/odoo":        "postgres://odoo@db:5432/odoo",
+		"http://a:b@c@marquez:5000":           "http://a:********@marquez:5000",
+		"odoo:pw@db:5432":                     "odoo:********@db:5432",
+		"host=h password=pw user=u":           "host=h password=******** user=u",
+		"host=h PASSWORD = 'p w\\' x' user=u": "host=h PASSWORD = ******** user=u",
+		"127.0.0.1:6432":                      "127.0.0.1:6432",
+		"primry":                              "primry",
+		"http://h/path@x":                     "http://h/path@x",
+	} {
+		if got := redactSecrets(in); got != want {
+			t.Errorf("redactSecrets(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -248,6 +248,30 @@ func TestFlagHelp(t *testing.T) {
 	if f := fs.Lookup("lineage.normalize_sql"); f == nil || f.DefValue != "true" {
 		t.Fatalf("--lineage.normalize_sql: %+v", f)
 	}
+	// --help shows the real type of each flag, not "string" for all.
+	help := fs.FlagUsages()
+	for _, want := range []string{
+		"--routing.max_lag duration", "--limits.max_sessions int", "--routing.max_lag_bytes int",
+		"--backends list", "--admin.users list", "--listen list", "--log.level string",
+	} {
+		if !strings.Contains(help, want+" ") {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+	if strings.Contains(help, "--lineage.enabled bool") || !strings.Contains(help, "--listen list") ||
+		!strings.Contains(help, "default 127.0.0.1:6432,127.0.0.1:6433/read") {
+		t.Errorf("help of bools or of --listen:\n%s", help)
+	}
+	// Every key that env can set is a flag, listen included; only lists of
+	// mappings other than listen and backends are file-only.
+	for _, s := range settings() {
+		if (s.noEnv == "") != (fs.Lookup(s.key) != nil) {
+			t.Errorf("key %s: noEnv %q but flag defined = %v", s.key, s.noEnv, fs.Lookup(s.key) != nil)
+		}
+		if s.noEnv != "" && s.key != "routing.rules" {
+			t.Errorf("key %s has no flag", s.key)
+		}
+	}
 }
 
 func TestValidateMethod(t *testing.T) {

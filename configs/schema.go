@@ -90,7 +90,7 @@ func buildFields(t reflect.Type, prefix string) []*node {
 type setting struct {
 	key  string // dotted key, also the flag name
 	env  string // PGPROXY_ variable
-	kind kind   // kindStrings for admin.users; kindList only for "backends"
+	kind kind   // kindStrings for admin.users; kindList only for "listen" and "backends"
 	// noEnv explains why a known key cannot come from env/flags (lists of
 	// mappings); empty when it can.
 	noEnv string
@@ -111,7 +111,7 @@ var settings = sync.OnceValue(func() []setting {
 				continue
 			}
 			s := setting{key: n.path, env: envName(n.path), kind: n.kind}
-			if n.kind == kindList && n.path != "backends" {
+			if n.kind == kindList && n.path != "backends" && n.path != "listen" {
 				s.noEnv = "a list of mappings can only be set in the config file"
 			}
 			out = append(out, s)

@@ -49,7 +49,11 @@ func (c *Config) validate(p *problems) {
 	for i, b := range c.Backends {
 		key := fmt.Sprintf("backends[%d].addr", i)
 		if err := checkAddr(b.Addr, false); err != nil {
-			p.add(key, "", "%v", err)
+			if hint := dsnHint(b.Addr); hint != "" {
+				p.add(key, "", "must be host:port, got a connection string %s: %s", quote(b.Addr), hint)
+			} else {
+				p.add(key, "", "%v", err)
+			}
 			continue
 		}
 		if j, dup := seen[normAddr(b.Addr)]; dup {
@@ -258,4 +262,19 @@ func redactURL(s string) string {
 		}
 	}
 	return s
+}
+
+// dsnHint explains where the parts of a connection string put under
+// backends belong; "" when s does not look like one.
+func dsnHint(s string) string {
+	if !strings.Contains(s, "://") && !strings.Contains(s, "=") && !strings.Contains(s, "@") {
+		return ""
+	}
+	where := "host:port only"
+	if d, err := parseDSN(s); err == nil {
+		where = fmt.Sprintf("host:port only (here %s)", quote(d.addr))
+	}
+	return "a backend is " + where + "; the health checks' user and password go in health.user and " +
+		EnvVar("health.password") + " (the application users log in through the proxy with their own), " +
+		"or give the whole DSN of the replicas as " + EnvReadReplicaDSN
 }

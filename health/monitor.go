@@ -153,8 +153,8 @@ func (m *Monitor) Update(cfg Config) error {
 		}
 	}
 	m.publish(now)
-	m.log.Info("health config updated", zap.Strings("backends", c.Backends), zap.Duration("interval", c.Interval),
-		zap.Duration("max_lag", c.MaxLag), zap.Int64("max_lag_bytes", c.MaxLagBytes))
+	m.log.Info("health config updated", zap.Strings("backends", c.Backends), zap.Float64("interval_s", c.Interval.Seconds()),
+		zap.Float64("max_lag_s", c.MaxLag.Seconds()), zap.Int64("max_lag_bytes", c.MaxLagBytes))
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -36,6 +37,7 @@ type tracked struct {
 
 	announced     bool // the first probe's outcome has been logged
 	announcedRole Role // role at the last log line
+	authFailing   bool // the last probe's login was refused (SQLSTATE class 28)
 }
 
 // tracker turns observations into snapshots. It does no I/O and reads no
@@ -103,11 +105,17 @@ func (t *tracker) observe(o observation) {
 		b.ProbeFailures++
 		b.LastError = o.err.Error()
 		tb.fenced = false
+		auth := isAuthError(o.err)
+		if auth && !tb.authFailing {
+			tb.announced = false // a refused login is logged even when the backend was down already
+		}
+		tb.authFailing = auth
 		t.elect(o.end)
 		t.setStateWithReason(tb, StateDown, shortError(o.err), o.end)
 		return
 	}
 	tb.ok = true
+	tb.authFailing = false
 	b.LastError = ""
 	b.Timeline = o.timeline
 	if o.inRecovery {
@@ -295,11 +303,29 @@ func (t *tracker) setStateWithReason(tb *tracked, s State, reason string, now ti
 	tb.announced, tb.announcedRole = true, b.Role
 	fields := []zap.Field{zap.String("backend", b.Addr), zap.Stringer("role", b.Role),
 		zap.Stringer("state", s), zap.Stringer("previous_state", prev), zap.String("reason", reason)}
-	if s == StateFenced {
+	switch {
+	case s == StateFenced:
 		t.log.Error("backend fenced: it reports not-in-recovery but is not the primary; no sessions go to it", fields...)
-		return
+	case s == StateDown && tb.authFailing:
+		fields = append(fields, zap.String("hint", authHint))
+		t.log.Warn("backend state changed", fields...)
+	case s == StateDown: // also when the first probe fails: never seen up
+		t.log.Warn("backend state changed", fields...)
+	default:
+		t.log.Info("backend state changed", fields...)
 	}
-	t.log.Info("backend state changed", fields...)
+}
+
+// authHint is what to check when the backend refused the health check's
+// login.
+const authHint = "the backend refused the health check's login: check health.user and its password " +
+	"(PGPROXY_HEALTH_PASSWORD; a role with LOGIN IN ROLE pg_monitor) and the backend's pg_hba.conf for this proxy's address"
+
+// isAuthError reports a login the backend refused: SQLSTATE class 28
+// (28P01 wrong password, 28000 no pg_hba.conf entry or role cannot log in).
+func isAuthError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28")
 }
 
 // snapshot builds an immutable snapshot of the current state.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -256,6 +257,55 @@ func TestTrackerLogsOncePerChange(t *testing.T) {
 	want := []string{pA + " down->up", rB + " down->up", rB + " up->down", rB + " down->up"}
 	if strings.Join(lines, ",") != strings.Join(want, ",") {
 		t.Fatalf("state change log lines:\n got %v\nwant %v", lines, want)
+	}
+}
+
+// A backend going down is a warning, and a refused health-check login is
+// a warning that says what to check, logged once even when the backend
+// was down already (issue 16: both were info lines).
+func TestTrackerWarnsOnDownAndRefusedLogin(t *testing.T) {
+	authFail := func(addr string, tm float64, code string) observation {
+		o := fail(addr, tm)
+		o.err = fmt.Errorf("health: connect %s: %w", addr, &pgconn.PgError{Severity: "FATAL", Code: code,
+			Message: `password authentication failed for user "pgproxy_monitor"`})
+		return o
+	}
+	cfg := Config{Backends: []string{pA, rB}, Interval: time.Second}
+	logs := runSteps(t, cfg, []step{
+		{obs: prim(pA, 0, 1000, 1)},
+		{obs: repl(rB, 0, 1000)},
+		{obs: fail(rB, 1)},              // up → down: warn
+		{obs: authFail(rB, 2, "28P01")}, // still down, now the login: warn with the hint
+		{obs: authFail(rB, 3, "28P01")}, // same: nothing
+		{obs: repl(rB, 4, 1000)},        // up again: info
+		{obs: authFail(pA, 5, "28000")}, // up → down by login: one warn with the hint
+	})
+	type line struct {
+		level          zapcore.Level
+		backend, state string
+		hint           bool
+	}
+	var got []line
+	for _, e := range logs.FilterMessage("backend state changed").All() {
+		m := e.ContextMap()
+		_, hint := m["hint"]
+		got = append(got, line{e.Level, m["backend"].(string), m["state"].(string), hint})
+	}
+	want := []line{
+		{zapcore.InfoLevel, pA, "up", false},
+		{zapcore.InfoLevel, rB, "up", false},
+		{zapcore.WarnLevel, rB, "down", false},
+		{zapcore.WarnLevel, rB, "down", true},
+		{zapcore.InfoLevel, rB, "up", false},
+		{zapcore.WarnLevel, pA, "down", true},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("log lines:\n got %v\nwant %v", got, want)
+	}
+	for _, e := range logs.All() {
+		if h, ok := e.ContextMap()["hint"].(string); ok && (!strings.Contains(h, "health.user") || !strings.Contains(h, "PGPROXY_HEALTH_PASSWORD") || !strings.Contains(h, "pg_hba.conf")) {
+			t.Errorf("hint %q", h)
+		}
 	}
 }
 

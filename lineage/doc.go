@@ -2,7 +2,8 @@
 // them (HTTP to Marquez, JSON lines to a file, or the console) without ever
 // blocking the proxy's relay.
 //
-// The contract is shared/contracts/OPENLINEAGE.md. In short:
+// Events follow the OpenLineage 2.0 spec (docs/lineage.md; schemas in
+// lineage/testdata/openlineage). In short:
 //
 //	relay goroutine                    worker goroutine (Emitter.Run)           transport
 //	HasTag(query bytes)  (no alloc)

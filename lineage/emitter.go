@@ -172,7 +172,7 @@ func NewEmitter(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Emitte
 	}
 	e := &Emitter{
 		cfg:      cfg,
-		log:      log.Named("lineage"),
+		log:      log, // the caller names it (app: "lineage")
 		producer: "https://github.com/ofitec/pgproxy/tree/" + buildinfo.Version,
 		stopping: make(chan struct{}),
 		runDone:  make(chan struct{}),

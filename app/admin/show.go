@@ -103,9 +103,9 @@ func (c *Console) showSessions() (Result, error) {
 }
 
 // showRoutes lays out the routing decision in the order the router applies
-// it (CONFIG.md): the listener's route, the rules (first match wins), the
-// startup parameters, the default; then what a read gets when no replica
-// fits, and the lag limits that decide fitness.
+// it (docs/routing.md): the listener's route, the rules (first match wins),
+// the startup parameters, the default; then what a read gets when no
+// replica fits, and the lag limits that decide fitness.
 func (c *Console) showRoutes() (Result, error) {
 	if c.d.Config == nil {
 		return Result{}, notAvailable("SHOW ROUTES")

@@ -318,6 +318,63 @@ func TestWaitGivesUpAtTheDeadline(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.errOut, "not healthy after 100ms") || !strings.Contains(r.errOut, "HTTP 503") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.errOut)
 	}
+	// One line with the real problem, no stray "context deadline exceeded"
+	// line after it (issue 16).
+	if strings.Count(strings.TrimSpace(r.errOut), "\n") != 0 || strings.Contains(r.errOut, "context deadline exceeded") {
+		t.Errorf("stderr is not one line with the last real error:\n%s", r.errOut)
+	}
+}
+
+// --help lists the MB_* variables (they are how the job is configured) and
+// exits 0; a bad flag says which and exits 2.
+func TestHelpListsEnvironment(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--help"}, func(string) string { return "" }, &out, &errOut); code != 0 {
+		t.Fatalf("--help: exit %d\n%s", code, errOut.String())
+	}
+	for _, v := range []string{"MB_URL", "MB_USER", "MB_PASS", "MB_API_KEY", "MB_ADMIN_EMAIL", "MB_ADMIN_PASS",
+		"MB_DB_HOST", "MB_DB_PORT", "MB_DB_NAME", "MB_DB_USER", "MB_DB_PASS", "-dry-run", "-config", "exit status"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("--help lacks %s:\n%s", v, out.String())
+		}
+	}
+	out.Reset()
+	if code := run([]string{"--bogus"}, func(string) string { return "" }, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "-bogus") || !strings.Contains(errOut.String(), "MB_URL") {
+		t.Errorf("--bogus: exit %d\n%s", code, errOut.String())
+	}
+}
+
+// A password in the YAML is refused by key, pointing to MB_DB_PASS; an
+// unknown key is named by its path, not by a Go type.
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	fake := fakemetabase.New()
+	defer fake.Close()
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ edit, want string }{
+		{"database:\n  password: hunter2-yaml", "database.password (line "},
+		{"metabase:\n  sitename: X", "metabase.sitename (line "},
+	} {
+		key, _, _ := strings.Cut(tc.edit, "\n")
+		text := strings.Replace(string(b), key+"\n", tc.edit+"\n", 1)
+		p := filepath.Join(t.TempDir(), "metabase.yaml")
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := runJob(t, fake, nil, "--config", p)
+		if r.code != 2 || !strings.Contains(r.errOut, tc.want) || strings.Contains(r.errOut, "in type metabase.") || strings.Contains(r.errOut, "hunter2") {
+			t.Errorf("exit %d, stderr %q, want %q", r.code, r.errOut, tc.want)
+		}
+		if strings.Contains(tc.edit, "password") && !strings.Contains(r.errOut, "MB_DB_PASS") {
+			t.Errorf("the password error does not point to MB_DB_PASS: %q", r.errOut)
+		}
+	}
+	if len(fake.Requests()) != 0 {
+		t.Errorf("requests sent with a bad config: %v", fake.Requests())
+	}
 }
 
 func TestWrongPasswordFailsClearlyWithoutRetry(t *testing.T) {
@@ -408,7 +465,7 @@ func TestUsageAndConfigErrorsExit2(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
-		{"unknown config key", []string{"--config", bad}, nil, "field colour not found"},
+		{"unknown config key", []string{"--config", bad}, nil, "metabase.colour (line 3): unknown key"},
 		{"missing config", []string{"--config", "/nonexistent.yaml"}, nil, "no such file"},
 		{"no credentials", nil, map[string]string{"MB_USER": "", "MB_PASS": ""}, "no credentials"},
 		{"bad url", nil, map[string]string{"MB_URL": "ftp://metabase"}, "want http(s)://"},

@@ -42,6 +42,61 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCommandLine: a bad command line says what is wrong (it used to exit
+// 2 with no message), a config path without --config is the config file
+// (it used to be ignored), and --help lists the commands and typed flags.
+func TestCommandLine(t *testing.T) {
+	const example = "../../configs/pgproxy.yaml"
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		stdout   []string
+		stderr   []string
+		noStdout bool
+	}{
+		{args: []string{"check", "--conifg", example}, code: 2, stderr: []string{"pgproxy check: unknown flag: --conifg (did you mean --config?)", "usage: pgproxy", "commands:"}, noStdout: true},
+		{args: []string{"check", "-c", example}, code: 2, stderr: []string{"unknown shorthand flag: 'c' in -c (did you mean --config?)", "usage: pgproxy"}, noStdout: true},
+		{args: []string{"check", "--bogus"}, code: 2, stderr: []string{"pgproxy check: unknown flag: --bogus\n", "usage: pgproxy"}, noStdout: true},
+		{args: []string{"--bogus"}, code: 2, stderr: []string{"pgproxy serve: unknown flag: --bogus"}, noStdout: true},
+		{args: []string{"check", "--routing.max_lag"}, code: 2, stderr: []string{"flag needs an argument: --routing.max_lag"}},
+		{args: []string{"check", example}, code: 0, stdout: []string{"# configuration OK", "127.0.0.1:5434"}},
+		{args: []string{"check", "--config", example, example}, code: 0, stdout: []string{"# configuration OK"}},
+		{args: []string{"check", "--config", example, "other.yaml"}, code: 2, stderr: []string{`two config files, --config "../../configs/pgproxy.yaml" and "other.yaml"`}},
+		{args: []string{"check", example, "other.yaml"}, code: 2, stderr: []string{"unexpected arguments", "give one config file"}},
+		{args: []string{"check", "/nonexistent/pgproxy.yaml"}, code: 1, stderr: []string{"/nonexistent/pgproxy.yaml: no such file"}},
+		{args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`, "commands:"}},
+		{args: []string{"--help"}, code: 0, stdout: []string{
+			"commands:", "  serve ", "  check ", "  demo ", "  version ",
+			"--config file", "--routing.max_lag duration", "--limits.max_sessions int", "--backends list", "--listen list", "docs/configuration.md",
+		}},
+		{args: []string{"check", "-h"}, code: 0, stdout: []string{"commands:", "--health.interval duration"}},
+		{args: []string{"help"}, code: 0, stdout: []string{"commands:"}},
+		{args: []string{"demo", "--help"}, code: 0, stdout: []string{"--bind", "--write-port"}},
+		{args: []string{"demo", "--bogus"}, code: 2, stderr: []string{"pgproxy demo: unknown flag: --bogus"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tc.args, []string{"PGPROXY_HEALTH_PASSWORD=x"}, &out, &errb)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out.String(), errb.String())
+			}
+			for _, w := range tc.stdout {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tc.stderr {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errb.String())
+				}
+			}
+			if tc.noStdout && out.Len() > 0 {
+				t.Errorf("stdout not empty:\n%s", out.String())
+			}
+		})
+	}
+}
+
 // TestDemo runs `pgproxy demo` for a few seconds: it must start the cluster,
 // print working DSNs, write lineage events of the demo ETL, and clean up.
 func TestDemo(t *testing.T) {

@@ -244,7 +244,7 @@ func (c *Client) once(ctx context.Context, method, path string, query url.Values
 	}
 	defer resp.Body.Close()
 	c.log.Debug("metabase request", zap.String("method", method), zap.String("path", path),
-		zap.Int("status", resp.StatusCode), zap.Duration("duration", time.Since(start)))
+		zap.Int("status", resp.StatusCode), zap.Float64("duration_s", time.Since(start).Seconds()))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 		return resp.StatusCode, &APIError{Method: method, Path: path, Status: resp.StatusCode, Message: errorMessage(b)}
@@ -298,7 +298,7 @@ func (c *Client) WaitHealthy(ctx context.Context, timeout time.Duration, progres
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("waiting for Metabase: not healthy after %s: %w", timeout, errors.Join(last, ctx.Err()))
+			return notHealthy(timeout, last, err, ctx.Err())
 		}
 		if !retryable(http.MethodGet, status, unwrapNet(err)) {
 			return fmt.Errorf("waiting for Metabase: %w", err)
@@ -310,11 +310,34 @@ func (c *Client) WaitHealthy(ctx context.Context, timeout time.Duration, progres
 			progress(fmt.Sprintf("Metabase is not reachable (%v); retrying in %s", err, wait))
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return fmt.Errorf("waiting for Metabase: not healthy after %s: %w", timeout, errors.Join(last, err))
+			return notHealthy(timeout, last, nil, err)
 		}
 		wait = min(wait*2, c.maxBackoff)
 	}
 }
+
+// notHealthy is WaitHealthy's error when its wait ends: one line with the
+// last real problem (what an operator acts on), still wrapping the
+// context's error for errors.Is. The context's own text ("context deadline
+// exceeded") is not repeated after it.
+func notHealthy(timeout time.Duration, last, current, ctxErr error) error {
+	if last == nil {
+		last = current
+	}
+	if last == nil || errors.Is(last, ctxErr) {
+		return fmt.Errorf("waiting for Metabase: not healthy after %s: %w", timeout, ctxErr)
+	}
+	return &waitError{msg: fmt.Sprintf("waiting for Metabase: not healthy after %s: %v", timeout, last), errs: []error{last, ctxErr}}
+}
+
+// waitError is a message with the errors it stands for.
+type waitError struct {
+	msg  string
+	errs []error
+}
+
+func (e *waitError) Error() string   { return e.msg }
+func (e *waitError) Unwrap() []error { return e.errs }
 
 // Properties is the part of GET /api/session/properties the job uses.
 type Properties struct {

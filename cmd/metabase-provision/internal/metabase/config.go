@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -142,13 +143,23 @@ func ParseConfig(r io.Reader, getenv func(string) string) (*Config, error) {
 	if len(data) > maxConfigBytes {
 		return nil, fmt.Errorf("config larger than %d bytes", maxConfigBytes)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config is empty")
 		}
+		return nil, fmt.Errorf("parsing config: %w", err)
+	}
+	// Every key and value is checked against Config first, so that
+	// problems are named by key (database.password, metabase.sitename),
+	// not by Go type as the decoder names them.
+	var problems []error
+	checkNode(&doc, reflect.TypeOf(Config{}), "", &problems)
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	var cfg Config
+	if err := doc.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("parsing config: %w", err)
 	}
 	if getenv == nil {
@@ -400,4 +411,106 @@ func (c Credentials) String() string {
 	default:
 		return "no credentials"
 	}
+}
+
+// checkNode checks a YAML node against the type the decoder will fill and
+// adds one error per problem, named by its key path and line: unknown keys
+// (with the keys that exist there), a database password in the file, and
+// values of the wrong kind. Values the job keeps as they are
+// (visualization_settings) are not looked into.
+func checkNode(n *yaml.Node, t reflect.Type, path string, problems *[]error) {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
+		n = n.Alias
+	}
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) > 0 {
+			checkNode(n.Content[0], t, path, problems)
+		}
+		return
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return
+	}
+	bad := func(format string, args ...any) {
+		key := path
+		if key == "" {
+			key = "(top level)"
+		}
+		*problems = append(*problems, fmt.Errorf("%s (line %d): %s", key, n.Line, fmt.Sprintf(format, args...)))
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			bad("must be a mapping of keys")
+			return
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = t.Field(i).Type
+			names = append(names, name)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := k.Value
+			if path != "" {
+				key = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			switch {
+			case ok:
+				checkNode(v, ft, key, problems)
+			case key == "database.password":
+				*problems = append(*problems, fmt.Errorf("%s (line %d): the database password is never read from the file: set MB_DB_PASS in the environment instead", key, k.Line))
+			default:
+				*problems = append(*problems, fmt.Errorf("%s (line %d): unknown key; the keys here are %s", key, k.Line, strings.Join(names, ", ")))
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			bad("must be a list")
+			return
+		}
+		for i, e := range n.Content {
+			checkNode(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), problems)
+		}
+	case reflect.Int:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			bad("must be a whole number, got %s", shownValue(n))
+		}
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+			bad("must be true or false, got %s", shownValue(n))
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			bad("must be a text, got %s", shownValue(n))
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			bad("must be a mapping")
+		}
+	}
+}
+
+// shownValue describes a bad value for a message.
+func shownValue(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	v := n.Value
+	if len(v) > 40 {
+		v = v[:40] + "..."
+	}
+	return strconv.Quote(v)
 }

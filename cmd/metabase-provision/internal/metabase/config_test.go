@@ -59,8 +59,11 @@ func TestParseConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"empty", "", nil, "config is empty"},
-		{"unknown key", replace("metabase: {url:", "metabase: {colour: red, url:"), nil, "field colour not found"},
-		{"password in yaml", replace("user: ro}", "user: ro, password: x}"), nil, "field password not found"},
+		{"unknown key", replace("metabase: {url:", "metabase: {colour: red, url:"), nil, "metabase.colour (line 2): unknown key; the keys here are url, site_name, site_locale, admin_first_name, admin_last_name"},
+		{"password in yaml", replace("user: ro}", "user: ro, password: x}"), nil, "database.password (line 3): the database password is never read from the file: set MB_DB_PASS"},
+		{"unknown nested key", replace("size_y: 6}]", "size_y: 6, width: 3}]"), nil, "dashboards[0].cards[0].width (line 16): unknown key; the keys here are card, row, col, size_x, size_y"},
+		{"port not a number", replace("port: 6433", "port: six"), nil, `database.port (line 3): must be a whole number, got "six"`},
+		{"cards not a list", replace("cards:\n  - name: A", "cards:\n  name: A\nx:\n  - name: A"), nil, "cards (line 8): must be a list"},
 		{"no url", replace(`metabase: {url: "http://mb:3000"}`, "metabase: {}"), nil, "metabase.url: required"},
 		{"engine", replace("name: DB,", "name: DB, engine: duckdb,"), nil, `database.engine: "duckdb" is not supported`},
 		{"bad port env", minimalYAML, map[string]string{"MB_DB_PORT": "x"}, "MB_DB_PORT"},
@@ -82,6 +85,9 @@ func TestParseConfigErrors(t *testing.T) {
 			_, err := ParseConfig(strings.NewReader(tc.yaml), envOf(tc.env))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want it to contain %q", err, tc.want)
+			}
+			if err != nil && (strings.Contains(err.Error(), "metabase.") && strings.Contains(err.Error(), "in type") || strings.Contains(err.Error(), "unmarshal")) {
+				t.Errorf("error names Go types: %v", err)
 			}
 		})
 	}

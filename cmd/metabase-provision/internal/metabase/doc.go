@@ -18,6 +18,6 @@
 // archived. Running the job twice reports "0 created, 0 updated" the second
 // time.
 //
-// The REST contract this package keeps to is /work/shared/contracts/METABASE.md;
+// The Metabase REST calls it makes are listed above and in docs/metabase.md;
 // test/fakemetabase is a fake server that keeps the same shapes.
 package metabase

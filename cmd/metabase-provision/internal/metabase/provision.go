@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"time"
 )
 
@@ -56,7 +57,7 @@ func Provision(ctx context.Context, c *Client, opts Options) (*Result, error) {
 		return nil, ErrNoCredentials
 	}
 
-	say(fmt.Sprintf("waiting for Metabase at %s", cfg.Metabase.URL))
+	say(fmt.Sprintf("waiting for Metabase at %s", redactURL(cfg.Metabase.URL)))
 	if err := c.WaitHealthy(ctx, opts.WaitTimeout, say); err != nil {
 		return nil, err
 	}
@@ -154,4 +155,12 @@ func login(ctx context.Context, c *Client, cred Credentials, didSetup bool, say 
 		}
 	}
 	return nil
+}
+
+// redactURL hides a password in a URL's user info (MB_URL may carry one).
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return s
 }
