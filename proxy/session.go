@@ -585,6 +585,11 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 		case 'E':
 			out = pgwire.AppendMessage(out, typ, body)
 			_ = flush()
+			// The backend only sees the proxy's address: say here who failed
+			// to log in. PostgreSQL's message names the user, never the password.
+			code, msg := pgwire.ErrorFields(body)
+			s.log.Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
+				zap.String("backend", s.backend), zap.String("sqlstate", code), zap.String("message", msg))
 			return errAlreadyReported
 		case 'N', 'v':
 		case 'Z':

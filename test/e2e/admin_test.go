@@ -125,3 +125,31 @@ func TestReloadAddsReplica(t *testing.T) {
 		t.Fatalf("the session open across the reload broke: %v", err)
 	}
 }
+
+// TestFailedLoginLoggedWithClientAddress: the backend sees only the proxy's
+// address, so the proxy logs who failed to log in, without the password.
+func TestFailedLoginLoggedWithClientAddress(t *testing.T) {
+	reset(t)
+	p := proxytest.Start(t, cluster, nil)
+	_, _, err := psql(t, p.WriteAddr(), pgcluster.ScramUser, "postgres", "SELECT 1", "PGPASSWORD=wrong-Secret-1")
+	if err == nil {
+		t.Fatal("login with a wrong password succeeded")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range p.Logs.FilterMessage("client login failed").All() {
+			f := e.ContextMap()
+			if f["user"] != pgcluster.ScramUser || f["sqlstate"] != "28P01" || !strings.HasPrefix(f["client_addr"].(string), "127.0.0.1:") {
+				t.Fatalf("log fields = %v", f)
+			}
+			for _, v := range f {
+				if s, ok := v.(string); ok && strings.Contains(s, "wrong-Secret-1") {
+					t.Fatalf("password logged: %v", f)
+				}
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal(`no "client login failed" log line`)
+}
