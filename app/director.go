@@ -67,7 +67,7 @@ func (d *director) Direct(l proxy.Listener, params []proxy.Param, exclude []stri
 	backend := dec.Backend
 	return &proxy.Target{
 		Addr: backend, Params: fwd, ReadOnly: dec.Fallback,
-		Route: dec.Route.String(), Reason: dec.Reason, Job: sess.Job,
+		Route: dec.Route.String(), Reason: dec.Reason, Job: sess.Job, Fallback: dec.Why,
 		Release: func() { d.router.Release(backend) },
 	}, nil
 }

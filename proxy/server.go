@@ -41,6 +41,10 @@ type Target struct {
 	Route, Reason string
 	// Job is a session-wide lineage job (startup option pgproxy.job).
 	Job string
+	// Fallback, when ReadOnly, says why the session is not on a replica: it
+	// is logged and sent to the client as a NOTICE before its first
+	// ReadyForQuery.
+	Fallback string
 	// Release is called once when the session ends or the target is
 	// abandoned (connect failure). May be nil.
 	Release func()

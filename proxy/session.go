@@ -50,6 +50,7 @@ type session struct {
 	backend         string
 	route           string
 	readOnly        bool
+	fallback        string // the NOTICE of a read session that fell back to the primary
 	release         func()
 	params          map[string]string // ParameterStatus values from the backend
 	job             string
@@ -397,6 +398,10 @@ func (s *session) connect(sp *pgwire.StartupPacket, deadline time.Time) error {
 		s.mu.Lock()
 		s.server, s.backend, s.route, s.readOnly, s.job = conn, t.Addr, t.Route, t.ReadOnly, t.Job
 		s.mu.Unlock()
+		if t.ReadOnly && t.Fallback != "" {
+			s.fallback = "pgproxy: " + t.Fallback + "; this session runs on the primary, read-only"
+			s.log.Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
+		}
 		s.release = t.Release // called once by closeConns
 		return s.relayAuth(br)
 	}
@@ -593,6 +598,12 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 			return errAlreadyReported
 		case 'N', 'v':
 		case 'Z':
+			if s.fallback != "" { // tell the client why it is not on a replica
+				notice := pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: pgerr.SuccessfulCompletion, Message: s.fallback}
+				if b, err := notice.Encode(out); err == nil {
+					out = b
+				}
+			}
 			out = pgwire.AppendMessage(out, typ, body)
 			if err := flush(); err != nil {
 				return err

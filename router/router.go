@@ -65,6 +65,9 @@ type Decision struct {
 	Fallback bool
 	// Reason is "primary", "replica" or "fallback_primary".
 	Reason string
+	// Why says, for a fallback, why no replica fitted ("no replica within
+	// max_lag 5s: 10.0.0.2:5432 lag 12.3s > 5s; ...").
+	Why string
 }
 
 // Decision reasons (also the reason label of pgproxy_routing_decisions_total,
@@ -287,14 +290,14 @@ func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude []string) (
 
 	// No replica fits.
 	r.fallbacks.WithLabelValues(fallbackReason(snap, exclude)).Inc()
+	msg := describeReplicas(snap, exclude, maxLag, maxBytes, s.MaxLag > 0 && maxLag == s.MaxLag)
 	if cfg.Fallback != FallbackReject {
 		if p := snap.Primary(); p != nil && !slices.Contains(exclude, p.Addr) {
 			r.decided(s.Route, p.Addr, DecisionFallbackPrimary)
-			return Decision{Backend: p.Addr, Route: s.Route, Fallback: true, Reason: DecisionFallbackPrimary}, nil
+			return Decision{Backend: p.Addr, Route: s.Route, Fallback: true, Reason: DecisionFallbackPrimary, Why: msg}, nil
 		}
 	}
 	r.decided(s.Route, "none", DecisionReject)
-	msg := describeReplicas(snap, exclude, maxLag, maxBytes, s.MaxLag > 0 && maxLag == s.MaxLag)
 	if cfg.Fallback != FallbackReject {
 		msg += "; no primary for the read-only fallback: " + describePrimaries(snap, exclude)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ofitec/pgproxy/health"
 	"github.com/ofitec/pgproxy/test/pgcluster"
@@ -142,6 +143,34 @@ func TestFallbackPrimaryIsReadOnly(t *testing.T) {
 		"DO $$BEGIN INSERT INTO fb_t VALUES (1); END$$",
 		"INSERT INTO fb_t VALUES (1)",
 		"SET default_transaction_read_only = off; INSERT INTO fb_t VALUES (1)",
+	}
+	// The client is told why its read session is on the primary.
+	notices := make(chan string, 1)
+	cfg, err := pgx.ParseConfig(proxytest.DSN(p.ReadAddr(), "postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		select {
+		case notices <- n.Message:
+		default:
+		}
+	}
+	nc, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close(ctx)
+	select {
+	case msg := <-notices:
+		if !strings.HasPrefix(msg, "pgproxy: no replica within max_lag 1s") || !strings.HasSuffix(msg, "this session runs on the primary, read-only") {
+			t.Errorf("fallback notice = %q", msg)
+		}
+	default:
+		t.Error("no NOTICE on a fallback session")
+	}
+	if len(p.Logs.FilterMessage("read session fell back to the primary, read-only").All()) == 0 {
+		t.Error("fallback not logged at info")
 	}
 	for _, mode := range []string{"simple_protocol", "cache_statement"} {
 		conn := connect(t, proxytest.DSN(p.ReadAddr(), "postgres", "postgres")+"&default_query_exec_mode="+mode)
