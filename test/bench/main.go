@@ -58,6 +58,7 @@ type options struct {
 	compare    string   // a second pgproxy binary, measured as target "pgproxy-B" (A/B of a change in one run)
 	compareEnv []string
 	note       string // free text for the report
+	hold       string // -hold: write the setup here and wait
 	args       []string
 }
 
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pgproxy, "pgproxy", "bin/pgproxy", "pgproxy binary (make bench builds it)")
 	fs.StringVar(&o.pgbin, "pgbin", "/usr/lib/postgresql/15/bin", "directory of pgbench and the server binaries")
 	fs.StringVar(&o.pgbouncer, "pgbouncer", "/usr/sbin/pgbouncer", "PgBouncer binary")
+	fs.StringVar(&o.hold, "hold", "", "after the warm-up, write the targets' ports and PIDs (KEY=value lines) to this file and wait for a signal instead of running the cases: the same setup, to instrument by hand")
 	fs.StringVar(&o.note, "note", "", "free text added to the report's Run section (e.g. what else ran on the machine)")
 	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pgproxy's runtime.gomaxprocs; 0 = pgproxy's default (half the CPUs, at least 1). A/B against another thread count with -compare bin/pgproxy -compare-env GOMAXPROCS=2")
@@ -219,6 +221,9 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		ntargets++
 	}
 	est := time.Duration(o.rounds*len(cases)*ntargets)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls
+	if o.hold != "" {
+		est = 12 * time.Hour
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*est)
 	defer cancel()
 	logf("bench: %d cases × %d targets × %d rounds of %s (about %s)", len(cases), ntargets, o.rounds, o.duration, est.Round(time.Minute))
@@ -331,6 +336,20 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 	}
 
+	if o.hold != "" {
+		var b strings.Builder
+		fmt.Fprintf(&b, "postmaster=%d\nreplica_data=%s\n", postmaster, replica.DataDir)
+		for _, t := range targets {
+			key := strings.ToLower(strings.ReplaceAll(t.name, "-", "_"))
+			fmt.Fprintf(&b, "%s_port=%d\n%s_pid=%d\n", key, t.port, key, t.pid)
+		}
+		if err := os.WriteFile(o.hold, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+		logf("bench: holding (setup in %s); send SIGINT to stop", o.hold)
+		<-ctx.Done()
+		return nil
+	}
 	table := newTable(cases, names)
 	var load [2]string
 	load[0] = loadAvg()
