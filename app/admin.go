@@ -9,6 +9,7 @@ import (
 	"github.com/ofitec/pgproxy/configs"
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/proxy"
+	"go.uber.org/zap"
 )
 
 // SetReloader sets how RELOAD (admin console) and SIGHUP re-read the
@@ -43,8 +44,8 @@ func (a *App) adminConsole() *admin.Console {
 		BackendSessions: a.router.Sessions,
 		Config:          a.Config,
 		Reload:          a.ReloadFromSource,
-		Pause:           func(addr string) error { return a.director.setPaused(a.Config(), addr, true) },
-		Resume:          func(addr string) error { return a.director.setPaused(a.Config(), addr, false) },
+		Pause:           func(addr string) error { return a.pause(addr, true) },
+		Resume:          func(addr string) error { return a.pause(addr, false) },
 		Paused:          a.director.isPaused,
 	})
 }
@@ -59,6 +60,19 @@ func (ad adminAdapter) Exec(ctx context.Context, query string) ([]proxy.AdminRes
 		out[i] = proxy.AdminResult{Columns: r.Columns, Rows: r.Rows, Tag: r.Tag}
 	}
 	return out, err
+}
+
+// pause runs PAUSE (paused) or RESUME from the admin console, and logs it.
+func (a *App) pause(addr string, paused bool) error {
+	if err := a.director.setPaused(a.Config(), addr, paused); err != nil {
+		return err
+	}
+	if paused {
+		a.log.Info("backend paused: no new sessions until RESUME", zap.String("backend", addr))
+	} else {
+		a.log.Info("backend resumed", zap.String("backend", addr))
+	}
+	return nil
 }
 
 func (d *director) setPaused(cfg *configs.Config, addr string, paused bool) error {

@@ -36,10 +36,12 @@ func (d *director) Direct(l proxy.Listener, params []proxy.Param, exclude []stri
 	if err != nil {
 		return nil, err // a *router.ParamError: the client gets its SQLSTATE as a FATAL
 	}
-	d.paused.Range(func(k, _ any) bool {
-		exclude = append(exclude, k.(string))
-		return true
-	})
+	if !l.Admin { // the admin console must stay reachable to RESUME
+		d.paused.Range(func(k, _ any) bool {
+			sess.Paused = append(sess.Paused, k.(string))
+			return true
+		})
+	}
 	dec, err := d.router.Pick(&sess, exclude)
 	if err != nil {
 		return nil, err

@@ -57,6 +57,7 @@ type BackendStatus struct {
 	LastError  string    `json:"last_probe_error,omitempty"`
 	LastProbe  time.Time `json:"last_probe"`
 	Sessions   int       `json:"sessions"`
+	Paused     bool      `json:"paused"` // PAUSEd in the admin console: no new sessions
 }
 
 // Status reports every backend as the latest health snapshot has it.
@@ -67,6 +68,7 @@ func (a *App) Status() Status {
 		bs := BackendStatus{
 			Addr: b.Addr, Role: b.Role.String(), State: b.State.String(), Reason: b.Reason, Since: b.Since,
 			LastError: b.LastError, LastProbe: b.LastProbe, Sessions: a.router.Sessions(b.Addr),
+			Paused: a.director.isPaused(b.Addr),
 		}
 		if b.LagKnown {
 			s, by := b.LagSeconds, b.LagBytes

@@ -25,6 +25,10 @@ type Listener struct {
 	Addr string
 	// Route is "read", "write" or "" (the Director decides from rules).
 	Route string
+	// Admin is set by the session, not the operator: the session
+	// authenticates for the admin console, which must be reachable while a
+	// backend is PAUSEd.
+	Admin bool
 }
 
 // Target is where a session goes, as decided by a Director.

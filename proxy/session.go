@@ -375,7 +375,7 @@ func (s *session) connect(sp *pgwire.StartupPacket, deadline time.Time) error {
 	var lastErr error
 	l := s.listener
 	if s.adminAuth {
-		l.Route = "write" // the admin console authenticates at the primary
+		l.Route, l.Admin = "write", true // the admin console authenticates at the primary, paused or not
 	}
 	for attempt := 0; attempt < 8; attempt++ {
 		t, err := s.srv.director.Direct(l, params, exclude)

@@ -76,6 +76,9 @@ type Session struct {
 	MaxLag time.Duration
 	// Job is pgproxy.job ("" = none).
 	Job string
+	// Paused are backends PAUSEd in the admin console: Pick skips them and
+	// says so when nothing else fits.
+	Paused []string
 }
 
 // SQLSTATEs of the errors this package returns.

@@ -82,6 +82,7 @@ const (
 // Reasons of pgproxy_fallbacks_total: why no replica fitted.
 const (
 	FallbackReasonExcluded = "connect_failed" // fitting replicas were excluded after connect failures
+	FallbackReasonPaused   = "paused"         // replicas were PAUSEd in the admin console
 	FallbackReasonLag      = "lag"            // replicas were reachable but too stale
 	FallbackReasonDown     = "no_replica"     // no replica reachable (down, fenced, none configured)
 )
@@ -213,15 +214,17 @@ func (r *Router) Sessions(addr string) int {
 // *NoBackendError (fallback "reject", or no primary either).
 func (r *Router) Pick(s *Session, exclude []string) (Decision, error) {
 	snap := r.snap()
+	failed := exclude
+	exclude = append(slices.Clip(exclude), s.Paused...)
 	if s.Route == RouteRead {
-		return r.pickRead(snap, s, exclude)
+		return r.pickRead(snap, s, exclude, failed)
 	}
 	if p := snap.Primary(); p != nil && !slices.Contains(exclude, p.Addr) {
 		r.decided(s.Route, p.Addr, DecisionPrimary)
 		return Decision{Backend: p.Addr, Route: s.Route, Reason: DecisionPrimary}, nil
 	}
 	r.decided(s.Route, "none", DecisionReject)
-	return Decision{}, &NoBackendError{Route: s.Route, Message: "no primary available: " + describePrimaries(snap, exclude)}
+	return Decision{}, &NoBackendError{Route: s.Route, Message: "no primary available: " + describePrimaries(snap, failed, s.Paused)}
 }
 
 // limits returns the effective lag limits of a read session.
@@ -247,7 +250,7 @@ func lagStep(b *health.Backend, interval time.Duration) float64 {
 	return float64(int64(b.LagSeconds / interval.Seconds()))
 }
 
-func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude []string) (Decision, error) {
+func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude, failed []string) (Decision, error) {
 	maxLag, maxBytes, cfg := r.limits(s)
 	// Pass 1: the best (lag step, sessions) and how many share it.
 	best, ties := -1, 0
@@ -289,8 +292,8 @@ func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude []string) (
 	}
 
 	// No replica fits.
-	r.fallbacks.WithLabelValues(fallbackReason(snap, exclude)).Inc()
-	msg := describeReplicas(snap, exclude, maxLag, maxBytes, s.MaxLag > 0 && maxLag == s.MaxLag)
+	r.fallbacks.WithLabelValues(fallbackReason(snap, failed, s.Paused)).Inc()
+	msg := describeReplicas(snap, failed, s.Paused, maxLag, maxBytes, s.MaxLag > 0 && maxLag == s.MaxLag)
 	if cfg.Fallback != FallbackReject {
 		if p := snap.Primary(); p != nil && !slices.Contains(exclude, p.Addr) {
 			r.decided(s.Route, p.Addr, DecisionFallbackPrimary)
@@ -299,13 +302,13 @@ func (r *Router) pickRead(snap *health.Snapshot, s *Session, exclude []string) (
 	}
 	r.decided(s.Route, "none", DecisionReject)
 	if cfg.Fallback != FallbackReject {
-		msg += "; no primary for the read-only fallback: " + describePrimaries(snap, exclude)
+		msg += "; no primary for the read-only fallback: " + describePrimaries(snap, failed, s.Paused)
 	}
 	return Decision{}, &NoBackendError{Route: s.Route, Message: msg}
 }
 
 // fallbackReason says why no replica fitted, for pgproxy_fallbacks_total.
-func fallbackReason(snap *health.Snapshot, exclude []string) string {
+func fallbackReason(snap *health.Snapshot, exclude, paused []string) string {
 	reason := FallbackReasonDown
 	for i := range snap.Backends {
 		b := &snap.Backends[i]
@@ -313,6 +316,8 @@ func fallbackReason(snap *health.Snapshot, exclude []string) string {
 			continue
 		}
 		switch {
+		case slices.Contains(paused, b.Addr):
+			return FallbackReasonPaused
 		case slices.Contains(exclude, b.Addr):
 			return FallbackReasonExcluded
 		case b.State == health.StateUp || b.State == health.StateLagging:
@@ -325,7 +330,7 @@ func fallbackReason(snap *health.Snapshot, exclude []string) string {
 // describeReplicas builds the 57P03 message of a read: every replica (and
 // every backend of unknown role) with why it was unfit, e.g.
 // "no replica within max_lag 5s: 10.0.0.2:5432 lag 12.3s > 5s; 10.0.0.3:5432 down: connection refused".
-func describeReplicas(snap *health.Snapshot, exclude []string, maxLag time.Duration, maxBytes int64, sessionLimit bool) string {
+func describeReplicas(snap *health.Snapshot, exclude, paused []string, maxLag time.Duration, maxBytes int64, sessionLimit bool) string {
 	var b strings.Builder
 	switch {
 	case maxLag > 0 && sessionLimit:
@@ -350,6 +355,8 @@ func describeReplicas(snap *health.Snapshot, exclude []string, maxLag time.Durat
 		b.WriteString(be.Addr)
 		b.WriteByte(' ')
 		switch {
+		case slices.Contains(paused, be.Addr):
+			b.WriteString(pausedText)
 		case slices.Contains(exclude, be.Addr):
 			b.WriteString("connection failed")
 		case be.State == health.StateDown:
@@ -370,9 +377,11 @@ func describeReplicas(snap *health.Snapshot, exclude []string, maxLag time.Durat
 	return b.String()
 }
 
+const pausedText = "paused by PAUSE in the admin console (RESUME to undo)"
+
 // describePrimaries lists the backends that are or were primaries, or says
 // that none is known.
-func describePrimaries(snap *health.Snapshot, exclude []string) string {
+func describePrimaries(snap *health.Snapshot, exclude, paused []string) string {
 	var parts []string
 	for i := range snap.Backends {
 		be := &snap.Backends[i]
@@ -380,6 +389,8 @@ func describePrimaries(snap *health.Snapshot, exclude []string) string {
 			continue
 		}
 		switch {
+		case slices.Contains(paused, be.Addr):
+			parts = append(parts, be.Addr+" "+pausedText)
 		case slices.Contains(exclude, be.Addr):
 			parts = append(parts, be.Addr+" connection failed")
 		default:

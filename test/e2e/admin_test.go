@@ -153,3 +153,39 @@ func TestFailedLoginLoggedWithClientAddress(t *testing.T) {
 	}
 	t.Fatal(`no "client login failed" log line`)
 }
+
+// TestPausePrimaryKeepsTheConsole: PAUSE of the primary must not lock the
+// operator out of the console it takes to RESUME it; a write session is
+// refused with a message that says the primary is paused; both are logged.
+func TestPausePrimaryKeepsTheConsole(t *testing.T) {
+	reset(t)
+	p := proxytest.Start(t, cluster, &proxytest.Options{YAML: "admin:\n  users: [postgres]\n"})
+	primary := cluster.Primary().Addr()
+	if _, errOut, err := psql(t, p.WriteAddr(), "postgres", "pgproxy", "PAUSE "+primary); err != nil {
+		t.Fatalf("PAUSE: %v %s", err, errOut)
+	}
+	_, errOut, err := psql(t, p.WriteAddr(), "postgres", "postgres", "SELECT 1")
+	if err == nil || !strings.Contains(errOut, primary+" paused") || strings.Contains(errOut, "connection failed") {
+		t.Errorf("write session while the primary is paused: err=%v %s", err, errOut)
+	}
+	out, errOut, err := psql(t, p.WriteAddr(), "postgres", "pgproxy", "SHOW BACKENDS")
+	if err != nil {
+		t.Fatalf("console unreachable while the primary is paused: %v %s", err, errOut)
+	}
+	if !strings.Contains(out, primary) {
+		t.Errorf("SHOW BACKENDS: %s", out)
+	}
+	if _, st := p.Get(t, "/status"); !strings.Contains(st, `"paused": true`) {
+		t.Errorf("/status does not show the pause: %s", st)
+	}
+	if _, errOut, err := psql(t, p.WriteAddr(), "postgres", "pgproxy", "RESUME "+primary); err != nil {
+		t.Fatalf("RESUME: %v %s", err, errOut)
+	}
+	if _, errOut, err := psql(t, p.WriteAddr(), "postgres", "postgres", "SELECT 1"); err != nil {
+		t.Errorf("write session after RESUME: %v %s", err, errOut)
+	}
+	if len(p.Logs.FilterMessage("backend paused: no new sessions until RESUME").All()) != 1 ||
+		len(p.Logs.FilterMessage("backend resumed").All()) != 1 {
+		t.Error("PAUSE/RESUME not logged")
+	}
+}
