@@ -94,7 +94,7 @@
 // syscall.RawConn (rawio.go) and park on Go's edge-triggered poller. A pump
 // normally parks after a read returns EAGAIN; with TCP_INQ (Linux ≥ 4.18)
 // it parks right after a read that emptied the socket when the turn has
-// passed to the other side (relay.go, parkEarly), saving a system call per
+// passed to the other side (relay_goroutines.go, parkEarly), saving a system call per
 // message batch. The one thing that can then go unseen at once is an RST
 // that arrives, together with a ReadyForQuery, while the client is owed
 // nothing: the client learns at its next message (the write to the server

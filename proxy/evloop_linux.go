@@ -58,7 +58,7 @@ import (
 // loop's tables are touched by the loop goroutine only.
 //
 // Reading on to a FIN or an RST reported with the data settles what the
-// goroutine relay's early park has to reason about (relay.go parkEarly).
+// goroutine relay's early park has to reason about (relay_goroutines.go parkEarly).
 //
 // A server that resets while the loop is writing to it (its socket says
 // EPIPE or ECONNRESET) usually said why first: its FATAL is in the

@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The goroutine relay: a goroutine per direction, for sessions an event loop
+// does not take (TLS on either side, enforced read-only sessions, loops off,
+// other systems). On plain TCP sockets each direction reads and writes with
+// raw non-blocking system calls under syscall.RawConn (rawio.go).
+
+func (p *pump) run() error {
+	defer p.releaseBufs()
+	p.takeSmall()
+	keep := 0
+	if len(p.pending) > 0 { // bytes the authentication phase read ahead
+		p.acquireBuf()
+		keep = copy(p.buf, p.pending)
+		p.pending = nil
+		k, err := p.process(p.buf[:keep])
+		if err != nil {
+			return err
+		}
+		keep = k
+	}
+	if r, ok := p.src.(*rawIO); ok {
+		return p.runRaw(r, keep)
+	}
+	for {
+		n, err := p.src.Read(p.buf[keep:])
+		if n > 0 {
+			k, werr := p.got(keep, n)
+			if werr != nil {
+				return werr
+			}
+			keep = k
+		}
+		if err != nil {
+			return p.end(err, keep)
+		}
+	}
+}
+
+// runRaw is run's loop for a plain TCP source (rawio.go): the whole loop
+// runs inside one RawConn.Read, so there is no RawConn.Read call (lock,
+// poller reset) per read, and the poller's readiness flag survives from
+// one read to the next.
+//
+// It parks on the poller when a read says EAGAIN, or, to save that read
+// (a third of the relay's system calls per query), right after a read
+// that emptied the socket at the point where the conversation's turn
+// passes to the other side (parkEarly). The poller is edge-triggered: data,
+// a FIN or an RST arriving after the read raises a new event. What arrived
+// before the read and was not read is the danger: TCP_INQ says whether
+// data or a FIN is still queued, but not an RST, and parkEarly only allows
+// the early park where an RST that is left unseen must surface on its own
+// (see there). Without TCP_INQ (old kernels) every park follows EAGAIN.
+func (p *pump) runRaw(r *rawIO, keep int) error {
+	var err error
+	inq := false
+	_ = r.rc.Control(func(fd uintptr) { inq = enableInq(fd) })
+	fn := func(fd uintptr) bool {
+		for {
+			if p.small == nil {
+				p.takeSmall()
+			}
+			var n, left int
+			var e error
+			if inq {
+				n, left, e = p.inq.read(fd, p.buf[keep:])
+			} else {
+				n, e = rawRead(fd, p.buf[keep:])
+				left = -1
+			}
+			switch {
+			case e == syscall.EAGAIN:
+				p.idle(keep)
+				return false // drained: wait for readability
+			case e != nil:
+				err = e
+				return true
+			case n == 0:
+				err = io.EOF
+				return true
+			}
+			if keep, err = p.got(keep, n); err != nil {
+				return true
+			}
+			if left == 0 && keep == 0 && p.parkEarly() {
+				p.idle(keep)
+				return false
+			}
+		}
+	}
+	if rerr := r.rc.Read(fn); rerr != nil && err == nil {
+		err = rerr
+	}
+	if re, ok := err.(*relayEnd); ok {
+		return re // ended while relaying (write failed, violation)
+	}
+	return p.end(err, keep)
+}
+
+// parkEarly reports whether, with the socket empty and no FIN queued, the
+// pump may park without reading again for EAGAIN: only when an RST that came
+// with the data just read (and so raises no event of its own) cannot leave
+// anyone waiting.
+//
+//   - client → server, after a Query, Sync or FunctionCall forwarded as
+//     received: the server owes a reply, and writing it to a reset client
+//     fails and ends the session.
+//   - server → client, after ReadyForQuery with no reply owed to the client
+//     (every Query, Sync and FunctionCall answered): the client waits for
+//     nothing, and its next message fails on the reset server socket. A
+//     pipelining client that is still owed replies is not in this case: a
+//     server that dies there must be seen at once, to send the client 08006.
+//
+// Anything else (in the middle of a result or of COPY data, messages that
+// await a Sync, a statement the read-only guard held back) reads again.
+func (p *pump) parkEarly() bool {
+	if p.inMsg {
+		return false
+	}
+	if p.toServer {
+		switch p.typ {
+		case 'Q', 'S', 'F':
+			return p.mode != modeHold
+		}
+		return false
+	}
+	return p.typ == 'Z' && p.s.owed.Load() == 0
+}
+
+// relay runs both directions until one ends, closes both sides once, waits
+// for the other, and returns the end reason. Plain TCP sessions are relayed
+// by an event loop (evloop_linux.go); the rest (TLS on either side,
+// enforced read-only sessions, loops off, other systems) by a goroutine per
+// direction.
+func (s *session) relay() string {
+	// An enforced read-only session parses every statement it holds (up to
+	// 16 MiB): on a loop that would stall every session the loop serves, so
+	// these (rare) fallback sessions keep a goroutine per direction.
+	guarded := s.readOnly && s.cfg.ReadOnlyCheck != nil
+	if !s.cfg.NoRawIO && s.cfg.RelayLoops >= 0 && !guarded {
+		if l := s.srv.pickLoop(s.id); l != nil {
+			if reason, ok := s.relayLoop(l); ok {
+				return reason
+			}
+		}
+	}
+	s.relayBy.Store(relayGoroutines)
+	c2s := newPump(s, true, s.client, s.server, &s.bytesIn)
+	s2c := newPump(s, false, s.server, s.client, &s.bytesOut)
+	if !s.cfg.NoRawIO {
+		useRaw(c2s, s.client, s.server)
+		useRaw(s2c, s.server, s.client)
+	}
+	s2c.pending = s.serverPending
+	s.serverPending = nil
+	// The server→client direction gets its own goroutine; client→server runs
+	// on the session's goroutine. Whichever ends first closes both sockets,
+	// which ends the other; the session waits for both. Except when
+	// client→server ends because the server reset: server→client reads on
+	// to the server's end first (readServerToEnd).
+	var first atomic.Pointer[relayEnd]
+	note := func(err error) { first.CompareAndSwap(nil, asRelayEnd(err)) }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		note(s2c.run())
+		s.closeConns()
+	}()
+	err := c2s.run()
+	note(err)
+	if re, ok := err.(*relayEnd); ok && re.serverReset {
+		s.readServerToEnd(done)
+	}
+	s.closeConns()
+	<-done
+	return s.endReason(first.Load())
+}
+
+// serverDrainTimeout bounds how long a session whose server reset waits
+// for the rest of what the server sent (a reset socket gives it at once).
+const serverDrainTimeout = time.Second
+
+// readServerToEnd is what the goroutine relay does when its client→server
+// direction finds the server reset (the loop: loopWriter.gone). The server
+// usually sent its reason first (a FATAL), and it may still be unread in
+// the server's socket; closing both sockets now would lose it, or deliver
+// it only if server→client happened to be quicker. The client is no longer
+// read (client→server has returned); the server→client goroutine reads on
+// to the socket's end, then closes the session. A read deadline bounds the
+// wait for the server's end (a terminate that comes meanwhile may be
+// delayed by up to that long); a client that does not read keeps its
+// session until it reads or goes away, as any stalled client does, and as
+// on a loop (what the server sent before the reset is the client's).
+func (s *session) readServerToEnd(done <-chan struct{}) {
+	if s.terminating.Load() == nil {
+		_ = s.server.SetReadDeadline(time.Now().Add(serverDrainTimeout))
+	}
+	<-done
+}
+
+// useRaw switches a pump to raw system calls on plain TCP sockets (rawio.go).
+func useRaw(p *pump, src, dst net.Conn) {
+	if r := newRawReader(src); r != nil {
+		p.src = r
+	}
+	if w := newRawWriter(dst); w != nil {
+		p.dst = w
+	}
+}
