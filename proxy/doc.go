@@ -73,7 +73,7 @@
 //     the goroutine relay. A panic ends only the session being relayed.
 //   - Otherwise (TLS on either side, enforced read-only sessions, whose
 //     statements are parsed and would hold up a whole loop, event loops
-//     off, other systems): a goroutine per direction. Server→client runs on its own goroutine,
+//     off, other systems): a goroutine per direction (relay_goroutines.go). Server→client runs on its own goroutine,
 //     client→server on the session's; whichever ends first closes both
 //     sockets, and the session waits for both, except that a server whose
 //     reset a write finds is first read to its end, as on a loop
