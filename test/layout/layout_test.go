@@ -33,6 +33,7 @@ var layers = map[string]int{
 	"lineage/lineagetest": 2,
 	"router":              2,
 
+	"pool":  3, // server connections; knows no wire protocol
 	"proxy": 4,
 
 	"app/admin": 6,
