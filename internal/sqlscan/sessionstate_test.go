@@ -1,0 +1,56 @@
+package sqlscan
+
+import "testing"
+
+func TestSessionState(t *testing.T) {
+	for _, c := range []struct{ sql, want string }{
+		{"SELECT 1", ""},
+		{"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 3", ""},
+		{"SET application_name = 'x'", ""},
+		{"set TimeZone to 'UTC'", ""},
+		{"SET LOCAL statement_timeout = '1s'", ""},
+		{"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", ""},
+		{"BEGIN ISOLATION LEVEL REPEATABLE READ", ""},
+		{"SET statement_timeout = '1s'", "set"},
+		{"/* job='x' */ SET search_path TO app", "set"},
+		{"BEGIN; SET search_path TO app; COMMIT", "set"},
+		{"RESET ALL", "set"},
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "set"},
+		{"SELECT set_config('search_path', 'app', false)", "set"},
+		{"SELECT set_config('search_path', 'app', true)", ""},
+		{"SELECT set_config('application_name', 'a', false)", ""},
+		{"LISTEN bus", "listen"},
+		{"SELECT pg_advisory_lock(1)", "advisory_lock"},
+		{"SELECT pg_try_advisory_lock_shared(1, 2)", "advisory_lock"},
+		{"SELECT pg_advisory_xact_lock(1)", ""},
+		{"CREATE TEMP TABLE t (a int)", "temp_table"},
+		{"CREATE TEMPORARY TABLE t AS SELECT 1", "temp_table"},
+		{"SELECT 1 INTO TEMP t", "temp_table"},
+		{"CREATE TABLE temp_stats (a int)", ""},
+		{"DECLARE c CURSOR WITH HOLD FOR SELECT 1", "cursor_with_hold"},
+		{"DECLARE c CURSOR FOR SELECT 1", ""},
+		{"PREPARE p AS SELECT 1", "prepare"},
+		{"DISCARD ALL", "discard"},
+		{"DEALLOCATE ALL", "deallocate"},
+		{"LOAD 'auto_explain'", "load"},
+		{"SELECT 'listen'", ""},
+		{"not sql at all; SET", ""},
+	} {
+		if got := SessionState(c.sql); got != c.want {
+			t.Errorf("SessionState(%q) = %q, want %q", c.sql, got, c.want)
+		}
+	}
+}
+
+func TestSessionStateFilterSkipsPlainStatements(t *testing.T) {
+	for _, sql := range []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+		"UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2",
+		"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+		"BEGIN", "END", "COMMIT",
+	} {
+		if mayHoldSessionState(sql) {
+			t.Errorf("mayHoldSessionState(%q) = true: every such statement would be parsed", sql)
+		}
+	}
+}
