@@ -124,6 +124,7 @@ type pool struct {
 	idle    []*Conn // most recently released last
 	total   int     // open connections (idle + lent) + dials in progress
 	lent    int
+	out     map[*Conn]struct{} // lent connections (SHOW SERVERS)
 	waiters []*waiter
 	used    time.Time // last Acquire
 	clients int       // sessions that use this pool (AddClient)
@@ -167,7 +168,7 @@ func (s *Set) SetConfig(cfg Config) {
 func (s *Set) poolLocked(key Key) *pool {
 	p := s.pools[key]
 	if p == nil {
-		p = &pool{key: key}
+		p = &pool{key: key, out: make(map[*Conn]struct{})}
 		s.pools[key] = p
 	}
 	return p
@@ -213,6 +214,7 @@ func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Durati
 			continue
 		}
 		p.lent++
+		p.out[c] = struct{}{}
 		s.mu.Unlock()
 		return c, 0, nil
 	}
@@ -300,6 +302,7 @@ func (s *Set) dialFor(ctx context.Context, p *pool, waited time.Duration) (*Conn
 		return nil, waited, ErrClosed
 	}
 	p.lent++
+	p.out[c] = struct{}{}
 	return c, waited, nil
 }
 
@@ -336,6 +339,7 @@ func (s *Set) Release(c *Conn, reusable bool) {
 		return
 	}
 	p.lent--
+	delete(p.out, c)
 	now := time.Now()
 	if !reusable || s.closed || s.staleLocked(c, now) || (s.cfg.MaxPrepared > 0 && len(c.Prepared) > s.cfg.MaxPrepared) ||
 		p.total > s.cfg.Size {
@@ -349,6 +353,7 @@ func (s *Set) Release(c *Conn, reusable bool) {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		p.lent++
+		p.out[c] = struct{}{}
 		s.mu.Unlock()
 		w.ch <- grant{c: c}
 		return
@@ -497,6 +502,37 @@ func (s *Set) Stats() []Stats {
 			return a.User < b.User
 		}
 		return !a.ReadOnly && b.ReadOnly
+	})
+	return out
+}
+
+// Server describes one open server connection (SHOW SERVERS).
+type Server struct {
+	Key     Key
+	PID     uint32
+	Active  bool // lent to a session
+	Created time.Time
+	IdleAt  time.Time // when it was last released (zero while lent)
+}
+
+// Servers lists every open server connection, sorted by key then PID.
+func (s *Set) Servers() []Server {
+	s.mu.Lock()
+	var out []Server
+	for k, p := range s.pools {
+		for c := range p.out {
+			out = append(out, Server{Key: k, PID: c.PID, Active: true, Created: c.created})
+		}
+		for _, c := range p.idle {
+			out = append(out, Server{Key: k, PID: c.PID, Created: c.created, IdleAt: c.idleAt})
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Key != out[j].Key {
+			return out[i].Key.String() < out[j].Key.String()
+		}
+		return out[i].PID < out[j].PID
 	})
 	return out
 }
