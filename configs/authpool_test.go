@@ -3,6 +3,8 @@ package configs
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -326,5 +328,33 @@ func TestValidatePoolInPassthrough(t *testing.T) {
 	c.Auth.Mode, c.Auth.User = AuthProxy, "u"
 	if err := c.Validate(); err != nil {
 		t.Fatalf("proxy mode: %v", err)
+	}
+}
+
+// The commented auth and pool examples of configs/pgproxy.yaml load once
+// uncommented (with auth.mode proxy and a file that exists), and hold the
+// defaults.
+func TestExampleCommentedKeys(t *testing.T) {
+	b, err := os.ReadFile("pgproxy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^(\s*)# (\s*[a-z_]+:(?: .*)?)$`)
+	body := re.ReplaceAllString(string(b), "$1$2")
+	if n := len(re.FindAllString(string(b), -1)); n < 14 {
+		t.Fatalf("only %d commented keys in pgproxy.yaml", n)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse([]string{"--auth.mode=proxy", "--auth.file=testdata/userlist.txt"}); err != nil {
+		t.Fatal(err)
+	}
+	c := mustLoad(t, LoadOptions{Path: writeConfig(t, body), Flags: fs})
+	d := Default()
+	if c.Pool != d.Pool || c.Auth.Query != d.Auth.Query || c.Auth.CacheTTL != d.Auth.CacheTTL || c.Auth.User != "pgproxy_auth" {
+		t.Fatalf("uncommented example: auth %+v pool %+v", c.Auth, c.Pool)
+	}
+	if !reflect.DeepEqual(c.Routing.ConsistencyWait, d.Routing.ConsistencyWait) || !c.TLS.Enabled() {
+		t.Fatalf("uncommented example: routing %+v tls %+v", c.Routing, c.TLS)
 	}
 }
