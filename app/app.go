@@ -258,8 +258,9 @@ func (a *App) closeListeners() {
 // Reload applies a new configuration without dropping sessions: backends,
 // routing, limits for new sessions, lineage settings, log level,
 // runtime.gomaxprocs. Settings
-// that need a restart (listener and HTTP addresses) are reported and left
-// as they are.
+// that need a restart (listener and HTTP addresses, runtime.event_loops,
+// auth.mode, pool.mode: see configs.Config.RestartRequired) are reported
+// and left as they are.
 func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	pcfg, err := proxyConfig(cfg)
 	if err != nil {

@@ -27,6 +27,35 @@ const (
 	BackendTLSVerifyFull = "verify-full"
 )
 
+// Modes of Auth.Mode: who authenticates a client.
+const (
+	AuthPassthrough = "passthrough" // the backend, through the relay; no server connection is reused
+	AuthProxy       = "proxy"       // pgproxy itself (auth.file, auth.query); pooling needs it
+)
+
+// Modes of Pool.Mode: how long a client holds a server connection.
+const (
+	PoolSession     = "session"     // from login to logout
+	PoolTransaction = "transaction" // for one transaction
+)
+
+// Units of Routing.Unit: what one routing decision covers.
+const (
+	UnitSession     = "session"     // the whole session (today's behaviour)
+	UnitTransaction = "transaction" // each transaction; needs PoolTransaction; not implemented yet
+)
+
+// Levels of Routing.Consistency: what a read on a replica is sure to see.
+const (
+	ConsistencyEventual = "eventual" // whatever the replica has replayed, within routing.max_lag
+	ConsistencySession  = "session"  // every write this client committed through the proxy
+	ConsistencyGlobal   = "global"   // every write committed before the read arrived
+)
+
+// DefaultAuthQuery is auth.query's default, PgBouncer's auth_query: the
+// password verifier of the user given as $1.
+const DefaultAuthQuery = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
+
 // Types of Transport.Type.
 const (
 	TransportHTTP    = "http"
@@ -51,6 +80,8 @@ type Config struct {
 	HTTP       HTTP       `yaml:"http" mapstructure:"http"`
 	Admin      Admin      `yaml:"admin" mapstructure:"admin"`
 	Limits     Limits     `yaml:"limits" mapstructure:"limits"`
+	Auth       Auth       `yaml:"auth" mapstructure:"auth"`
+	Pool       Pool       `yaml:"pool" mapstructure:"pool"`
 	Runtime    Runtime    `yaml:"runtime" mapstructure:"runtime"`
 	Lineage    Lineage    `yaml:"lineage" mapstructure:"lineage"`
 	Log        Log        `yaml:"log" mapstructure:"log"`
@@ -90,6 +121,17 @@ type Routing struct {
 	MaxLagBytes int64 `yaml:"max_lag_bytes" mapstructure:"max_lag_bytes"`
 	// Fallback is FallbackPrimary or FallbackReject.
 	Fallback string `yaml:"fallback" mapstructure:"fallback"`
+	// Unit is UnitSession or UnitTransaction (needs Pool.Mode
+	// PoolTransaction). Validate refuses UnitTransaction for now: the
+	// key is reserved for per-transaction routing (issue 18).
+	Unit string `yaml:"unit" mapstructure:"unit"`
+	// Consistency is ConsistencyEventual, ConsistencySession or
+	// ConsistencyGlobal; the last two need UnitTransaction and are refused
+	// for now, like it.
+	Consistency string `yaml:"consistency" mapstructure:"consistency"`
+	// ConsistencyWait is how long a read may wait for a replica to reach
+	// its LSN floor before it runs on the primary; 0 = no wait.
+	ConsistencyWait time.Duration `yaml:"consistency_wait" mapstructure:"consistency_wait"`
 	// Rules are tried in order; the first match wins.
 	Rules []Rule `yaml:"rules" mapstructure:"rules"`
 }
@@ -145,6 +187,54 @@ type Limits struct {
 	DrainTimeout   time.Duration `yaml:"drain_timeout" mapstructure:"drain_timeout"`
 }
 
+// Auth says who authenticates clients. In AuthPassthrough mode (the
+// default) the backend does, through the relay, and every client session
+// has its own server connection; in AuthProxy mode pgproxy checks the
+// password itself against File and/or the result of Query, which is what
+// lets a server connection serve more than one client (Pool).
+type Auth struct {
+	// Mode is AuthPassthrough or AuthProxy.
+	Mode string `yaml:"mode" mapstructure:"mode"`
+	// File is a PgBouncer auth_file ("user" "SCRAM-SHA-256$…" lines). Load
+	// checks that it can be read; its content is parsed by the proxy.
+	File string `yaml:"file" mapstructure:"file"`
+	// Query looks up the password verifier of the user given as $1, on the
+	// primary as User; used only when User is set.
+	Query string `yaml:"query" mapstructure:"query"`
+	// User is the role Query runs as; empty = no auth query.
+	User string `yaml:"user" mapstructure:"user"`
+	// Password is User's password; secret.
+	Password string `yaml:"password" mapstructure:"password"`
+	// CacheTTL is how long a verifier that Query returned is reused for
+	// the logins of that user before it is looked up again; 0 = every
+	// login runs Query.
+	CacheTTL time.Duration `yaml:"cache_ttl" mapstructure:"cache_ttl"`
+}
+
+// Pool configures the server connection pools, one per (backend, database,
+// user). Every key needs Auth.Mode AuthProxy.
+type Pool struct {
+	// Mode is PoolSession or PoolTransaction.
+	Mode string `yaml:"mode" mapstructure:"mode"`
+	// Size is the most server connections of one pool, >= 1.
+	Size int `yaml:"size" mapstructure:"size"`
+	// MinSize is how many server connections a pool keeps open, <= Size.
+	MinSize int `yaml:"min_size" mapstructure:"min_size"`
+	// MaxClientWait: a client waiting longer for a server gets 53300.
+	MaxClientWait time.Duration `yaml:"max_client_wait" mapstructure:"max_client_wait"`
+	// ServerIdleTimeout: a server idle longer is closed; 0 = never.
+	ServerIdleTimeout time.Duration `yaml:"server_idle_timeout" mapstructure:"server_idle_timeout"`
+	// ServerLifetime: a server older than this is closed when it is
+	// released; 0 = never.
+	ServerLifetime time.Duration `yaml:"server_lifetime" mapstructure:"server_lifetime"`
+	// ResetQuery runs on a server when a session-mode client leaves it;
+	// empty = none.
+	ResetQuery string `yaml:"reset_query" mapstructure:"reset_query"`
+	// MaxPreparedStatements: in transaction mode, named prepared statements
+	// kept per client and re-prepared on the next server; 0 = none kept.
+	MaxPreparedStatements int `yaml:"max_prepared_statements" mapstructure:"max_prepared_statements"`
+}
+
 // Runtime tunes the Go runtime the relay runs on.
 type Runtime struct {
 	// GOMAXPROCS is how many OS threads run the relay at once; 0 = the
@@ -197,7 +287,13 @@ func Default() *Config {
 			Timeout:  time.Second,
 			Database: "postgres",
 		},
-		Routing:    Routing{MaxLag: 5 * time.Second, Fallback: FallbackPrimary},
+		Routing: Routing{
+			MaxLag:          5 * time.Second,
+			Fallback:        FallbackPrimary,
+			Unit:            UnitSession,
+			Consistency:     ConsistencyEventual,
+			ConsistencyWait: 100 * time.Millisecond,
+		},
 		BackendTLS: BackendTLS{Mode: BackendTLSPrefer},
 		HTTP:       HTTP{Addr: "127.0.0.1:9930"},
 		Admin:      Admin{Users: []string{"postgres"}},
@@ -205,6 +301,20 @@ func Default() *Config {
 			MaxSessions:    10000,
 			StartupTimeout: 10 * time.Second,
 			DrainTimeout:   30 * time.Second,
+		},
+		Auth: Auth{
+			Mode:     AuthPassthrough,
+			Query:    DefaultAuthQuery,
+			CacheTTL: 30 * time.Second,
+		},
+		Pool: Pool{
+			Mode:                  PoolSession,
+			Size:                  20,
+			MaxClientWait:         5 * time.Second,
+			ServerIdleTimeout:     10 * time.Minute,
+			ServerLifetime:        time.Hour,
+			ResetQuery:            "DISCARD ALL",
+			MaxPreparedStatements: 500,
 		},
 		Lineage: Lineage{
 			JobNamespace: "ofitec",
@@ -233,9 +343,9 @@ func (c *Config) Clone() *Config {
 }
 
 // Redacted returns a deep copy of c in which every secret that is set
-// (health.password, lineage.transport.api_key, the password inside
-// lineage.transport.url) is replaced by RedactedValue. Use it for anything
-// printed or logged.
+// (health.password, auth.password, lineage.transport.api_key, the password
+// inside lineage.transport.url) is replaced by RedactedValue. Use it for
+// anything printed or logged.
 func (c *Config) Redacted() *Config {
 	out := c.Clone()
 	if out == nil {
@@ -243,6 +353,9 @@ func (c *Config) Redacted() *Config {
 	}
 	if out.Health.Password != "" {
 		out.Health.Password = RedactedValue
+	}
+	if out.Auth.Password != "" {
+		out.Auth.Password = RedactedValue
 	}
 	if out.Lineage.Transport.APIKey != "" {
 		out.Lineage.Transport.APIKey = RedactedValue
@@ -252,9 +365,11 @@ func (c *Config) Redacted() *Config {
 }
 
 // RestartRequired lists the keys whose change from old to c a running proxy
-// cannot apply in place (sockets that are already bound): "listen" (any
-// listener added, removed or changed) and "http.addr". Every other key is
-// applied by a reload. It returns nil when nothing needs a restart or old
+// cannot apply in place: "listen" (any listener added, removed or
+// changed), "http.addr" (sockets that are already bound),
+// "runtime.event_loops", "auth.mode" and "pool.mode" (sessions already
+// relayed one way cannot switch to the other). Every other key is applied
+// by a reload. It returns nil when nothing needs a restart or old
 // is nil.
 func (c *Config) RestartRequired(old *Config) []string {
 	if c == nil || old == nil {
@@ -269,6 +384,12 @@ func (c *Config) RestartRequired(old *Config) []string {
 	}
 	if c.Runtime.EventLoops != old.Runtime.EventLoops {
 		keys = append(keys, "runtime.event_loops")
+	}
+	if c.Auth.Mode != old.Auth.Mode {
+		keys = append(keys, "auth.mode")
+	}
+	if c.Pool.Mode != old.Pool.Mode {
+		keys = append(keys, "pool.mode")
 	}
 	return keys
 }

@@ -65,6 +65,9 @@
 //	routing.max_lag              a replica staler than this gets no new read session; > 0 [5s]
 //	routing.max_lag_bytes        a replica further behind in WAL bytes gets no new read session; 0 = no limit [0]
 //	routing.fallback             read session with no fit replica: primary (forced read-only) | reject [primary]
+//	routing.unit                 what one routing decision covers: session | transaction (needs pool.mode transaction); reserved: transaction is refused, not implemented yet (issue 18) [session]
+//	routing.consistency          what a replica read sees: eventual | session | global (needs routing.unit transaction); reserved: only eventual is accepted [eventual]
+//	routing.consistency_wait     how long a read waits for a replica to reach its LSN floor, then the primary; 0 = no wait [100ms]
 //	routing.rules                list of rules, first match wins [none]
 //	routing.rules[].match        globs; every field given must match, at least one field
 //	routing.rules[].match.user              glob on the startup user
@@ -86,6 +89,22 @@
 //	limits.max_sessions          client sessions beyond this get 53300 [10000]
 //	limits.startup_timeout       socket closed if startup + auth is not done by then [10s]
 //	limits.drain_timeout         on SIGTERM, time sessions get to finish before being closed; 0 = none [30s]
+//	auth                         who authenticates clients
+//	auth.mode                    passthrough (the backend, one server connection per client) | proxy (pgproxy; pooling needs it); restart [passthrough]
+//	auth.file                    PgBouncer auth_file of "user" "verifier" lines; must be a readable file at load; needs auth.mode proxy [""]
+//	auth.query                   returns the verifier of the user given as $1, run on the primary as auth.user; used only when auth.user is set [SELECT usename, passwd FROM pg_shadow WHERE usename = $1]
+//	auth.user                    role auth.query runs as; empty = no auth query; needs auth.mode proxy [""]
+//	auth.password                auth.user's password; secret, redacted in output [""]
+//	auth.cache_ttl               how long a verifier from auth.query is reused for that user's logins; 0 = query at every login [30s]
+//	pool                         server connection pools, one per (backend, database, user); every key needs auth.mode proxy
+//	pool.mode                    session (a client holds a server until it leaves) | transaction (for one transaction); restart [session]
+//	pool.size                    server connections per pool at most; >= 1 [20]
+//	pool.min_size                server connections kept open per pool; <= pool.size [0]
+//	pool.max_client_wait         a client waiting longer for a server gets 53300; > 0 [5s]
+//	pool.server_idle_timeout     a server idle longer is closed; 0 = never [10m]
+//	pool.server_lifetime         a server older than this is closed when released; 0 = never [1h]
+//	pool.reset_query             run when a session-mode client leaves its server; empty = none [DISCARD ALL]
+//	pool.max_prepared_statements transaction mode: named prepared statements kept per client, re-prepared on the next server; 0 = none [500]
 //	runtime                      Go runtime
 //	runtime.gomaxprocs           OS threads running the relay at once (GOMAXPROCS); 0 = the GOMAXPROCS env, else half the CPUs (at least 1) [0]
 //	runtime.event_loops          event loops relaying plain TCP sessions; 0 = one per GOMAXPROCS thread, -1 = a goroutine per direction; restart [0]
@@ -116,8 +135,18 @@
 //	config: health.interval: must be a duration with a unit like "500ms" or "5s", got "5" (pgproxy.yaml:9)
 //	config: routing.max_lag: must be a duration ... (env PGPROXY_ROUTING_MAX_LAG)
 //
+// A key that needs another key's value says so by name:
+//
+//	config: auth.file: is set but auth.mode is passthrough (set auth.mode: proxy)
+//	config: pool.size: needs auth.mode: proxy: in passthrough mode each client has its own server connection (pgproxy.yaml:31)
+//
+// The second is about a key that was given at all (in the file, the
+// environment or a flag), even with its default value; Load tracks which
+// keys its layers set. Validate, which cannot know, counts a pool key as
+// given when it differs from Default.
+//
 // Messages never contain a secret: secret keys (health.password,
-// lineage.transport.api_key) and URLs are never repeated, READ_REPLICA_DSN
+// auth.password, lineage.transport.api_key) and URLs are never repeated, READ_REPLICA_DSN
 // errors do not echo their input, and any other value a message repeats
 // has its user info and password=... replaced by ******** first. A
 // connection string put under backends gets where its parts belong:
@@ -128,6 +157,8 @@
 //
 // Config.Redacted returns a copy with secrets replaced by RedactedValue;
 // Config.YAML renders a Config as a file that loads back to the same
-// Config (pgproxy check prints c.Redacted().YAML()). Config.RestartRequired
-// tells a reload which changes it cannot apply in place.
+// Config (pgproxy check prints c.Redacted().YAML()); in passthrough mode
+// it leaves out the pool section, which Load would refuse there.
+// Config.RestartRequired tells a reload which changes it cannot apply in
+// place (listen, http.addr, runtime.event_loops, auth.mode, pool.mode).
 package configs

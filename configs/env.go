@@ -34,8 +34,9 @@ func environ(env []string) map[string]string {
 // unset (as with viper's default). A PGPROXY_ variable inside a known
 // section that names no key (PGPROXY_ROUTING_MAX_LAGG) is a problem;
 // other PGPROXY_ variables (PGPROXY_CONFIG, PGPROXY_PG_BIN) belong to
-// other tools and are ignored.
-func envLayer(env map[string]string, p *problems) map[string]any {
+// other tools and are ignored. Every key set is recorded in set with the
+// variable's name.
+func envLayer(env map[string]string, p *problems, set origins) map[string]any {
 	byName := make(map[string]setting)
 	for _, s := range settings() {
 		byName[s.env] = s
@@ -84,6 +85,7 @@ func envLayer(env map[string]string, p *problems) map[string]any {
 			continue
 		}
 		setPath(out, s.key, v)
+		set[s.key] = src
 	}
 
 	// Seeds: PGPROXY_* wins.
@@ -93,14 +95,17 @@ func envLayer(env map[string]string, p *problems) map[string]any {
 			p.add(EnvReplicaMaxLagS, "environment", "must be a whole number of seconds > 0, got %s", quote(raw))
 		} else {
 			setPath(out, "routing.max_lag", time.Duration(n)*time.Second)
+			set["routing.max_lag"] = "env " + EnvReplicaMaxLagS
 		}
 	}
 	if raw := env[EnvMarquezURL]; raw != "" {
 		if !hasPath(out, "lineage.transport.type") {
 			setPath(out, "lineage.transport.type", TransportHTTP)
+			set["lineage.transport.type"] = "env " + EnvMarquezURL
 		}
 		if !hasPath(out, "lineage.transport.url") {
 			setPath(out, "lineage.transport.url", raw)
+			set["lineage.transport.url"] = "env " + EnvMarquezURL
 		}
 	}
 	return out

@@ -38,18 +38,19 @@ func readConfigFile(path string) ([]byte, error) {
 // holds, checking every key against the schema and every value against its
 // key's kind. Problems go to p, with name:line as their source. The
 // returned error is for a document that cannot be walked at all (YAML
-// syntax); the map is nil then.
+// syntax); the map is nil then. Every key given a value is recorded in
+// set (may be nil) with its name:line.
 //
 // Values in the map are already typed (time.Duration, int64, bool, string,
 // []any, map[string]any), so decoding cannot reinterpret them: a password
 // written 0123 stays the string "0123". Absent and null keys are left out,
 // so defaults apply to them.
-func fileLayer(data []byte, name string, p *problems) (map[string]any, error) {
+func fileLayer(data []byte, name string, p *problems, set origins) (map[string]any, error) {
 	root, err := parseYAML(data)
 	if err != nil {
 		return nil, fmt.Errorf("config: %s: %w", name, err)
 	}
-	w := walker{name: name, p: p}
+	w := walker{name: name, p: p, set: set}
 	if root == nil {
 		return map[string]any{}, nil
 	}
@@ -96,6 +97,7 @@ func parseYAML(data []byte) (root *yaml.Node, err error) {
 type walker struct {
 	name string
 	p    *problems
+	set  origins // keys given a value, with their source; nil = not recorded
 }
 
 func (w *walker) src(y *yaml.Node) string {
@@ -204,6 +206,9 @@ func (w *walker) mapping(n *node, y *yaml.Node, path string) map[string]any {
 		seen[k.Value] = true
 		if val, ok := w.value(c, v, full); ok {
 			out[k.Value] = val
+			if w.set != nil {
+				w.set[full] = w.src(k)
+			}
 		}
 	}
 	return out

@@ -20,6 +20,9 @@ var keyHelp = map[string]string{
 	"routing.max_lag":           "a replica staler than this gets no new read session",
 	"routing.max_lag_bytes":     "a replica further behind than this many WAL bytes gets no new read session; 0 = no limit",
 	"routing.fallback":          "read session with no fit replica: primary (forced read-only) | reject",
+	"routing.unit":              "what a routing decision covers: session | transaction (reserved, not implemented yet)",
+	"routing.consistency":       "what a replica read sees: eventual | session | global (reserved, not implemented yet)",
+	"routing.consistency_wait":  "how long a read waits for a replica to reach its LSN floor, then the primary; 0 = no wait",
 	"tls.cert":                  "client-facing TLS certificate file (PEM)",
 	"tls.key":                   "client-facing TLS key file (PEM)",
 	"backend_tls.mode":          "TLS to backends: disable | prefer | require | verify-full",
@@ -44,6 +47,22 @@ var keyHelp = map[string]string{
 	"lineage.transport.timeout": "deadline of one delivery",
 	"log.level":                 "debug | info | warn | error",
 	"log.format":                "json | console",
+
+	// Authentication and pooling (wave 2).
+	"auth.mode":                    "who authenticates clients: passthrough (the backend) | proxy (pgproxy; pooling needs it)",
+	"auth.file":                    "PgBouncer auth_file of user password verifiers (auth.mode proxy)",
+	"auth.query":                   "query returning the verifier of user $1, run on the primary as auth.user",
+	"auth.user":                    "role auth.query runs as; empty = no auth query",
+	"auth.password":                "auth.user's password (secret)",
+	"auth.cache_ttl":               "how long a verifier from auth.query is reused; 0 = query at every login",
+	"pool.mode":                    "how long a client holds a server: session | transaction (needs auth.mode proxy)",
+	"pool.size":                    "server connections per (backend, database, user) at most",
+	"pool.min_size":                "server connections kept open per pool",
+	"pool.max_client_wait":         "a client waiting longer for a server gets 53300",
+	"pool.server_idle_timeout":     "a server idle longer is closed; 0 = never",
+	"pool.server_lifetime":         "a server older than this is closed when released; 0 = never",
+	"pool.reset_query":             "run when a session-mode client leaves its server; empty = none",
+	"pool.max_prepared_statements": "transaction mode: named prepared statements kept per client; 0 = none",
 }
 
 // keyValue is the pflag.Value of a key flag. It keeps the text as given

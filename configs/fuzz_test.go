@@ -34,6 +34,9 @@ func FuzzLoad(f *testing.F) {
 		"%YAML 1.2\n---\n" + minimal,
 		minimal + "health: {user: !!binary aGVsbG8=}\n",
 		minimal + "limits: {max_sessions: 0x10}\n",
+		minimal + "auth: {mode: proxy, user: u}\npool: {mode: transaction, reset_query: ''}\n",
+		minimal + "pool: {size: 20}\n",
+		minimal + "routing: {unit: transaction, consistency: global}\n",
 	} {
 		f.Add([]byte(s))
 	}

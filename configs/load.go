@@ -49,13 +49,14 @@ func Load(opts LoadOptions) (*Config, error) {
 // opts.Path is empty).
 func load(data []byte, opts LoadOptions) (*Config, error) {
 	p := &problems{}
+	set := origins{}
 	v := viper.New()
 	for key, val := range flatDefaults() {
 		v.SetDefault(key, val)
 	}
 
 	if opts.Path != "" {
-		m, err := fileLayer(data, opts.Path, p)
+		m, err := fileLayer(data, opts.Path, p, set)
 		if err != nil {
 			return nil, err
 		}
@@ -65,7 +66,7 @@ func load(data []byte, opts LoadOptions) (*Config, error) {
 	}
 
 	env := environ(opts.Environ)
-	if err := v.MergeConfigMap(envLayer(env, p)); err != nil {
+	if err := v.MergeConfigMap(envLayer(env, p, set)); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	var seeds []seedDSN
@@ -93,10 +94,14 @@ func load(data []byte, opts LoadOptions) (*Config, error) {
 					continue
 				}
 				setPath(flags, s.key, val)
+				set[s.key] = "flag --" + s.key
 				continue
 			}
 			if err := v.BindPFlag(s.key, f); err != nil {
 				return nil, fmt.Errorf("config: binding flag --%s: %w", s.key, err)
+			}
+			if f.Changed {
+				set[s.key] = "flag --" + s.key
 			}
 		}
 		if err := v.MergeConfigMap(flags); err != nil {
@@ -120,7 +125,7 @@ func load(data []byte, opts LoadOptions) (*Config, error) {
 
 	cfg.normalize()
 	applySeeds(&cfg, seeds)
-	cfg.validate(p)
+	cfg.validate(p, set)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -164,8 +169,18 @@ func normAddr(a string) string {
 	return net.JoinHostPort(strings.ToLower(host), port)
 }
 
+// origins records where each key that a layer set came from
+// ("pgproxy.yaml:12", "env PGPROXY_POOL_SIZE", "flag --pool.size"), the
+// last layer winning. A key absent from it was left to its default, which
+// is how validate tells a pool key given in passthrough mode (an error)
+// from one that merely has its default.
+type origins map[string]string
+
 // flatDefaults returns Default() as dotted key → value, lists whole.
-func flatDefaults() map[string]any {
+func flatDefaults() map[string]any { return flatten(Default()) }
+
+// flatten returns c as dotted key → value, lists whole.
+func flatten(c *Config) map[string]any {
 	out := map[string]any{}
 	var walk func(prefix string, v reflect.Value)
 	walk = func(prefix string, v reflect.Value) {
@@ -181,7 +196,7 @@ func flatDefaults() map[string]any {
 			out[key] = plain(fv)
 		}
 	}
-	walk("", reflect.ValueOf(*Default()))
+	walk("", reflect.ValueOf(*c))
 	return out
 }
 

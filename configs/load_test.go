@@ -54,6 +54,7 @@ func TestLoadFullFile(t *testing.T) {
 		},
 		Routing: Routing{
 			MaxLag: 3 * time.Second, MaxLagBytes: 1 << 20, Fallback: FallbackReject,
+			Unit: UnitSession, Consistency: ConsistencyEventual, ConsistencyWait: 250 * time.Millisecond,
 			Rules: []Rule{
 				{Match: Match{User: "metabase"}, Route: RouteRead},
 				{Match: Match{Database: "*_ro"}, Route: RouteRead, StripSuffix: "_ro"},
@@ -65,6 +66,14 @@ func TestLoadFullFile(t *testing.T) {
 		HTTP:       HTTP{Addr: "127.0.0.1:9931"},
 		Admin:      Admin{Users: []string{"postgres", "ops"}},
 		Limits:     Limits{MaxSessions: 500, StartupTimeout: 3 * time.Second, DrainTimeout: time.Minute},
+		Auth: Auth{
+			Mode: AuthProxy, File: "testdata/userlist.txt", Query: "SELECT usename, passwd FROM pgproxy.user_lookup($1)",
+			User: "pgproxy_auth", Password: "auth-s3cr3t", CacheTTL: 0,
+		},
+		Pool: Pool{
+			Mode: PoolTransaction, Size: 50, MinSize: 5, MaxClientWait: 2 * time.Second,
+			ServerIdleTimeout: 0, ServerLifetime: 30 * time.Minute, ResetQuery: "", MaxPreparedStatements: 0,
+		},
 		Lineage: Lineage{
 			Enabled: true, JobNamespace: "acme", DatasetNamespace: "postgres://db-primary:5432",
 			Catalog: "configs/catalog.yaml", NormalizeSQL: false,

@@ -11,7 +11,9 @@ import (
 )
 
 // YAML renders c as a config file, every key in the order of the package
-// doc, durations as Go durations ("500ms"). Load of the output yields c
+// doc, durations as Go durations ("500ms"), except the pool section in
+// passthrough mode when it holds only defaults (Load refuses pool keys
+// there; a comment says it is left out). Load of the output yields c
 // again. It prints secrets as they are: call it on Redacted() for anything
 // shown to people (pgproxy check, SHOW CONFIG).
 func (c *Config) YAML() ([]byte, error) {
@@ -19,6 +21,12 @@ func (c *Config) YAML() ([]byte, error) {
 		return nil, fmt.Errorf("config: YAML of a nil Config")
 	}
 	root := toNode(reflect.ValueOf(*c), false)
+	if c.Auth.Mode == AuthPassthrough && c.Pool == Default().Pool {
+		// Pool keys are refused in passthrough mode, so that a file cannot
+		// look like it pools when it does not; the output leaves them out
+		// to load back.
+		omitKey(root, "pool", "pool: none in passthrough mode (auth.mode: proxy enables it)")
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -29,6 +37,21 @@ func (c *Config) YAML() ([]byte, error) {
 		return nil, fmt.Errorf("config: encoding YAML: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// omitKey removes key from the mapping n and leaves comment in its place
+// (on the key that follows it).
+func omitKey(n *yaml.Node, key, comment string) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != key {
+			continue
+		}
+		n.Content = append(n.Content[:i], n.Content[i+2:]...)
+		if i < len(n.Content) {
+			n.Content[i].HeadComment = comment
+		}
+		return
+	}
 }
 
 // toNode renders v; inList leaves out empty strings (unset rule and

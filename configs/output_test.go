@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -135,7 +136,9 @@ func TestYAMLRoundTrip(t *testing.T) {
 	}
 }
 
-// The output lists every key, in file order, with durations readable.
+// The output lists every key, in file order, with durations readable;
+// in passthrough mode it leaves out the pool section (Load refuses pool
+// keys there) and says so.
 func TestYAMLShowsEveryKey(t *testing.T) {
 	c := mustLoad(t, LoadOptions{Path: writeConfig(t, minimal)})
 	out, err := c.YAML()
@@ -144,9 +147,28 @@ func TestYAMLShowsEveryKey(t *testing.T) {
 	}
 	s := string(out)
 	for _, k := range Keys() {
+		if strings.HasPrefix(k, "pool.") {
+			continue // below
+		}
 		last := k[strings.LastIndex(k, ".")+1:]
 		if !regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(last) + `:`).MatchString(s) {
 			t.Errorf("YAML output lacks key %s:\n%s", k, s)
+		}
+	}
+	if regexp.MustCompile(`(?m)^pool:`).MatchString(s) || !strings.Contains(s, "# pool: none in passthrough mode") {
+		t.Errorf("passthrough YAML output: pool section shown or not explained:\n%s", s)
+	}
+	proxy := mustLoad(t, LoadOptions{Path: writeConfig(t, minimal+"auth: {mode: proxy, user: a}\n")})
+	pout, err := proxy.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		if !strings.HasPrefix(k, "pool.") {
+			continue
+		}
+		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(strings.TrimPrefix(k, "pool.")) + `:`).Match(pout) {
+			t.Errorf("proxy-mode YAML output lacks key %s:\n%s", k, pout)
 		}
 	}
 	for _, want := range []string{"interval: 500ms", "max_lag: 5s", "drain_timeout: 30s"} {
@@ -179,6 +201,13 @@ func TestRestartRequired(t *testing.T) {
 		{"listener added", func(c *Config) { c.Listen = append(c.Listen, Listener{Addr: "127.0.0.1:2"}) }, []string{"listen"}},
 		{"http addr", func(c *Config) { c.HTTP.Addr = "" }, []string{"http.addr"}},
 		{"both", func(c *Config) { c.HTTP.Addr = ":1"; c.Listen = c.Listen[1:] }, []string{"listen", "http.addr"}},
+		{"auth mode", func(c *Config) { c.Auth.Mode = AuthPassthrough }, []string{"auth.mode"}},
+		{"pool mode", func(c *Config) { c.Pool.Mode = PoolSession }, []string{"pool.mode"}},
+		{"other auth and pool keys", func(c *Config) {
+			c.Auth.File, c.Auth.Password, c.Auth.CacheTTL = "/other", "new", time.Hour
+			c.Pool.Size, c.Pool.ResetQuery, c.Pool.ServerLifetime = 3, "RESET ALL", time.Minute
+			c.Routing.ConsistencyWait = time.Second
+		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			next := base.Clone()

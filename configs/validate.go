@@ -1,23 +1,31 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"path"
+	"reflect"
 	"strconv"
 	"strings"
 )
 
 // Validate checks c as Load does and returns every problem joined (nil if
-// none). Use it for a Config built in code (tests, the demo).
+// none). Use it for a Config built in code (tests, the demo). Not knowing
+// which keys were given, it counts a pool key as given in passthrough mode
+// when its value differs from Default's.
 func (c *Config) Validate() error {
 	p := &problems{}
-	c.validate(p)
+	c.validate(p, nil)
 	return p.err()
 }
 
-func (c *Config) validate(p *problems) {
+// validate adds every problem of c to p. set holds the keys the layers
+// gave a value (see origins); nil = unknown.
+func (c *Config) validate(p *problems, set origins) {
 	// listen
 	if len(c.Listen) == 0 {
 		p.add("listen", "", "at least one listener is required")
@@ -86,6 +94,7 @@ func (c *Config) validate(p *problems) {
 	default:
 		p.add("routing.fallback", "", "must be \"primary\" or \"reject\", got %s", quote(c.Routing.Fallback))
 	}
+	c.validateUnit(p)
 	for i, r := range c.Routing.Rules {
 		key := fmt.Sprintf("routing.rules[%d]", i)
 		m := r.Match
@@ -148,6 +157,9 @@ func (c *Config) validate(p *problems) {
 		p.add("limits.drain_timeout", "", "must be >= 0, got %s", c.Limits.DrainTimeout)
 	}
 
+	c.validateAuth(p)
+	c.validatePool(p, set)
+
 	if c.Runtime.GOMAXPROCS < 0 {
 		p.add("runtime.gomaxprocs", "", "must be >= 0 (0 = Go's default), got %d", c.Runtime.GOMAXPROCS)
 	}
@@ -196,6 +208,162 @@ func (c *Config) validate(p *problems) {
 	default:
 		p.add("log.format", "", "must be \"json\" or \"console\", got %s", quote(c.Log.Format))
 	}
+}
+
+// validateUnit checks routing.unit, routing.consistency and
+// routing.consistency_wait. Per-transaction routing is not implemented
+// yet: its values are refused, after the checks they will keep.
+func (c *Config) validateUnit(p *problems) {
+	r := c.Routing
+	switch r.Unit {
+	case UnitSession:
+	case UnitTransaction:
+		if c.Pool.Mode != PoolTransaction {
+			p.add("routing.unit", "", "transaction needs pool.mode: transaction, got pool.mode %s", quote(c.Pool.Mode))
+		}
+		p.add("routing.unit", "", "transaction is not implemented yet in this version (issue 18)")
+	default:
+		p.add("routing.unit", "", "must be \"session\" or \"transaction\", got %s", quote(r.Unit))
+	}
+	switch r.Consistency {
+	case ConsistencyEventual:
+	case ConsistencySession, ConsistencyGlobal:
+		if r.Unit != UnitTransaction {
+			p.add("routing.consistency", "", "%s needs routing.unit: transaction", r.Consistency)
+		}
+		p.add("routing.consistency", "", "%s is not implemented yet in this version (issue 18)", r.Consistency)
+	default:
+		p.add("routing.consistency", "", "must be one of eventual, session, global, got %s", quote(r.Consistency))
+	}
+	if r.ConsistencyWait < 0 {
+		p.add("routing.consistency_wait", "", "must be >= 0 (0 = no wait), got %s", r.ConsistencyWait)
+	}
+}
+
+// validateAuth checks the auth keys; auth.file must be a readable file
+// now (its content is the proxy's to parse). auth.password is never
+// repeated.
+func (c *Config) validateAuth(p *problems) {
+	a := c.Auth
+	switch a.Mode {
+	case AuthPassthrough:
+		if a.File != "" {
+			p.add("auth.file", "", "is set but auth.mode is passthrough (set auth.mode: proxy)")
+		}
+		if a.User != "" {
+			p.add("auth.user", "", "is set but auth.mode is passthrough (set auth.mode: proxy)")
+		}
+	case AuthProxy:
+		if a.File == "" && a.User == "" {
+			p.add("auth.mode", "", "proxy needs auth.file or auth.user (or both): where the proxy finds the password verifier of a client's user")
+		}
+	default:
+		p.add("auth.mode", "", "must be \"passthrough\" or \"proxy\", got %s", quote(a.Mode))
+	}
+	if a.File != "" {
+		if err := checkReadable(a.File); err != nil {
+			p.add("auth.file", "", "%s %v", quote(a.File), err)
+		}
+	}
+	if a.User != "" {
+		switch {
+		case strings.TrimSpace(a.Query) == "":
+			p.add("auth.query", "", "must not be empty when auth.user is set")
+		case !strings.Contains(a.Query, "$1"):
+			p.add("auth.query", "", "must take the user name as $1")
+		}
+	} else if a.Password != "" {
+		p.add("auth.password", "", "is set but auth.user is not (it is auth.user's password, for auth.query)")
+	}
+	if a.CacheTTL < 0 {
+		p.add("auth.cache_ttl", "", "must be >= 0 (0 = no cache), got %s", a.CacheTTL)
+	}
+}
+
+// validatePool checks the pool keys. Pooling needs auth.mode proxy: in
+// passthrough mode a pool key that was given (set) is refused by name.
+func (c *Config) validatePool(p *problems, set origins) {
+	if c.Auth.Mode == AuthPassthrough {
+		for _, k := range c.givenKeys("pool.", set) {
+			p.add(k.key, k.source, "needs auth.mode: proxy: in passthrough mode each client has its own server connection")
+		}
+	}
+	o := c.Pool
+	switch o.Mode {
+	case PoolSession, PoolTransaction:
+	default:
+		p.add("pool.mode", "", "must be \"session\" or \"transaction\", got %s", quote(o.Mode))
+	}
+	if o.Size < 1 {
+		p.add("pool.size", "", "must be >= 1, got %d", o.Size)
+	}
+	switch {
+	case o.MinSize < 0:
+		p.add("pool.min_size", "", "must be >= 0, got %d", o.MinSize)
+	case o.Size >= 1 && o.MinSize > o.Size:
+		p.add("pool.min_size", "", "must be <= pool.size (%d), got %d", o.Size, o.MinSize)
+	}
+	if o.MaxClientWait <= 0 {
+		p.add("pool.max_client_wait", "", "must be > 0, got %s", o.MaxClientWait)
+	}
+	if o.ServerIdleTimeout < 0 {
+		p.add("pool.server_idle_timeout", "", "must be >= 0 (0 = never), got %s", o.ServerIdleTimeout)
+	}
+	if o.ServerLifetime < 0 {
+		p.add("pool.server_lifetime", "", "must be >= 0 (0 = never), got %s", o.ServerLifetime)
+	}
+	if o.MaxPreparedStatements < 0 {
+		p.add("pool.max_prepared_statements", "", "must be >= 0 (0 = none kept), got %d", o.MaxPreparedStatements)
+	}
+}
+
+// keySource is a key that was given a value, and where.
+type keySource struct{ key, source string }
+
+// givenKeys returns the keys under prefix ("pool.") that were given a
+// value, in schema order. With set nil (a Config built in code) a key
+// counts as given when its value differs from Default's.
+func (c *Config) givenKeys(prefix string, set origins) []keySource {
+	var out []keySource
+	var now, def map[string]any
+	if set == nil {
+		now, def = flatten(c), flatDefaults()
+	}
+	for _, s := range settings() {
+		if !strings.HasPrefix(s.key, prefix) {
+			continue
+		}
+		if set != nil {
+			if src, ok := set[s.key]; ok {
+				out = append(out, keySource{s.key, src})
+			}
+		} else if !reflect.DeepEqual(now[s.key], def[s.key]) {
+			out = append(out, keySource{key: s.key})
+		}
+	}
+	return out
+}
+
+// checkReadable checks that path is a regular file this process can open
+// for reading, without reading it.
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is already in the message
+		}
+		return fmt.Errorf("cannot be read: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot be read: %w", err)
+	}
+	if st.IsDir() {
+		return errors.New("is a directory, not a file")
+	}
+	return nil
 }
 
 // checkAddr checks host:port. Listening addresses may have an empty host

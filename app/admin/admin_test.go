@@ -24,6 +24,7 @@ const (
 	secretPassword = "hunter2-health-pw"
 	secretAPIKey   = "lineage-api-key-xyz"
 	secretURLPass  = "url-pass-987"
+	secretAuthPass = "auth-query-pw-654"
 )
 
 func testConfig() *configs.Config {
@@ -408,7 +409,18 @@ func TestShowRoutes(t *testing.T) {
 }
 
 func TestShowConfigRedactsSecrets(t *testing.T) {
-	res, err := exec(t, New(newFake().deps()), "SHOW CONFIG")
+	t.Run("passthrough", func(t *testing.T) { testShowConfig(t, testConfig()) })
+	t.Run("proxy", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.Auth.Mode, cfg.Auth.User, cfg.Auth.Password = configs.AuthProxy, "pgproxy_auth", secretAuthPass
+		testShowConfig(t, cfg)
+	})
+}
+
+func testShowConfig(t *testing.T, cfg *configs.Config) {
+	d := newFake().deps()
+	d.Config = func() *configs.Config { return cfg }
+	res, err := exec(t, New(d), "SHOW CONFIG")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +430,7 @@ func TestShowConfigRedactsSecrets(t *testing.T) {
 			t.Errorf("key %s twice", row[0])
 		}
 		got[row[0]] = row[1]
-		for _, secret := range []string{secretPassword, secretAPIKey, secretURLPass} {
+		for _, secret := range []string{secretPassword, secretAPIKey, secretURLPass, secretAuthPass} {
 			if strings.Contains(row[0]+row[1], secret) {
 				t.Errorf("SHOW CONFIG shows a secret: %s = %s", row[0], row[1])
 			}
@@ -446,8 +458,18 @@ func TestShowConfigRedactsSecrets(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
 	}
-	// Every documented key appears (lists by index).
+	if cfg.Auth.Password != "" && got["auth.password"] != configs.RedactedValue {
+		t.Errorf("auth.password = %q, want %q", got["auth.password"], configs.RedactedValue)
+	}
+	// Every documented key appears (lists by index), but for the pool
+	// section in passthrough mode, which the configuration leaves out.
 	for _, key := range configs.Keys() {
+		if strings.HasPrefix(key, "pool.") && cfg.Auth.Mode == configs.AuthPassthrough {
+			if _, shown := got[key]; shown {
+				t.Errorf("%s shown in passthrough mode", key)
+			}
+			continue
+		}
 		found := false
 		for k := range got {
 			if k == key || strings.HasPrefix(k, key+".") || strings.HasPrefix(k, key+"[") {
