@@ -25,6 +25,7 @@ var layers = map[string]int{
 	"internal/sqlscan":   0,
 	"internal/pgcluster": 0,
 	"internal/pgwire":    1, // over pgerr
+	"internal/pgauth":    2, // over pgwire, pgerr
 	"configs":            0,
 	"deploy/demo":        0,
 
