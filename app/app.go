@@ -45,6 +45,7 @@ type App struct {
 	lineage  *lineageHolder
 	director *director
 	admin    adminAdapter
+	auth     *authSource
 
 	mu         sync.Mutex
 	cfg        *configs.Config
@@ -98,6 +99,11 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 	if err != nil {
 		return nil, err
 	}
+	a.auth = &authSource{log: log.Named("auth"), snapshot: a.monitor.Snapshot}
+	if err := a.auth.load(cfg); err != nil {
+		return nil, err
+	}
+	a.withAuth(&pcfg, cfg, cfg.Auth.Mode == configs.AuthProxy)
 	a.lineage = newLineageHolder(log.Named("lineage"), a.reg)
 	if err := a.lineage.set(lineageConfig(cfg)); err != nil {
 		return nil, fmt.Errorf("lineage: %w", err)
@@ -167,6 +173,13 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 	a.lineage.start(bg)
+	if a.Config().Auth.Mode == configs.AuthProxy {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.watchBackends(bg)
+		}()
+	}
 	if a.httpLn != nil {
 		a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
@@ -214,6 +227,7 @@ func (a *App) Run(ctx context.Context) error {
 	lcancel()
 	stopBG()
 	wg.Wait()
+	a.auth.close()
 	a.log.Info("stopped")
 	return runErr
 }
@@ -270,6 +284,14 @@ func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 	old := a.cfg
 	a.mu.Unlock()
 	restart := cfg.RestartRequired(old)
+	if old.Auth.Mode == configs.AuthProxy {
+		// auth.mode needs a restart: a proxy that pools keeps pooling, with
+		// auth.file re-read.
+		if err := a.auth.load(cfg); err != nil {
+			return nil, err
+		}
+		a.withAuth(&pcfg, cfg, true)
+	}
 	// Lineage first: building the new emitter can fail (catalog file), and
 	// then nothing has changed yet.
 	if !reflect.DeepEqual(cfg.Lineage, old.Lineage) {

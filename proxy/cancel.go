@@ -15,10 +15,18 @@ import (
 // forwarded to the server that owns the key. Keys are never logged.
 type cancelMap struct {
 	mu sync.Mutex
-	m  map[string]string
+	m  map[string]cancelTarget
 }
 
-func (c *cancelMap) init() { c.m = make(map[string]string) }
+// cancelTarget is a backend address (the key is the backend's own) or a
+// pooled session (the key is the proxy's: the session knows which server
+// runs its query).
+type cancelTarget struct {
+	addr string
+	s    *session
+}
+
+func (c *cancelMap) init() { c.m = make(map[string]cancelTarget) }
 
 func cancelKeyOf(pid uint32, secret []byte) string {
 	b := make([]byte, 4, 4+len(secret))
@@ -28,7 +36,13 @@ func cancelKeyOf(pid uint32, secret []byte) string {
 
 func (c *cancelMap) add(key, addr string) {
 	c.mu.Lock()
-	c.m[key] = addr
+	c.m[key] = cancelTarget{addr: addr}
+	c.mu.Unlock()
+}
+
+func (c *cancelMap) addSession(key string, s *session) {
+	c.mu.Lock()
+	c.m[key] = cancelTarget{s: s}
 	c.mu.Unlock()
 }
 
@@ -38,7 +52,7 @@ func (c *cancelMap) remove(key string) {
 	c.mu.Unlock()
 }
 
-func (c *cancelMap) lookup(key string) (string, bool) {
+func (c *cancelMap) lookup(key string) (cancelTarget, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	a, ok := c.m[key]

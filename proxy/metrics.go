@@ -14,6 +14,8 @@ type Metrics struct {
 	connectTime   *prometheus.HistogramVec
 	rejected      *prometheus.CounterVec
 	cancels       *prometheus.CounterVec
+	poolWait      prometheus.Histogram
+	poolPins      *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's metrics on reg.
@@ -42,9 +44,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgproxy_cancel_requests_total", Help: "CancelRequests received, by result (forwarded, broadcast, failed).",
 		}, []string{"result"}),
+		poolWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pgproxy_pool_wait_seconds", Help: "Time a pooled client waited for a server connection.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		poolPins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_pool_pins_total", Help: "Transaction-mode clients pinned to their server for the rest of their session, by reason.",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.sessionsTotal, m.bytes, m.duration, m.connectTime, m.rejected, m.cancels)
+		reg.MustRegister(m.sessions, m.sessionsTotal, m.bytes, m.duration, m.connectTime, m.rejected, m.cancels, m.poolWait, m.poolPins)
 	}
 	return m
 }

@@ -141,6 +141,9 @@ func (p *pump) parkEarly() bool {
 // enforced read-only sessions, loops off, other systems) by a goroutine per
 // direction.
 func (s *session) relay() string {
+	if s.pooled != nil {
+		return s.relayPooled()
+	}
 	// An enforced read-only session parses every statement it holds (up to
 	// 16 MiB): on a loop that would stall every session the loop serves, so
 	// these (rare) fallback sessions keep a goroutine per direction.

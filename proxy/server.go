@@ -1,9 +1,8 @@
 package proxy
 
 import (
-	"github.com/ofitec/pgproxy/internal/pgwire"
-
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -14,6 +13,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ofitec/pgproxy/internal/pgauth"
+	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/pool"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -108,6 +111,16 @@ type Config struct {
 	// session needs one; < 0 = none (a goroutine per direction). The count
 	// is fixed for the Server's life.
 	RelayLoops int
+	// Auth makes the proxy authenticate clients itself and pool server
+	// connections (pooled.go); nil passes authentication through to the
+	// backends (one server connection per client).
+	Auth *ProxyAuth
+	// Pool configures the server pools of Auth sessions.
+	Pool PoolConfig
+	// SessionState reports session state a statement leaves that cannot
+	// move to another server (sqlscan.SessionState): in transaction mode the
+	// client is then pinned to its server. Nil: nothing pins.
+	SessionState func(sql string) string
 	// Admin answers the admin console (database "pgproxy") for AdminUsers,
 	// after they authenticated at the primary. Nil disables the console.
 	Admin      AdminConsole
@@ -152,6 +165,11 @@ type Server struct {
 	serveWG  sync.WaitGroup // one per Serve call
 	shutdown chan struct{}  // closed on Shutdown/Close
 
+	poolMu  sync.Mutex
+	pools   *pool.Set                     // made on the first pooled session
+	creds   map[string]*pgauth.Credential // per user, the newest: what the pools log in with
+	fakeKey [32]byte                      // fake secrets of unknown users
+
 	loopMu      sync.Mutex
 	loops       []*evLoop // started on first use, stopped after the last session
 	loopsTried  bool
@@ -174,6 +192,7 @@ func NewServer(cfg Config, director Director, log *zap.Logger, metrics *Metrics)
 	c := cfg.withDefaults()
 	s.cfg.Store(&c)
 	s.cancels.init()
+	_, _ = rand.Read(s.fakeKey[:])
 	return s
 }
 
@@ -182,6 +201,11 @@ func NewServer(cfg Config, director Director, log *zap.Logger, metrics *Metrics)
 func (s *Server) SetConfig(cfg Config) {
 	c := cfg.withDefaults()
 	s.cfg.Store(&c)
+	s.poolMu.Lock()
+	if s.pools != nil {
+		s.pools.SetConfig(c.Pool.Config)
+	}
+	s.poolMu.Unlock()
 }
 
 // Serve accepts connections on ln until Shutdown or Close, then returns
@@ -285,7 +309,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.serveWG.Wait()
 	s.stopLoops()
+	s.closePools()
 	return err
+}
+
+func (s *Server) closePools() {
+	s.poolMu.Lock()
+	p := s.pools
+	s.poolMu.Unlock()
+	if p != nil {
+		p.Close()
+	}
 }
 
 // Close closes listeners and every session at once and waits for them.
@@ -295,6 +329,7 @@ func (s *Server) Close() error {
 	s.sessWG.Wait()
 	s.serveWG.Wait()
 	s.stopLoops()
+	s.closePools()
 	return nil
 }
 

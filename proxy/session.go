@@ -74,6 +74,10 @@ type session struct {
 	inLoop  atomic.Pointer[loopRelay]
 	clientW io.Writer
 	relayBy atomic.Uint32 // relayGoroutines or relayLoop once the relay started (SessionInfo.Relay)
+
+	// A pooled session (auth.mode: proxy, pooled.go): nil otherwise.
+	pooled    *pooledState
+	pooledEnd atomic.Pointer[relayEnd] // why its server side ended it
 }
 
 const (
@@ -146,18 +150,31 @@ func (s *session) run() {
 		return
 	}
 	t0 := time.Now()
-	if err := s.connect(sp, deadline); err != nil {
+	connect := s.connect
+	if s.cfg.Auth != nil {
+		connect = s.connectPooled
+	}
+	if err := connect(sp, deadline); err != nil {
 		s.failStartup(err)
 		return
+	}
+	if s.pooled != nil && s.pooled.doneKey != nil {
+		defer s.pooled.doneKey()
 	}
 	if s.srv.metrics != nil {
 		s.srv.metrics.connectTime.WithLabelValues(s.backend).Observe(time.Since(t0).Seconds())
 	}
 	_ = s.client.SetDeadline(time.Time{})
-	_ = s.server.SetDeadline(time.Time{})
+	if s.server != nil {
+		_ = s.server.SetDeadline(time.Time{})
+	}
 	if s.terminating.Load() != nil {
 		// terminate() ran during startup: its deadline was just cleared.
-		_ = s.server.SetReadDeadline(time.Now())
+		if s.server != nil {
+			_ = s.server.SetReadDeadline(time.Now())
+		} else {
+			_ = s.raw.SetReadDeadline(time.Now())
+		}
 	}
 	if s.srv.metrics != nil {
 		g := s.srv.metrics.sessions.WithLabelValues(s.listener.Addr, s.route)
@@ -338,7 +355,20 @@ func (s *session) handleCancel(sp *pgwire.StartupPacket) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	key := cancelKeyOf(sp.CancelPID, sp.CancelKey)
-	if addr, ok := s.srv.cancels.lookup(key); ok {
+	if t, ok := s.srv.cancels.lookup(key); ok && t.s != nil {
+		addr, err := t.s.cancelPooled(ctx)
+		switch {
+		case err != nil:
+			s.log.Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
+			s.srv.countCancel("failed")
+		case addr == "":
+			s.srv.countCancel("idle") // between transactions: nothing to cancel
+		default:
+			s.srv.countCancel("forwarded")
+		}
+		return
+	} else if ok {
+		addr := t.addr
 		if err := forwardCancel(ctx, addr, sp.CancelPID, sp.CancelKey); err != nil {
 			s.log.Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
 			s.srv.countCancel("failed")
@@ -428,7 +458,7 @@ func (s *session) dialBackend(t *Target, clientParams []Param, deadline time.Tim
 		_ = tc.SetKeepAlive(true)
 	}
 	_ = conn.SetDeadline(deadline)
-	tconn, err := s.backendTLS(conn, t.Addr)
+	tconn, err := backendTLS(s.cfg, conn, t.Addr)
 	if err != nil {
 		conn.Close() // backendTLS returns nil on error: close the TCP socket it was given
 		return nil, nil, err
@@ -483,8 +513,8 @@ func withParam(params []Param, key, value string) []Param {
 }
 
 // backendTLS negotiates TLS with a backend per the backend_tls mode.
-func (s *session) backendTLS(conn net.Conn, addr string) (net.Conn, error) {
-	mode := s.cfg.BackendTLS.Mode
+func backendTLS(c *Config, conn net.Conn, addr string) (net.Conn, error) {
+	mode := c.BackendTLS.Mode
 	if mode == "disable" {
 		return conn, nil
 	}
@@ -509,8 +539,8 @@ func (s *session) backendTLS(conn net.Conn, addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("backend %s: unexpected answer %q to SSLRequest", addr, resp[0])
 	}
 	var cfg *tls.Config
-	if s.cfg.BackendTLS.Config != nil {
-		cfg = s.cfg.BackendTLS.Config.Clone()
+	if c.BackendTLS.Config != nil {
+		cfg = c.BackendTLS.Config.Clone()
 	} else {
 		cfg = &tls.Config{}
 	}
@@ -659,11 +689,14 @@ func (s *session) terminate(reason string) {
 		return
 	}
 	s.mu.Lock()
-	srv := s.server
+	srv, pooled := s.server, s.pooled
 	s.mu.Unlock()
-	if srv != nil {
+	switch {
+	case srv != nil:
 		_ = srv.SetReadDeadline(time.Now())
-	} else {
+	case pooled != nil:
+		_ = s.raw.SetReadDeadline(time.Now()) // the relay ends and tells the client why
+	default:
 		_ = s.raw.SetDeadline(time.Now())
 	}
 }

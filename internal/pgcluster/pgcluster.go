@@ -175,9 +175,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	setup := []string{
-		"SET password_encryption = 'md5'",
-		"CREATE ROLE " + MD5User + " LOGIN SUPERUSER PASSWORD '" + MD5Password + "'",
-		"SET password_encryption = 'scram-sha-256'",
+		// One Exec per element, each on a connection of its own: the SET
+		// must share one with its CREATE ROLE.
+		"SET password_encryption = 'md5'; CREATE ROLE " + MD5User + " LOGIN SUPERUSER PASSWORD '" + MD5Password + "'",
 		"CREATE ROLE " + ScramUser + " LOGIN SUPERUSER PASSWORD '" + ScramPassword + "'",
 		"CREATE ROLE " + MonitorUser + " LOGIN PASSWORD '" + MonitorPassword + "'",
 		"GRANT pg_monitor TO " + MonitorUser,

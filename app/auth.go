@@ -1,0 +1,166 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ofitec/pgproxy/configs"
+	"github.com/ofitec/pgproxy/health"
+	"github.com/ofitec/pgproxy/internal/pgauth"
+	"github.com/ofitec/pgproxy/internal/sqlscan"
+	"github.com/ofitec/pgproxy/pool"
+	"github.com/ofitec/pgproxy/proxy"
+)
+
+// authSource answers the proxy's user lookups (auth.mode: proxy): auth.file
+// first (read at start and on every reload), then auth.query on the
+// primary. Safe for concurrent use.
+type authSource struct {
+	log      *zap.Logger
+	snapshot func() *health.Snapshot
+
+	users atomic.Pointer[pgauth.Userlist] // nil: no auth.file
+
+	mu    sync.Mutex
+	query *pgauth.QuerySource // nil: no auth.query
+	qcfg  configs.Auth        // what query was made from
+}
+
+// load (re)reads auth.file and (re)builds the auth.query source for cfg.
+// On error nothing changes.
+func (a *authSource) load(cfg *configs.Config) error {
+	var ul *pgauth.Userlist
+	if cfg.Auth.File != "" {
+		u, warnings, err := pgauth.LoadUserlist(cfg.Auth.File)
+		if err != nil {
+			return fmt.Errorf("auth.file: %w", err)
+		}
+		for _, w := range warnings {
+			a.log.Warn("auth.file: "+w, zap.String("file", cfg.Auth.File))
+		}
+		ul = &u
+		a.log.Info("auth.file loaded", zap.String("file", cfg.Auth.File), zap.Int("users", len(u)))
+	}
+	a.users.Store(ul)
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.query != nil && a.qcfg == cfg.Auth {
+		return nil
+	}
+	if a.query != nil {
+		a.query.Close()
+		a.query = nil
+	}
+	a.qcfg = cfg.Auth
+	if cfg.Auth.User == "" {
+		return nil
+	}
+	a.query = &pgauth.QuerySource{
+		Addr: a.primary, User: cfg.Auth.User, Password: cfg.Auth.Password,
+		Database: cfg.Health.Database, Query: cfg.Auth.Query, TTL: cfg.Auth.CacheTTL,
+	}
+	return nil
+}
+
+func (a *authSource) primary() (string, error) {
+	snap := a.snapshot()
+	if snap == nil || snap.Primary() == nil {
+		return "", errors.New("no primary available for auth.query")
+	}
+	return snap.Primary().Addr, nil
+}
+
+// lookup is proxy.ProxyAuth.Lookup.
+func (a *authSource) lookup(ctx context.Context, user string) (pgauth.Secret, bool, error) {
+	if ul := a.users.Load(); ul != nil {
+		if sec, ok := (*ul)[user]; ok {
+			return sec, true, nil
+		}
+	}
+	a.mu.Lock()
+	q := a.query
+	a.mu.Unlock()
+	if q == nil {
+		return pgauth.Secret{}, false, nil
+	}
+	return q.Lookup(ctx, user)
+}
+
+func (a *authSource) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.query != nil {
+		a.query.Close()
+		a.query = nil
+	}
+}
+
+// poolConfig maps the pool.* keys onto the proxy's pool settings.
+func poolConfig(cfg *configs.Config) proxy.PoolConfig {
+	p := cfg.Pool
+	return proxy.PoolConfig{
+		Config: pool.Config{
+			Size: p.Size, MinSize: p.MinSize, MaxWait: p.MaxClientWait,
+			IdleTimeout: p.ServerIdleTimeout, Lifetime: p.ServerLifetime,
+			// A server keeping many more statements than one client may is
+			// closed when released: bounded memory on the backends.
+			MaxPrepared: 4 * max(p.MaxPreparedStatements, 100),
+		},
+		Transaction: p.Mode == configs.PoolTransaction,
+		ResetQuery:  p.ResetQuery,
+		MaxPrepared: p.MaxPreparedStatements,
+	}
+}
+
+// withAuth adds proxy-side authentication and pooling to pc (on: auth.mode
+// is proxy; a reload cannot change that).
+func (a *App) withAuth(pc *proxy.Config, cfg *configs.Config, on bool) {
+	if !on {
+		return
+	}
+	pc.Auth = &proxy.ProxyAuth{Lookup: a.auth.lookup}
+	pc.Pool = poolConfig(cfg)
+	pc.SessionState = sqlscan.SessionState
+}
+
+// watchBackends drains the pools of a backend that goes down or changes
+// role (a promoted replica, a fenced primary): their connections must not
+// serve another transaction.
+func (a *App) watchBackends(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	type seen struct {
+		role  health.Role
+		state health.State
+	}
+	last := map[string]seen{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		snap := a.monitor.Snapshot()
+		if snap == nil {
+			continue
+		}
+		for _, b := range snap.Backends {
+			now := seen{b.Role, b.State}
+			prev, ok := last[b.Addr]
+			last[b.Addr] = now
+			if ok && prev != now && (now.state != health.StateUp || prev.role != now.role) {
+				if n := a.server.DrainBackend(b.Addr); n > 0 || prev.role != now.role {
+					a.log.Info("server pool drained", zap.String("backend", b.Addr),
+						zap.String("role", now.role.String()), zap.String("state", now.state.String()), zap.Int("closed_idle", n))
+				}
+			}
+		}
+	}
+}

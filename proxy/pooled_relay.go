@@ -1,0 +1,624 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/pool"
+)
+
+// The relay of a pooled session. Client→server runs on the session's
+// goroutine as usual; server→client runs on a goroutine of its own for as
+// long as the session holds a server (serveServer), one after the other.
+//
+// When the server goes back (transaction mode): the client→server pump
+// counts, at each message's header, the ReadyForQuery the server will owe
+// (Query, Sync, FunctionCall) and marks a batch open at any other message
+// (Parse, Bind, Execute, Flush, ...) until the next Sync; the server→client
+// pump counts each ReadyForQuery it relays. When a read it relayed ends with
+// a ReadyForQuery 'I', nothing is owed, no batch is open and the client is
+// not pinned, it gives the server back and stops: every byte the client
+// sent for that server has been answered, so nothing can be in flight to or
+// from it. The next client message that arrives acquires a server (perhaps
+// another one), brings it to the client's settings and starts a new
+// server→client goroutine. Both counts live under link.mu; each side checks
+// them only at message boundaries.
+//
+// Named prepared statements (transaction mode): a client's Parse "S_1" is
+// sent under a server-side name made from the statement's text and types
+// (shared by clients that prepare the same statement); Bind, Describe and
+// Close name it so. A server that lacks it when a Bind or Describe comes gets
+// the Parse first, whose ParseComplete the proxy swallows; a Parse of a
+// statement the server already has becomes a Close of a name that never
+// exists, whose CloseComplete is turned into the ParseComplete the client
+// waits for. A queue (link.fifo) pairs these answers with what asked for
+// them; an ErrorResponse empties it up to the next Sync, as the server
+// skips those messages.
+//
+// Session state that cannot move (sqlscan.SessionState: LISTEN, session
+// advisory locks, temp tables, WITH HOLD cursors, plain SET of an untracked
+// setting, ...) pins the client to its server for the rest of the session;
+// the reset query then runs when it leaves.
+
+// link is what a pooled session's two directions share.
+type link struct {
+	mu      sync.Mutex
+	conn    *pool.Conn // the server the session holds; nil between transactions
+	owed    int        // ReadyForQuery the server owes
+	open    bool       // messages sent since the last Query/Sync/FunctionCall
+	status  byte       // last ReadyForQuery status
+	pinned  string     // why the client keeps its server ("" = not pinned)
+	stop    bool       // the session ends: serveServer stops at the next boundary
+	desired map[string]string
+	fifo    []fifoEntry
+	s2cDone chan struct{} // closed when the current serveServer returns
+	s2cOK   bool          // it stopped at a message boundary (the server is reusable)
+}
+
+type fifoEntry struct {
+	kind byte // 'P' Parse, 'C' Close, 'Z' a Query, Sync or FunctionCall
+	// swallow: the proxy's own Parse (its ParseComplete is not the
+	// client's); asParse: a Close standing for a Parse the server already had.
+	swallow, asParse bool
+	name             string // server-side statement name of a Parse
+}
+
+// noSuchStatement is closed where the client's Close or a Parse the server
+// already has must get a CloseComplete and nothing else.
+const noSuchStatement = "pgproxy_no_such_statement"
+
+// clientStmt is a named statement of a transaction-mode client.
+type clientStmt struct {
+	server string // server-side name
+	parse  []byte // the Parse message under that name
+}
+
+// clientPolicy is the client→server policy of a pooled session.
+type clientPolicy struct {
+	s   *session
+	ps  *pooledState
+	trx bool // transaction mode
+	w   *connWriter
+	err error // acquiring failed: decide reports it
+
+	stmts map[string]*clientStmt
+	order []string // client names, oldest first (MaxPrepared)
+}
+
+// connWriter writes to the server the session holds (client→server only).
+type connWriter struct{ c *pool.Conn }
+
+func (w *connWriter) Write(b []byte) (int, error) {
+	if w.c == nil {
+		return 0, errors.New("no server")
+	}
+	return w.c.Net.Write(b)
+}
+
+func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
+	if !toServer {
+		return modePass
+	}
+	if typ == 'X' {
+		return modeHold // Terminate stays with the proxy: the server is not the client's
+	}
+	l := &p.ps.link
+	l.mu.Lock()
+	if l.conn == nil {
+		l.mu.Unlock()
+		if err := p.attach(); err != nil {
+			p.err = err
+			return modeHold
+		}
+		l.mu.Lock()
+	}
+	switch typ {
+	case 'Q', 'S', 'F':
+		l.owed++
+		l.open = false
+		if p.trx {
+			l.fifo = append(l.fifo, fifoEntry{kind: 'Z'})
+		}
+	case 'd', 'c', 'f': // COPY data belongs to the Query or batch that started it
+	default:
+		l.open = true
+	}
+	l.mu.Unlock()
+	if !p.trx {
+		return modePass
+	}
+	switch typ {
+	case 'P', 'B', 'D', 'C':
+		return modeHold
+	case 'Q':
+		return modeInspect
+	}
+	return modePass
+}
+
+// attach gets the session a server for its next transaction and starts
+// relaying what it sends.
+func (p *clientPolicy) attach() error {
+	s, ps := p.s, p.ps
+	l := &ps.link
+	if l.s2cDone != nil {
+		<-l.s2cDone // the last server's relay has let go of the client
+	}
+	ctx, cancel := contextWithTimeout(max(s.cfg.Pool.MaxWait, time.Millisecond))
+	c, waited, err := s.srv.poolSet().Acquire(ctx, ps.key)
+	cancel()
+	if m := s.srv.metrics; m != nil && err == nil {
+		m.poolWait.Observe(waited.Seconds())
+	}
+	if err != nil {
+		var ex *pool.ExhaustedError
+		if errors.As(err, &ex) {
+			return &pgerr.Error{Code: pgerr.TooManyConnections, Severity: "FATAL", Message: "pgproxy: " + ex.Error()}
+		}
+		var coded pgerr.Coded
+		if errors.As(err, &coded) {
+			return err
+		}
+		return &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not get a server connection", Err: err}
+	}
+	if err := s.syncParams(c); err != nil {
+		s.srv.poolSet().Release(c, false)
+		return err
+	}
+	p.w.c = c
+	l.mu.Lock()
+	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
+	l.s2cDone, l.s2cOK = make(chan struct{}), false
+	done := l.s2cDone
+	l.mu.Unlock()
+	go s.serveServer(c, done)
+	return nil
+}
+
+func (p *clientPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
+	if typ == 'Q' && !truncated {
+		p.pin(pgwire.CString(body))
+	}
+	return nil
+}
+
+// pin pins the client to its server when sql leaves session state.
+func (p *clientPolicy) pin(sql string) {
+	f := p.s.cfg.SessionState
+	if f == nil {
+		return
+	}
+	reason := f(sql)
+	if reason == "" {
+		return
+	}
+	l := &p.ps.link
+	l.mu.Lock()
+	first := l.pinned == ""
+	if first {
+		l.pinned = reason
+	}
+	l.mu.Unlock()
+	if first {
+		p.s.log.Debug("client pinned to its server", zap.String("reason", reason))
+		if m := p.s.srv.metrics; m != nil {
+			m.poolPins.WithLabelValues(reason).Inc()
+		}
+	}
+}
+
+func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
+	if typ == 'X' {
+		p.s.clientTerminated.Store(true)
+		return nil, &relayEnd{reason: "client_closed"}
+	}
+	if p.err != nil {
+		err := p.err
+		p.s.sendError(err)
+		return nil, &relayEnd{reason: "pool_error", err: err}
+	}
+	if tooBig {
+		return msg, nil // passed as it came (at most maxHeld is held): statement names are not rewritten
+	}
+	body := msg[5:]
+	switch typ {
+	case 'P':
+		name, rest := pgwire.CutCString(body)
+		sql, _ := pgwire.CutCString(rest)
+		p.pin(sql)
+		if name == "" || p.s.cfg.Pool.MaxPrepared == 0 {
+			// Unnamed (lives until the next Parse, within this
+			// transaction), or max_prepared_statements 0: as it is.
+			p.push(fifoEntry{kind: 'P'})
+			return msg, nil
+		}
+		server := serverStmtName(rest)
+		st := &clientStmt{server: server, parse: pgwire.AppendMessage(nil, 'P', append(append([]byte(server), 0), rest...))}
+		p.remember(name, st)
+		l := &p.ps.link
+		l.mu.Lock()
+		_, has := l.conn.Prepared[server]
+		if !has {
+			l.conn.Prepared[server] = struct{}{}
+			l.fifo = append(l.fifo, fifoEntry{kind: 'P', name: server})
+		} else {
+			l.fifo = append(l.fifo, fifoEntry{kind: 'C', asParse: true})
+		}
+		l.mu.Unlock()
+		if has {
+			return closeMsg('S', noSuchStatement), nil
+		}
+		return st.parse, nil
+	case 'B':
+		portal, rest := pgwire.CutCString(body)
+		name, rest := pgwire.CutCString(rest)
+		st := p.stmts[name]
+		if name == "" || st == nil {
+			return msg, nil // unnamed, or unknown: the server says so
+		}
+		out := p.ensurePrepared(st)
+		nb := append(append([]byte(portal), 0), st.server...)
+		nb = append(append(nb, 0), rest...)
+		return pgwire.AppendMessage(out, 'B', nb), nil
+	case 'D', 'C':
+		if len(body) < 2 || body[0] != 'S' {
+			if typ == 'C' {
+				p.push(fifoEntry{kind: 'C'})
+			}
+			return msg, nil
+		}
+		name, _ := pgwire.CutCString(body[1:])
+		st := p.stmts[name]
+		if typ == 'C' {
+			p.push(fifoEntry{kind: 'C'})
+			if name == "" || st == nil {
+				return msg, nil
+			}
+			p.forget(name)
+			return closeMsg('S', noSuchStatement), nil // other clients may share it on the server
+		}
+		if name == "" || st == nil {
+			return msg, nil
+		}
+		out := p.ensurePrepared(st)
+		return pgwire.AppendMessage(out, 'D', append(append([]byte{'S'}, st.server...), 0)), nil
+	}
+	return msg, nil
+}
+
+// ensurePrepared returns the proxy's own Parse of st when the server lacks
+// it (its ParseComplete is swallowed), else nothing.
+func (p *clientPolicy) ensurePrepared(st *clientStmt) []byte {
+	l := &p.ps.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, has := l.conn.Prepared[st.server]; has {
+		return nil
+	}
+	l.conn.Prepared[st.server] = struct{}{}
+	l.fifo = append(l.fifo, fifoEntry{kind: 'P', swallow: true, name: st.server})
+	return append([]byte(nil), st.parse...)
+}
+
+func (p *clientPolicy) push(e fifoEntry) {
+	l := &p.ps.link
+	l.mu.Lock()
+	l.fifo = append(l.fifo, e)
+	l.mu.Unlock()
+}
+
+func (p *clientPolicy) remember(name string, st *clientStmt) {
+	if p.stmts == nil {
+		p.stmts = make(map[string]*clientStmt)
+	}
+	if _, ok := p.stmts[name]; !ok {
+		p.order = append(p.order, name)
+	}
+	p.stmts[name] = st
+	for max := p.s.cfg.Pool.MaxPrepared; max > 0 && len(p.stmts) > max && len(p.order) > 0; {
+		old := p.order[0]
+		p.order = p.order[1:]
+		delete(p.stmts, old)
+	}
+}
+
+func (p *clientPolicy) forget(name string) {
+	delete(p.stmts, name)
+	if len(p.order) > 2*len(p.stmts)+16 { // compact the names closed meanwhile
+		keep := p.order[:0]
+		for _, n := range p.order {
+			if _, ok := p.stmts[n]; ok {
+				keep = append(keep, n)
+			}
+		}
+		p.order = keep
+	}
+}
+
+// serverStmtName names a statement on the servers by what defines it: the
+// query text and the parameter types (the rest of its Parse message).
+func serverStmtName(def []byte) string {
+	h := sha256.Sum256(def)
+	return "pgproxy_" + hex.EncodeToString(h[:12])
+}
+
+func closeMsg(kind byte, name string) []byte {
+	return pgwire.AppendMessage(nil, 'C', append(append([]byte{kind}, name...), 0))
+}
+
+// serverPolicy is the server→client policy of a pooled session (ahead of
+// the session's own policies, which see what it forwards).
+type serverPolicy struct {
+	ps     *pooledState
+	c      *pool.Conn
+	trx    bool
+	action fifoEntry // the entry the current '1' or '3' answers
+}
+
+var parseComplete = []byte{'1', 0, 0, 0, 4}
+
+func (p *serverPolicy) mode(toServer bool, typ byte, n int) msgMode {
+	switch typ {
+	case 'Z', 'S', 'E':
+		return modeInspect
+	case '1', '3':
+		if !p.trx {
+			return modePass
+		}
+		l := &p.ps.link
+		l.mu.Lock()
+		p.action = fifoEntry{}
+		if len(l.fifo) > 0 && l.fifo[0].kind != 'Z' {
+			p.action = l.fifo[0]
+			l.fifo = l.fifo[1:]
+		}
+		l.mu.Unlock()
+		if p.action.swallow || p.action.asParse {
+			return modeHold
+		}
+	}
+	return modePass
+}
+
+func (p *serverPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
+	l := &p.ps.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch typ {
+	case 'Z':
+		if l.owed > 0 {
+			l.owed--
+		}
+		if len(body) == 1 {
+			l.status = body[0]
+		}
+		for len(l.fifo) > 0 { // through the first marker
+			k := l.fifo[0].kind
+			l.fifo = l.fifo[1:]
+			if k == 'Z' {
+				break
+			}
+		}
+	case 'S':
+		if k, v, ok := pgwire.ParseParameterStatus(body); ok {
+			p.c.Params[k] = v
+			if _, tracked := trackedName(k); tracked {
+				l.desired[k] = v
+			}
+		}
+	case 'E':
+		// The server skips to the next Sync: what it skipped is not prepared.
+		for len(l.fifo) > 0 && l.fifo[0].kind != 'Z' {
+			if e := l.fifo[0]; e.kind == 'P' && e.name != "" {
+				delete(p.c.Prepared, e.name)
+			}
+			l.fifo = l.fifo[1:]
+		}
+	}
+	return nil
+}
+
+func (p *serverPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
+	switch {
+	case p.action.swallow:
+		return nil, nil
+	case p.action.asParse:
+		return parseComplete, nil
+	}
+	return msg, nil
+}
+
+// serveServer relays c to the client until the session gives c back
+// (link.stop, or a ReadyForQuery that ends its transaction in transaction
+// mode) or c fails, which ends the session.
+func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
+	ps := s.pooled
+	l := &ps.link
+	sp := &serverPolicy{ps: ps, c: c, trx: s.cfg.Pool.Transaction}
+	var pol policy = sp
+	if base := s.pumpPolicy(); base != nil {
+		pol = &chain{ps: []policy{sp, base}, modes: make([]msgMode, 2)}
+	}
+	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: s.client, count: &s.bytesOut}
+	if len(c.Pending) > 0 {
+		p.pending, c.Pending = c.Pending, nil
+	}
+	ok := false
+	err := p.runUntil(func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.stop || (sp.trx && l.owed == 0 && !l.open && l.status == 'I' && l.pinned == "" && p.typ == 'Z') {
+			l.conn, ok = nil, true
+			return true
+		}
+		return false
+	})
+	l.mu.Lock()
+	l.s2cOK = ok
+	if !ok {
+		l.conn = nil
+	}
+	stopping := l.stop
+	l.mu.Unlock()
+	switch {
+	case ok && !stopping:
+		s.srv.poolSet().Release(c, true)
+	case !ok:
+		s.srv.poolSet().Release(c, false)
+		if err != nil && !stopping {
+			s.noteEnd(err)
+			s.closeConns() // the server failed: the session ends (c2s sees its client closed)
+		}
+	}
+	close(done)
+}
+
+// runUntil is run for a pooled server: after each read it relayed, at a
+// message boundary, it asks stop whether to let go of the server. A read
+// deadline (set to make it look at stop) is not an error then.
+func (p *pump) runUntil(stop func() bool) error {
+	defer p.releaseBufs()
+	p.takeSmall()
+	keep := 0
+	if len(p.pending) > 0 {
+		p.acquireBuf()
+		keep = copy(p.buf, p.pending)
+		p.pending = nil
+		k, err := p.process(p.buf[:keep])
+		if err != nil {
+			return err
+		}
+		keep = k
+	}
+	for {
+		if keep == 0 && !p.inMsg && stop() {
+			return nil
+		}
+		n, err := p.src.Read(p.buf[keep:])
+		if n > 0 {
+			k, werr := p.got(keep, n)
+			if werr != nil {
+				return werr
+			}
+			keep = k
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && keep == 0 && !p.inMsg && stop() {
+				return nil
+			}
+			return p.end(err, keep)
+		}
+	}
+}
+
+// noteEnd records why a pooled session ended when the server side ended it.
+func (s *session) noteEnd(err error) {
+	re := asRelayEnd(err)
+	s.pooledEnd.CompareAndSwap(nil, re)
+}
+
+// relayPooled relays a pooled session and, at its end, gives its server
+// back clean or closes it.
+func (s *session) relayPooled() string {
+	ps := s.pooled
+	l := &ps.link
+	s.relayBy.Store(relayGoroutines)
+	cp := &clientPolicy{s: s, ps: ps, trx: s.cfg.Pool.Transaction, w: &connWriter{}}
+	var pol policy = cp
+	if base := s.pumpPolicy(); base != nil {
+		pol = &chain{ps: []policy{base, cp}, modes: make([]msgMode, 2)}
+	}
+	if c := l.conn; c != nil { // session mode: the server is the session's
+		cp.w.c = c
+		l.s2cDone = make(chan struct{})
+		go s.serveServer(c, l.s2cDone)
+	}
+	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn}
+	err := c2s.run()
+	var re *relayEnd
+	if p := s.pooledEnd.Load(); p != nil {
+		re = p
+	} else {
+		re = asRelayEnd(err)
+	}
+	s.giveBack()
+	if t := s.terminating.Load(); t != nil && re.reason != "client_closed" {
+		// Between messages (the server's relay stopped at a boundary, or
+		// there is none): tell the client why, as a backend would.
+		s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
+		re = &relayEnd{reason: "shutdown"}
+	}
+	return s.endReason(re)
+}
+
+// giveBack ends the session's hold on its server: the server→client relay
+// stops at a message boundary; a server left with nothing owed is rolled
+// back if in a transaction, reset if the session changed it (session mode,
+// or pinned) and returned to the pool; any other is closed.
+func (s *session) giveBack() {
+	ps := s.pooled
+	l := &ps.link
+	l.mu.Lock()
+	c, done := l.conn, l.s2cDone
+	clean := l.owed == 0 && !l.open
+	pinned := l.pinned != "" || !s.cfg.Pool.Transaction
+	status := l.status
+	l.stop = true
+	l.mu.Unlock()
+	if done == nil {
+		return
+	}
+	if c != nil {
+		_ = c.Net.SetReadDeadline(time.Now()) // serveServer looks at stop
+	}
+	<-done
+	l.mu.Lock()
+	ok := l.s2cOK
+	l.mu.Unlock()
+	if c == nil || !ok {
+		return // serveServer gave it back, or closed it
+	}
+	set := s.srv.poolSet()
+	if !clean {
+		set.Release(c, false)
+		return
+	}
+	_ = c.Net.SetReadDeadline(time.Time{})
+	if status != 'I' {
+		if err := execSimple(c, "ROLLBACK", 5*time.Second); err != nil {
+			set.Release(c, false)
+			return
+		}
+	}
+	if pinned && s.cfg.Pool.ResetQuery != "" {
+		if err := execSimple(c, s.cfg.Pool.ResetQuery, 5*time.Second); err != nil {
+			s.log.Warn("reset query failed; closing the server connection", zap.String("backend", c.Key.Addr), zap.Error(err))
+			set.Release(c, false)
+			return
+		}
+		if q := strings.ToUpper(s.cfg.Pool.ResetQuery); strings.Contains(q, "DISCARD ALL") || strings.Contains(q, "DEALLOCATE") {
+			clear(c.Prepared)
+		}
+		if q := strings.ToUpper(s.cfg.Pool.ResetQuery); strings.Contains(q, "DISCARD ALL") || strings.Contains(q, "RESET ALL") {
+			clear(c.Applied)
+		}
+	} else if pinned {
+		set.Release(c, false) // no reset query: nobody else may inherit this session's state
+		return
+	}
+	set.Release(c, true)
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
