@@ -73,9 +73,10 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 	if level != nil {
 		a.level = *level
 	}
+	built := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
-			a.closeListeners()
+			built.closeListeners()
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -36,6 +36,30 @@ type AdminResult struct {
 // serveAdmin authenticates the client against the primary like any
 // session (so the backend's pg_hba and passwords decide), drops the backend
 // connection, and then answers simple-protocol queries itself.
+// adminWelcome is what the console reports of itself after a proxy-side
+// login (psql reads server_version).
+var adminWelcome = [][2]string{
+	{"server_version", "15.0 (pgproxy admin console)"}, {"server_encoding", "UTF8"}, {"client_encoding", "UTF8"},
+	{"DateStyle", "ISO, MDY"}, {"integer_datetimes", "on"}, {"standard_conforming_strings", "on"},
+}
+
+// adminLogin authenticates an admin against the proxy's own users and
+// sends the console's welcome.
+func (s *session) adminLogin(deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if _, err := s.authenticateClient(ctx); err != nil {
+		return err
+	}
+	var out []byte
+	for _, kv := range adminWelcome {
+		out = pgwire.AppendMessage(out, 'S', append(append(append([]byte(kv[0]), 0), kv[1]...), 0))
+	}
+	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
+	_, err := s.client.Write(out)
+	return err
+}
+
 func (s *session) serveAdmin(sp *pgwire.StartupPacket, deadline time.Time) error {
 	if !slices.Contains(s.cfg.AdminUsers, s.user) {
 		return pgerr.New(pgerr.InvalidAuthorization, "user %q is not allowed to use the pgproxy admin console", s.user)
@@ -56,10 +80,19 @@ func (s *session) serveAdmin(sp *pgwire.StartupPacket, deadline time.Time) error
 	}
 	sp.Params = params
 	s.adminAuth = true
-	if err := s.connect(sp, deadline); err != nil {
-		return err
+	if s.cfg.Auth != nil {
+		// auth.mode proxy: the proxy authenticates the admin itself
+		// (auth.file needs no backend), so the console stays reachable with
+		// every backend down.
+		if err := s.adminLogin(deadline); err != nil {
+			return err
+		}
+	} else {
+		if err := s.connect(sp, deadline); err != nil {
+			return err
+		}
+		s.server.Close() // authenticated: the console needs no backend
 	}
-	s.server.Close() // authenticated: the console needs no backend
 	_ = s.client.SetDeadline(time.Time{})
 	s.mu.Lock()
 	s.route = "admin"

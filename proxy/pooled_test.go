@@ -309,3 +309,47 @@ func TestSessionModeResetsOnLeave(t *testing.T) {
 		t.Fatalf("application_name = %q, want b", got)
 	}
 }
+
+type echoConsole struct{}
+
+func (echoConsole) Exec(ctx context.Context, query string) ([]proxy.AdminResult, error) {
+	v := "pong"
+	return []proxy.AdminResult{{Columns: []string{"answer"}, Rows: [][]*string{{&v}}, Tag: "SHOW"}}, nil
+}
+
+// TestAdminConsoleWithoutBackends: with auth.mode proxy the console logs
+// admins in against the proxy's own users, so it works with every backend
+// down (here: the only one is a closed port).
+func TestAdminConsoleWithoutBackends(t *testing.T) {
+	checkLeaks(t)
+	salt := []byte("0123456789abcdef")
+	sec, err := pgauth.ParseSecret(pgauth.SCRAMVerifier("adminpw", salt, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := pgauth.Userlist{"ops": sec}
+	cfg := proxy.Config{
+		Auth: &proxy.ProxyAuth{Lookup: func(ctx context.Context, user string) (pgauth.Secret, bool, error) {
+			s, ok := users[user]
+			return s, ok, nil
+		}},
+		Admin: echoConsole{}, AdminUsers: []string{"ops"},
+	}
+	tp := startProxy(t, cfg, staticDirector{addr: "127.0.0.1:1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, "postgres://ops:adminpw@"+tp.addr+"/pgproxy?sslmode=disable&default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatalf("admin login with the backend down: %v", err)
+	}
+	defer c.Close(ctx)
+	var got string
+	if err := c.QueryRow(ctx, "SHOW PING").Scan(&got); err != nil || got != "pong" {
+		t.Fatalf("console answered %q, %v", got, err)
+	}
+	_, err = pgx.Connect(ctx, "postgres://ops:wrong@"+tp.addr+"/pgproxy?sslmode=disable")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28P01" {
+		t.Fatalf("wrong admin password: %v, want 28P01", err)
+	}
+}
