@@ -70,9 +70,16 @@ func (s *Server) poolSet() *pool.Set {
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
 	if s.pools == nil {
-		s.pools = pool.New(s.cfg.Load().Pool.Config, s.dialPooled)
+		s.pools = pool.New(s.poolConfig(s.cfg.Load()), s.dialPooled)
 	}
 	return s.pools
+}
+
+// poolConfig is c's pool configuration with the proxy's liveness check.
+func (s *Server) poolConfig(c *Config) pool.Config {
+	pc := c.Pool.Config
+	pc.Check, pc.CheckAfter = conncheck, idleCheckAfter
+	return pc
 }
 
 // PoolStats describes every server pool (SHOW POOLS); nil without pooling.

@@ -353,3 +353,23 @@ func TestAdminConsoleWithoutBackends(t *testing.T) {
 		t.Fatalf("wrong admin password: %v, want 28P01", err)
 	}
 }
+
+// TestPooledServerKilledWhileIdle: a server that dies while idle in the
+// pool (pg_terminate_backend, idle_session_timeout) is not lent again: the
+// client's next transaction runs on a new one.
+func TestPooledServerKilledWhileIdle(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	tp := startProxy(t, pooledConfig(true, 1), staticDirector{addr: cluster.Primary().Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := connectPooled(t, ctx, scramDSN(tp, "a"))
+	pid := queryString(t, ctx, c, "SELECT pg_backend_pid()::text")
+	if err := cluster.Primary().Exec(ctx, "SELECT pg_terminate_backend("+pid+")"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // past idleCheckAfter
+	if got := queryString(t, ctx, c, "SELECT pg_backend_pid()::text"); got == pid {
+		t.Fatalf("still on the terminated server %s", pid)
+	}
+}

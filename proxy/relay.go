@@ -73,6 +73,7 @@ type pump struct {
 	rem     int // body bytes still to come
 	mode    msgMode
 	scratch []byte // body copy (inspect) or whole message (hold)
+	out     []byte // what one read forwards when it held messages (flush)
 	tooBig  bool
 	inq     inqReader // recvmsg state of the raw path (runRaw)
 
@@ -239,7 +240,7 @@ func (p *pump) process(data []byte) (int, error) {
 	for i < len(data) {
 		if !p.inMsg {
 			if len(data)-i < 5 {
-				if err := p.write(data[start:i]); err != nil {
+				if err := p.flush(data[start:i]); err != nil {
 					return 0, err
 				}
 				return copy(p.buf, data[i:]), nil
@@ -253,9 +254,7 @@ func (p *pump) process(data []byte) (int, error) {
 			p.mode = p.pol.mode(p.toServer, typ, n)
 			switch p.mode {
 			case modeHold:
-				if err := p.write(data[start:i]); err != nil {
-					return 0, err
-				}
+				p.out = append(p.out, data[start:i]...)
 				p.scratch = append(p.scratch[:0], data[i:i+5]...)
 				i += 5
 				start = i
@@ -291,7 +290,7 @@ func (p *pump) process(data []byte) (int, error) {
 			switch p.mode {
 			case modeInspect:
 				if err := p.pol.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {
-					if err := p.write(data[start:i]); err != nil {
+					if err := p.flush(data[start:i]); err != nil {
 						return 0, err
 					}
 					return 0, err
@@ -299,18 +298,34 @@ func (p *pump) process(data []byte) (int, error) {
 			case modeHold:
 				out, err := p.pol.decide(p.toServer, p.typ, p.scratch, p.tooBig)
 				if err != nil {
+					_ = p.flush(nil) // what came before the message still goes
 					return 0, err
 				}
-				if err := p.write(out); err != nil {
-					return 0, err
-				}
+				p.out = append(p.out, out...)
 			}
 			if cap(p.scratch) > maxInspect {
 				p.scratch = nil // do not keep a large buffer for the session's lifetime
 			}
 		}
 	}
-	return 0, p.write(data[start:])
+	return 0, p.flush(data[start:])
+}
+
+// flush writes what the held messages of one read left in p.out, then
+// rest: a read with held messages still costs one write. Without held
+// messages rest is written as it is, uncopied.
+func (p *pump) flush(rest []byte) error {
+	if len(p.out) == 0 {
+		return p.write(rest)
+	}
+	p.out = append(p.out, rest...)
+	err := p.write(p.out)
+	if cap(p.out) > maxInspect {
+		p.out = nil // do not keep a large buffer for the session's lifetime
+	} else {
+		p.out = p.out[:0]
+	}
+	return err
 }
 
 func (p *pump) write(b []byte) error {

@@ -203,7 +203,7 @@ func (s *Server) SetConfig(cfg Config) {
 	s.cfg.Store(&c)
 	s.poolMu.Lock()
 	if s.pools != nil {
-		s.pools.SetConfig(c.Pool.Config)
+		s.pools.SetConfig(s.poolConfig(&c))
 	}
 	s.poolMu.Unlock()
 }
