@@ -57,9 +57,6 @@ import (
 // terminate) are posted under a mutex and signalled through an eventfd; the
 // loop's tables are touched by the loop goroutine only.
 //
-// Reading on to a FIN or an RST reported with the data settles what the
-// goroutine relay's early park has to reason about (relay_goroutines.go parkEarly).
-//
 // A server that resets while the loop is writing to it (its socket says
 // EPIPE or ECONNRESET) usually said why first: its FATAL is in the
 // socket. The writer then drops what is written to the server, the

@@ -63,6 +63,9 @@ type pump struct {
 	bufp     *[]byte
 	count    *atomic.Int64
 	pending  []byte // read ahead before the relay started
+	// rawSrc is src's socket when it is plain TCP: the goroutine relay
+	// reads it with raw system calls (runRaw, rawio.go).
+	rawSrc syscall.RawConn
 	// small is the direction's own 4 KiB read buffer. On the raw path it
 	// goes back to smallPool whenever the pump parks with nothing kept, so
 	// an idle session holds no read buffer at all.
@@ -74,7 +77,6 @@ type pump struct {
 	mode    msgMode
 	scratch []byte // body copy (inspect) or whole message (hold)
 	tooBig  bool
-	inq     inqReader // recvmsg state of the raw path (runRaw)
 
 	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is
@@ -131,30 +133,6 @@ func (p *pump) got(keep, n int) (int, error) {
 		p.releaseBuf()
 	}
 	return keep, nil
-}
-
-// countOwed keeps session.owed, the replies (ReadyForQuery) the server
-// owes the client, as each message completes. It is counted before the
-// message is forwarded, so it is never lower than the truth; a message the
-// proxy answers itself keeps it higher, which only costs parkEarly's
-// saving, and a ReadyForQuery never takes it below 0.
-func (p *pump) countOwed() {
-	if p.toServer {
-		switch p.typ {
-		case 'Q', 'S', 'F':
-			p.s.owed.Add(1)
-		}
-		return
-	}
-	if p.typ != 'Z' {
-		return
-	}
-	for {
-		v := p.s.owed.Load()
-		if v <= 0 || p.s.owed.CompareAndSwap(v, v-1) {
-			return
-		}
-	}
 }
 
 func (p *pump) acquireBuf() {
@@ -287,7 +265,6 @@ func (p *pump) process(data []byte) (int, error) {
 		}
 		if p.inMsg && p.rem == 0 {
 			p.inMsg = false
-			p.countOwed()
 			switch p.mode {
 			case modeInspect:
 				if err := p.pol.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {

@@ -100,9 +100,6 @@ type Config struct {
 	ReadOnlyCheck func(sql string) (reason string, violated bool, err error)
 	// Lineage receives tagged statements; nil disables lineage.
 	Lineage LineageSink
-	// NoRawIO makes the relay use net.Conn's Read and Write instead of raw
-	// non-blocking system calls (rawio.go); for comparison and debugging.
-	NoRawIO bool
 	// RelayLoops is how many event loops relay plain TCP sessions
 	// (evloop_linux.go): 0 = one per GOMAXPROCS thread when the first
 	// session needs one; < 0 = none (a goroutine per direction). The count

@@ -64,7 +64,6 @@ type session struct {
 	closeOnce        sync.Once
 	closing          atomic.Bool  // closeConns has started: relay errors are ours
 	clientTerminated atomic.Bool  // the client sent Terminate
-	owed             atomic.Int64 // replies the server owes the client (relay.go countOwed)
 	bytesIn          atomic.Int64 // client → server
 	bytesOut         atomic.Int64 // server → client
 
