@@ -51,8 +51,21 @@ var smallPool = sync.Pool{New: func() any { return new([smallBufSize]byte) }}
 // pump relays one direction. It parses message framing (type + length) from
 // the byte stream without decoding payloads it does not need, and writes
 // everything one read brought in with one write ("flush when the input
-// buffer is drained"), so pipelines and large results stream with bounded
-// memory. A pump is used by one goroutine only.
+// buffer is drained"), so pipelines, COPY and huge DataRows stream with
+// bounded memory and no allocation per message. Unprompted server messages
+// (NotificationResponse, NoticeResponse, ParameterStatus) are forwarded as
+// they come, whatever the client is doing. A pump is used by one goroutine
+// only (a loop's, or its direction's in the goroutine relay).
+//
+// Order: each session's messages keep their order. Two sessions' messages
+// keep the order in which they reached pgproxy only on one loop, whose
+// epoll reports its sockets in the order they became readable. Loops and
+// relay goroutines are each woken by Go's netpoller, which hands the
+// goroutines one poll found ready to the scheduler last-first, so two
+// sessions' messages that reach pgproxy within one wake-up may reach their
+// clients in either order (TestRelayOrderAcrossSessions). PostgreSQL does
+// not order them either: a pg_terminate_backend result and its victim's
+// FATAL come either way, directly too (TestTerminateDuringCopy).
 type pump struct {
 	s        *session
 	pol      policy // what to do with the messages it frames (policy.go)

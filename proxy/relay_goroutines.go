@@ -10,8 +10,11 @@ import (
 
 // The goroutine relay: a goroutine per direction, for sessions an event loop
 // does not take (TLS on either side, enforced read-only sessions, loops off,
-// other systems). On plain TCP sockets each direction reads and writes with
-// raw non-blocking system calls under syscall.RawConn (rawio.go).
+// other systems). Each direction reads into its own 4 KiB buffer (a pooled
+// 64 KiB one while data streams). On plain TCP sockets it reads and writes
+// with raw non-blocking system calls under syscall.RawConn (rawio.go) and
+// gives the small buffer back to its pool whenever it parks with nothing
+// half-read.
 
 func (p *pump) run() error {
 	defer p.releaseBufs()

@@ -296,7 +296,9 @@ func (s *Server) Close() error {
 }
 
 // pickLoop returns the event loop for session id, starting the loops on
-// first use; nil when there are none (off, unsupported, failed, closed).
+// first use (Config.RelayLoops, one per GOMAXPROCS thread by default) and
+// spreading sessions over them by id; nil when there are none (off,
+// unsupported, failed, closed).
 func (s *Server) pickLoop(id uint64) *evLoop {
 	s.loopMu.Lock()
 	defer s.loopMu.Unlock()
