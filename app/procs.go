@@ -15,11 +15,9 @@ var procs struct {
 
 // autoGOMAXPROCS is runtime.gomaxprocs 0 without a GOMAXPROCS environment
 // variable: half the CPUs Go would use (at least one), as Odyssey's
-// workers "auto". Each thread runs one event loop; on the 2-core
-// benchmark machine, shared with PostgreSQL and pgbench, one thread used
-// 12–17% less CPU per query than two at pgbench -S -c 16, with the same or
-// better throughput (docs/benchmarks.md), because an idle second thread is
-// woken and put back to sleep by the scheduler for nothing.
+// workers "auto". Each thread runs one event loop; on cores shared with
+// PostgreSQL and its clients a spare thread is woken and put back to sleep
+// for nothing (docs/benchmarks.md).
 func autoGOMAXPROCS() int {
 	runtime.SetDefaultGOMAXPROCS() // the CPUs, or the container's CPU limit
 	return max(1, runtime.GOMAXPROCS(0)/2)

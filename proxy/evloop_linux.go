@@ -41,24 +41,23 @@ import (
 // read rule and set ldrain: a FIN, RST or error reported with the data
 // (EPOLLRDHUP, EPOLLHUP, EPOLLERR; one that comes later brings its own
 // event), and urgent data (EPOLLPRI: a read stops short at the urgent
-// mark). Level-triggered sockets, used before, cost more: every
-// epoll_pwait polled again each socket the previous one had reported, a
-// blocked direction needed an epoll_ctl to stop and resume its reads, and
-// a reset reported while a direction was blocked had to end the session
-// at once (it would be reported again and again), losing what the socket
-// still held.
+// mark). Why not level-triggered: each epoll_pwait would poll again every
+// socket the previous one reported, a blocked direction would need an
+// epoll_ctl to stop and resume its reads, and a reset reported while a
+// direction is blocked would be reported again and again, ending the
+// session before what the socket still held is delivered.
 //
 // Ownership: a session hands its two sockets to a loop (relayLoop) and
 // waits for the result. The loop owns the descriptors from then on (the
 // session dup'ed them and closed its net.Conns, so Go's poller no longer
 // watches them) until it has removed them from its epoll set and reported
 // the end; the session goroutine then flushes what the client has not taken
-// yet and closes them. Requests from other goroutines (a new session,
-// terminate) are posted under a mutex and signalled through an eventfd; the
-// loop's tables are touched by the loop goroutine only.
-//
-// Reading on to a FIN or an RST reported with the data settles what the
-// goroutine relay's early park has to reason about (relay_goroutines.go parkEarly).
+// yet and closes them. A client that goes away ends the session at the
+// first write to it that fails, as in the goroutine relay; a panic ends
+// only the session being relayed (recoverPanic). Requests from other
+// goroutines (a new session, terminate) are posted under a mutex and
+// signalled through an eventfd; the loop's tables are touched by the loop
+// goroutine only.
 //
 // A server that resets while the loop is writing to it (its socket says
 // EPIPE or ECONNRESET) usually said why first: its FATAL is in the

@@ -64,6 +64,19 @@ func startProxy(t *testing.T, cfg proxy.Config, d proxy.Director) *testProxy {
 	return tp
 }
 
+// benchProxy serves a proxy in front of addr until the benchmark ends and
+// returns its address.
+func benchProxy(b *testing.B, addr string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
+	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 func (tp *testProxy) dsn(user, db string) string {
 	return "postgres://" + user + "@" + tp.addr + "/" + db + "?sslmode=disable"
 }

@@ -51,8 +51,21 @@ var smallPool = sync.Pool{New: func() any { return new([smallBufSize]byte) }}
 // pump relays one direction. It parses message framing (type + length) from
 // the byte stream without decoding payloads it does not need, and writes
 // everything one read brought in with one write ("flush when the input
-// buffer is drained"), so pipelines and large results stream with bounded
-// memory. A pump is used by one goroutine only.
+// buffer is drained"), so pipelines, COPY and huge DataRows stream with
+// bounded memory and no allocation per message. Unprompted server messages
+// (NotificationResponse, NoticeResponse, ParameterStatus) are forwarded as
+// they come, whatever the client is doing. A pump is used by one goroutine
+// only (a loop's, or its direction's in the goroutine relay).
+//
+// Order: each session's messages keep their order. Two sessions' messages
+// keep the order in which they reached pgproxy only on one loop, whose
+// epoll reports its sockets in the order they became readable. Loops and
+// relay goroutines are each woken by Go's netpoller, which hands the
+// goroutines one poll found ready to the scheduler last-first, so two
+// sessions' messages that reach pgproxy within one wake-up may reach their
+// clients in either order (TestRelayOrderAcrossSessions). PostgreSQL does
+// not order them either: a pg_terminate_backend result and its victim's
+// FATAL come either way, directly too (TestTerminateDuringCopy).
 type pump struct {
 	s        *session
 	pol      policy // what to do with the messages it frames (policy.go)
@@ -63,6 +76,9 @@ type pump struct {
 	bufp     *[]byte
 	count    *atomic.Int64
 	pending  []byte // read ahead before the relay started
+	// rawSrc is src's socket when it is plain TCP: the goroutine relay
+	// reads it with raw system calls (runRaw, rawio.go).
+	rawSrc syscall.RawConn
 	// small is the direction's own 4 KiB read buffer. On the raw path it
 	// goes back to smallPool whenever the pump parks with nothing kept, so
 	// an idle session holds no read buffer at all.
@@ -75,7 +91,6 @@ type pump struct {
 	scratch []byte // body copy (inspect) or whole message (hold)
 	out     []byte // what one read forwards when it held messages (flush)
 	tooBig  bool
-	inq     inqReader // recvmsg state of the raw path (runRaw)
 
 	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is
@@ -132,30 +147,6 @@ func (p *pump) got(keep, n int) (int, error) {
 		p.releaseBuf()
 	}
 	return keep, nil
-}
-
-// countOwed keeps session.owed, the replies (ReadyForQuery) the server
-// owes the client, as each message completes. It is counted before the
-// message is forwarded, so it is never lower than the truth; a message the
-// proxy answers itself keeps it higher, which only costs parkEarly's
-// saving, and a ReadyForQuery never takes it below 0.
-func (p *pump) countOwed() {
-	if p.toServer {
-		switch p.typ {
-		case 'Q', 'S', 'F':
-			p.s.owed.Add(1)
-		}
-		return
-	}
-	if p.typ != 'Z' {
-		return
-	}
-	for {
-		v := p.s.owed.Load()
-		if v <= 0 || p.s.owed.CompareAndSwap(v, v-1) {
-			return
-		}
-	}
 }
 
 func (p *pump) acquireBuf() {
@@ -286,7 +277,6 @@ func (p *pump) process(data []byte) (int, error) {
 		}
 		if p.inMsg && p.rem == 0 {
 			p.inMsg = false
-			p.countOwed()
 			switch p.mode {
 			case modeInspect:
 				if err := p.pol.inspect(p.toServer, p.typ, p.scratch, p.tooBig); err != nil {

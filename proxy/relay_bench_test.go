@@ -4,22 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"testing"
-
-	"github.com/ofitec/pgproxy/proxy"
 )
-
-// benchProxy serves a proxy in front of addr until the benchmark ends and
-// returns its address.
-func benchProxy(b *testing.B, addr string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := proxy.NewServer(proxy.Config{}, staticDirector{addr: addr}, nil, nil)
-	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
-	b.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
 
 // BenchmarkRelayQuery measures one simple-protocol round trip through the
 // proxy (Query → RowDescription, DataRow×rows, CommandComplete,

@@ -10,8 +10,11 @@ import (
 
 // The goroutine relay: a goroutine per direction, for sessions an event loop
 // does not take (TLS on either side, enforced read-only sessions, loops off,
-// other systems). On plain TCP sockets each direction reads and writes with
-// raw non-blocking system calls under syscall.RawConn (rawio.go).
+// other systems). Each direction reads into its own 4 KiB buffer (a pooled
+// 64 KiB one while data streams). On plain TCP sockets it reads and writes
+// with raw non-blocking system calls under syscall.RawConn (rawio.go) and
+// gives the small buffer back to its pool whenever it parks with nothing
+// half-read.
 
 func (p *pump) run() error {
 	defer p.releaseBufs()
@@ -27,8 +30,8 @@ func (p *pump) run() error {
 		}
 		keep = k
 	}
-	if r, ok := p.src.(*rawIO); ok {
-		return p.runRaw(r, keep)
+	if p.rawSrc != nil {
+		return p.runRaw(keep)
 	}
 	for {
 		n, err := p.src.Read(p.buf[keep:])
@@ -48,34 +51,17 @@ func (p *pump) run() error {
 // runRaw is run's loop for a plain TCP source (rawio.go): the whole loop
 // runs inside one RawConn.Read, so there is no RawConn.Read call (lock,
 // poller reset) per read, and the poller's readiness flag survives from
-// one read to the next.
-//
-// It parks on the poller when a read says EAGAIN, or, to save that read
-// (a third of the relay's system calls per query), right after a read
-// that emptied the socket at the point where the conversation's turn
-// passes to the other side (parkEarly). The poller is edge-triggered: data,
-// a FIN or an RST arriving after the read raises a new event. What arrived
-// before the read and was not read is the danger: TCP_INQ says whether
-// data or a FIN is still queued, but not an RST, and parkEarly only allows
-// the early park where an RST that is left unseen must surface on its own
-// (see there). Without TCP_INQ (old kernels) every park follows EAGAIN.
-func (p *pump) runRaw(r *rawIO, keep int) error {
+// one read to the next. It reads until EAGAIN, then parks on the poller
+// (edge-triggered: what arrives after that read raises a new event), so
+// data, a FIN or an RST that came with the last read is never left unseen.
+func (p *pump) runRaw(keep int) error {
 	var err error
-	inq := false
-	_ = r.rc.Control(func(fd uintptr) { inq = enableInq(fd) })
 	fn := func(fd uintptr) bool {
 		for {
 			if p.small == nil {
 				p.takeSmall()
 			}
-			var n, left int
-			var e error
-			if inq {
-				n, left, e = p.inq.read(fd, p.buf[keep:])
-			} else {
-				n, e = rawRead(fd, p.buf[keep:])
-				left = -1
-			}
+			n, e := rawRead(fd, p.buf[keep:])
 			switch {
 			case e == syscall.EAGAIN:
 				p.idle(keep)
@@ -90,49 +76,15 @@ func (p *pump) runRaw(r *rawIO, keep int) error {
 			if keep, err = p.got(keep, n); err != nil {
 				return true
 			}
-			if left == 0 && keep == 0 && p.parkEarly() {
-				p.idle(keep)
-				return false
-			}
 		}
 	}
-	if rerr := r.rc.Read(fn); rerr != nil && err == nil {
+	if rerr := p.rawSrc.Read(fn); rerr != nil && err == nil {
 		err = rerr
 	}
 	if re, ok := err.(*relayEnd); ok {
 		return re // ended while relaying (write failed, violation)
 	}
 	return p.end(err, keep)
-}
-
-// parkEarly reports whether, with the socket empty and no FIN queued, the
-// pump may park without reading again for EAGAIN: only when an RST that came
-// with the data just read (and so raises no event of its own) cannot leave
-// anyone waiting.
-//
-//   - client → server, after a Query, Sync or FunctionCall forwarded as
-//     received: the server owes a reply, and writing it to a reset client
-//     fails and ends the session.
-//   - server → client, after ReadyForQuery with no reply owed to the client
-//     (every Query, Sync and FunctionCall answered): the client waits for
-//     nothing, and its next message fails on the reset server socket. A
-//     pipelining client that is still owed replies is not in this case: a
-//     server that dies there must be seen at once, to send the client 08006.
-//
-// Anything else (in the middle of a result or of COPY data, messages that
-// await a Sync, a statement the read-only guard held back) reads again.
-func (p *pump) parkEarly() bool {
-	if p.inMsg {
-		return false
-	}
-	if p.toServer {
-		switch p.typ {
-		case 'Q', 'S', 'F':
-			return p.mode != modeHold
-		}
-		return false
-	}
-	return p.typ == 'Z' && p.s.owed.Load() == 0
 }
 
 // relay runs both directions until one ends, closes both sides once, waits
@@ -148,7 +100,7 @@ func (s *session) relay() string {
 	// 16 MiB): on a loop that would stall every session the loop serves, so
 	// these (rare) fallback sessions keep a goroutine per direction.
 	guarded := s.readOnly && s.cfg.ReadOnlyCheck != nil
-	if !s.cfg.NoRawIO && s.cfg.RelayLoops >= 0 && !guarded {
+	if s.cfg.RelayLoops >= 0 && !guarded {
 		if l := s.srv.pickLoop(s.id); l != nil {
 			if reason, ok := s.relayLoop(l); ok {
 				return reason
@@ -158,10 +110,8 @@ func (s *session) relay() string {
 	s.relayBy.Store(relayGoroutines)
 	c2s := newPump(s, true, s.client, s.server, &s.bytesIn)
 	s2c := newPump(s, false, s.server, s.client, &s.bytesOut)
-	if !s.cfg.NoRawIO {
-		useRaw(c2s, s.client, s.server)
-		useRaw(s2c, s.server, s.client)
-	}
+	useRaw(c2s, s.client, s.server)
+	useRaw(s2c, s.server, s.client)
 	s2c.pending = s.serverPending
 	s.serverPending = nil
 	// The server→client direction gets its own goroutine; client→server runs
@@ -211,9 +161,7 @@ func (s *session) readServerToEnd(done <-chan struct{}) {
 
 // useRaw switches a pump to raw system calls on plain TCP sockets (rawio.go).
 func useRaw(p *pump, src, dst net.Conn) {
-	if r := newRawReader(src); r != nil {
-		p.src = r
-	}
+	p.rawSrc = rawConn(src)
 	if w := newRawWriter(dst); w != nil {
 		p.dst = w
 	}

@@ -103,9 +103,6 @@ type Config struct {
 	ReadOnlyCheck func(sql string) (reason string, violated bool, err error)
 	// Lineage receives tagged statements; nil disables lineage.
 	Lineage LineageSink
-	// NoRawIO makes the relay use net.Conn's Read and Write instead of raw
-	// non-blocking system calls (rawio.go); for comparison and debugging.
-	NoRawIO bool
 	// RelayLoops is how many event loops relay plain TCP sessions
 	// (evloop_linux.go): 0 = one per GOMAXPROCS thread when the first
 	// session needs one; < 0 = none (a goroutine per direction). The count
@@ -334,7 +331,9 @@ func (s *Server) Close() error {
 }
 
 // pickLoop returns the event loop for session id, starting the loops on
-// first use; nil when there are none (off, unsupported, failed, closed).
+// first use (Config.RelayLoops, one per GOMAXPROCS thread by default) and
+// spreading sessions over them by id; nil when there are none (off,
+// unsupported, failed, closed).
 func (s *Server) pickLoop(id uint64) *evLoop {
 	s.loopMu.Lock()
 	defer s.loopMu.Unlock()

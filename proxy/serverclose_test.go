@@ -58,13 +58,12 @@ func closingBackend(t *testing.T, partial, rst bool, wait time.Duration) string 
 // TestServerCloseWithData: a server that closes right after writing
 // must never leave the client waiting: the client gets what was written
 // and then FATAL 08006 or the end of the connection, within seconds, for
-// a FIN or an RST, in the middle of a result or after ReadyForQuery. Each
-// case fails (hangs) without one of the relay's guards for parking without
-// reading until EAGAIN (runRaw, parkEarly): reading to EAGAIN in the
-// middle of a result, TCP_INQ's FIN report after ReadyForQuery, and the
-// owed-replies count for a pipelining client. The event loop must pass
-// them too: its sockets are edge-triggered, and a FIN or RST reported with
-// the data (pump.ldrain) must make it read on to the end.
+// a FIN or an RST, in the middle of a result or after ReadyForQuery, with
+// or without a pipelined query. Both relays park on edge-triggered
+// readiness, so each case hangs on a relay that parks after a read that
+// did not reach EAGAIN or the socket's end: the goroutine relay reads to
+// EAGAIN (runRaw), the event loop reads on to the end when a FIN or RST is
+// reported with the data (pump.ldrain).
 func TestServerCloseWithData(t *testing.T) {
 	forRelays(t, serverCloseWithData)
 }

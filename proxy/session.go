@@ -64,7 +64,6 @@ type session struct {
 	closeOnce        sync.Once
 	closing          atomic.Bool  // closeConns has started: relay errors are ours
 	clientTerminated atomic.Bool  // the client sent Terminate
-	owed             atomic.Int64 // replies the server owes the client (relay.go countOwed)
 	bytesIn          atomic.Int64 // client → server
 	bytesOut         atomic.Int64 // server → client
 
@@ -469,6 +468,7 @@ func (s *session) dialBackend(t *Target, clientParams []Param, deadline time.Tim
 		params = clientParams
 	}
 	if t.ReadOnly {
+		// A startup parameter, not a SET: RESET and DISCARD ALL return to it.
 		params = withParam(params, "default_transaction_read_only", "on")
 	}
 	if _, err := conn.Write(pgwire.EncodeStartup(make([]byte, 0, 256), params)); err != nil {
@@ -561,6 +561,13 @@ func backendTLS(c *Config, conn net.Conn, addr string) (net.Conn, error) {
 // until the backend's first ReadyForQuery. It offers the client only
 // SCRAM-SHA-256 (channel binding cannot cross a TLS-terminating proxy),
 // records BackendKeyData for cancels and ParameterStatus values.
+//
+// Pass-through SCRAM has one limit: a client that speaks TLS to the proxy
+// and supports channel binding sends the GS2 flag "y" (it saw no -PLUS
+// mechanism); a backend that itself runs the session over TLS rejects that
+// flag ("SCRAM channel binding negotiation error"). With backend_tls other
+// than disable, such clients need channel_binding=disable; proxy-side
+// authentication (a later milestone) removes the limit.
 func (s *session) relayAuth(br *bufio.Reader) error {
 	out := make([]byte, 0, 1024)
 	flush := func() error {

@@ -28,19 +28,9 @@ import (
 // either relay.
 //
 // Which of B's result and A's FATAL comes first is logged, not asserted:
-// PostgreSQL does not order them. Measured with the kernel's receive times
-// (below) and the backends' send(2) calls (perf trace) on this 2-core
-// machine, quiet: directly, B's backend sent its result after A's FATAL in
-// 10 of 30 runs (B is preempted by the backend its kill woke), and the
-// client order was always the server's. Through pgproxy the two usually
-// reach it within one scheduling delay (its netpoller thread, woken by B's
-// result, is queued on the CPU where A's backend now runs), so both are
-// seen in one wake-up, and then Go's netpoller hands the goroutines it
-// found ready to the scheduler last-first: with two loops or goroutines
-// A's FATAL overtook a B result the server had sent 70-330 µs earlier in
-// 17 and 15 of 30 runs; one loop relays sessions in the order their
-// sockets became readable, and kept the server's order in 29 of 30 (the
-// other an 11 µs tie). See TestRelayOrderAcrossSessions and proxy/doc.go.
+// PostgreSQL does not order them, directly either (measurements in
+// docs/benchmarks.md). See TestRelayOrderAcrossSessions and the order
+// note on pump (relay.go).
 func TestTerminateDuringCopy(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	const runs = 5

@@ -88,12 +88,3 @@ func Response(err error, fallbackCode, fallbackMessage string) *pgproto3.ErrorRe
 	}
 	return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: fallbackCode, Message: fallbackMessage}
 }
-
-// Encode appends the wire form of an ErrorResponse to dst.
-func Encode(dst []byte, severity, code, message string) []byte {
-	out, err := (&pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: message}).Encode(dst)
-	if err != nil { // only for messages > 1 GB, which we never build
-		return dst
-	}
-	return out
-}

@@ -126,15 +126,6 @@ func (t *Table) summary(c Case, target string) (Summary, bool) {
 	return summarize(ss), true
 }
 
-func (t *Table) has(target string) bool {
-	for _, x := range t.Targets {
-		if x == target {
-			return true
-		}
-	}
-	return false
-}
-
 func fnum(v float64, prec int) string {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return "–"
