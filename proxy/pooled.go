@@ -217,8 +217,9 @@ type pooledState struct {
 	// extra are the client's startup settings outside trackedParams,
 	// applied on every server it gets.
 	extra    map[string]string
-	proxyKey [8]byte // the BackendKeyData the client got: pid, secret
-	doneKey  func()  // uncounts the client from its pool (SHOW POOLS)
+	proxyKey [8]byte   // the BackendKeyData the client got: pid, secret
+	doneKey  func()    // uncounts the client from its pool (SHOW POOLS)
+	clientW  io.Writer // what the server→client relays write with
 
 	link link
 }

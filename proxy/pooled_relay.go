@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -95,14 +97,36 @@ type clientPolicy struct {
 	order []string // client names, oldest first (MaxPrepared)
 }
 
-// connWriter writes to the server the session holds (client→server only).
-type connWriter struct{ c *pool.Conn }
+// connWriter writes to the server the session holds (client→server only),
+// with raw system calls on plain TCP (rawio.go; the writer is kept with the
+// connection, in Conn.Aux).
+type connWriter struct {
+	c *pool.Conn
+	w io.Writer
+}
+
+func (w *connWriter) set(c *pool.Conn) {
+	w.c, w.w = c, nil
+	if c == nil {
+		return
+	}
+	if rw, ok := c.Aux.(*rawWriter); ok {
+		w.w = rw
+		return
+	}
+	if rw := newRawWriter(c.Net); rw != nil {
+		c.Aux = rw
+		w.w = rw
+		return
+	}
+	w.w = c.Net
+}
 
 func (w *connWriter) Write(b []byte) (int, error) {
-	if w.c == nil {
+	if w.w == nil {
 		return 0, errors.New("no server")
 	}
-	return w.c.Net.Write(b)
+	return w.w.Write(b)
 }
 
 func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
@@ -175,7 +199,7 @@ func (p *clientPolicy) attach() error {
 		s.srv.poolSet().Release(c, false)
 		return err
 	}
-	p.w.c = c
+	p.w.set(c)
 	l.mu.Lock()
 	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
 	l.s2cDone, l.s2cOK = make(chan struct{}), false
@@ -449,7 +473,7 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{sp, base}, modes: make([]msgMode, 2)}
 	}
-	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: s.client, count: &s.bytesOut}
+	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: rawConn(c.Net)}
 	if len(c.Pending) > 0 {
 		p.pending, c.Pending = c.Pending, nil
 	}
@@ -500,6 +524,9 @@ func (p *pump) runUntil(stop func() bool) error {
 		}
 		keep = k
 	}
+	if p.rawSrc != nil {
+		return p.runRawUntil(keep, stop)
+	}
 	for {
 		if keep == 0 && !p.inMsg && stop() {
 			return nil
@@ -521,6 +548,58 @@ func (p *pump) runUntil(stop func() bool) error {
 	}
 }
 
+// runRawUntil is runUntil on a plain TCP socket: runRaw's loop (one
+// RawConn.Read, reads until EAGAIN) with the stop check after each read.
+func (p *pump) runRawUntil(keep int, stop func() bool) error {
+	if keep == 0 && !p.inMsg && stop() {
+		return nil
+	}
+	var err error
+	stopped := false
+	fn := func(fd uintptr) bool {
+		for {
+			if p.small == nil {
+				p.takeSmall()
+			}
+			n, e := rawRead(fd, p.buf[keep:])
+			switch {
+			case e == syscall.EAGAIN:
+				p.idle(keep)
+				return false
+			case e != nil:
+				err = e
+				return true
+			case n == 0:
+				err = io.EOF
+				return true
+			}
+			if keep, err = p.got(keep, n); err != nil {
+				return true
+			}
+			if keep == 0 && !p.inMsg && stop() {
+				stopped = true
+				return true
+			}
+		}
+	}
+	for {
+		rerr := p.rawSrc.Read(fn)
+		if stopped {
+			return nil
+		}
+		if rerr != nil && err == nil {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) && keep == 0 && !p.inMsg && stop() {
+				return nil
+			}
+			err = rerr
+		}
+		if re, ok := err.(*relayEnd); ok {
+			return re
+		}
+		return p.end(err, keep)
+	}
+}
+
 // noteEnd records why a pooled session ended when the server side ended it.
 func (s *session) noteEnd(err error) {
 	re := asRelayEnd(err)
@@ -534,16 +613,22 @@ func (s *session) relayPooled() string {
 	l := &ps.link
 	s.relayBy.Store(relayGoroutines)
 	cp := &clientPolicy{s: s, ps: ps, trx: s.cfg.Pool.Transaction, w: &connWriter{}}
+	// One writer to the client for the server→client relays, which run
+	// one after the other.
+	ps.clientW = s.client
+	if w := newRawWriter(s.client); w != nil {
+		ps.clientW = w
+	}
 	var pol policy = cp
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{base, cp}, modes: make([]msgMode, 2)}
 	}
 	if c := l.conn; c != nil { // session mode: the server is the session's
-		cp.w.c = c
+		cp.w.set(c)
 		l.s2cDone = make(chan struct{})
 		go s.serveServer(c, l.s2cDone)
 	}
-	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn}
+	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client)}
 	err := c2s.run()
 	var re *relayEnd
 	if p := s.pooledEnd.Load(); p != nil {
