@@ -50,6 +50,21 @@
 //     (pump.end). The session logs its end reason once and releases its
 //     Target.
 //
+// Pooled sessions (Config.Auth set: auth.mode proxy; pooled.go) differ at
+// steps 3 to 6. The proxy authenticates the client itself (SCRAM-SHA-256
+// or md5 against the secret Auth.Lookup finds; an unknown user fails like
+// a wrong password), asks the Director for a Target, gets a logged-in
+// server from package pool (dialed with the credential the client's proof
+// gave: no plaintext), applies the client's settings to it and sends its
+// own welcome and BackendKeyData. The relay (pooled_relay.go) is a
+// goroutine per direction: in session mode the server is the session's
+// until it leaves (then rolled back, reset with pool.reset_query and given
+// back); in transaction mode it goes back at each ReadyForQuery 'I' that
+// answers everything sent, and the next message gets one again, with
+// settings replayed and named statements renamed and re-prepared; session
+// state that cannot move pins the client. Cancels map the proxy's key to
+// the server running the client's query.
+//
 // Server.Shutdown closes the listeners, waits for sessions until its
 // context is done, ends the rest (57P01) and waits for every goroutine.
 //
