@@ -46,7 +46,8 @@ func pooledConfig(trx bool, size int) proxy.Config {
 			Config:      pool.Config{Size: size, MaxWait: 2 * time.Second, IdleTimeout: time.Minute},
 			Transaction: trx, ResetQuery: "DISCARD ALL", MaxPrepared: 100,
 		},
-		SessionState: sqlscan.SessionState,
+		SessionState:  sqlscan.SessionState,
+		ReadOnlyCheck: sqlscan.ReadOnlyViolation,
 	}
 }
 
@@ -371,5 +372,34 @@ func TestPooledServerKilledWhileIdle(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond) // past idleCheckAfter
 	if got := queryString(t, ctx, c, "SELECT pg_backend_pid()::text"); got == pid {
 		t.Fatalf("still on the terminated server %s", pid)
+	}
+}
+
+// TestPooledReadOnlyFallback: a read session that fell back to the primary
+// gets a server of the read-only pool, and the guard still refuses turning
+// read-only off, in transaction mode too.
+func TestPooledReadOnlyFallback(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	tp := startProxy(t, pooledConfig(true, 2), staticDirector{addr: cluster.Primary().Addr(), readOnly: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := connectPooled(t, ctx, scramDSN(tp, "ro")+"&default_query_exec_mode=simple_protocol")
+	if got := queryString(t, ctx, c, "SHOW default_transaction_read_only"); got != "on" {
+		t.Fatalf("default_transaction_read_only = %q", got)
+	}
+	for _, q := range []string{"CREATE TABLE ro_pooled (a int)", "SET default_transaction_read_only = off"} {
+		_, err := c.Exec(ctx, q)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "25006" {
+			t.Errorf("%s: %v, want 25006", q, err)
+		}
+	}
+	if got := queryString(t, ctx, c, "SHOW default_transaction_read_only"); got != "on" {
+		t.Fatalf("after the refusals default_transaction_read_only = %q", got)
+	}
+	st := tp.srv.PoolStats()
+	if len(st) != 1 || !st[0].Key.ReadOnly {
+		t.Fatalf("pools %+v, want one read-only pool", st)
 	}
 }
