@@ -23,6 +23,8 @@ const (
 	InvalidAuthorization       = "28000" // invalid_authorization_specification
 	InvalidPassword            = "28P01" // invalid_password
 	ReadOnlySQLTransaction     = "25006" // read_only_sql_transaction
+	InFailedSQLTransaction     = "25P02" // in_failed_sql_transaction
+	InvalidSQLStatementName    = "26000" // invalid_sql_statement_name
 	TooManyConnections         = "53300" // too_many_connections
 	FeatureNotSupported        = "0A000" // feature_not_supported
 	InvalidParameterValue      = "22023" // invalid_parameter_value
