@@ -42,6 +42,7 @@ const (
 	modePass    msgMode = iota // forward bytes as they arrive
 	modeInspect                // forward as they arrive and keep a copy of the body (up to maxInspect)
 	modeHold                   // hold the whole message, then forward it or a replacement
+	modeDrop                   // forward nothing of the message (the read-only guard's discard to Sync)
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
@@ -252,11 +253,13 @@ func (p *pump) process(data []byte) (int, error) {
 			p.typ, p.rem, p.inMsg, p.tooBig = typ, n-4, true, false
 			p.mode = p.pol.mode(p.toServer, typ, n)
 			switch p.mode {
-			case modeHold:
+			case modeHold, modeDrop:
 				if err := p.write(data[start:i]); err != nil {
 					return 0, err
 				}
-				p.scratch = append(p.scratch[:0], data[i:i+5]...)
+				if p.mode == modeHold {
+					p.scratch = append(p.scratch[:0], data[i:i+5]...)
+				}
 				i += 5
 				start = i
 			case modeInspect:
@@ -280,6 +283,8 @@ func (p *pump) process(data []byte) (int, error) {
 				} else {
 					p.tooBig = true
 				}
+				start = i + k
+			case modeDrop:
 				start = i + k
 			}
 			i += k
