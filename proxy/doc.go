@@ -111,11 +111,12 @@
 // default_transaction_read_only=on as a startup parameter, so RESET and
 // DISCARD ALL return to on. Query, Parse and FunctionCall messages are held
 // until complete and checked (Config.ReadOnlyCheck, pg_query based): a
-// statement that would turn read-only off is replaced by a DO block that
-// raises 25006, so the server itself answers at the right place in the
-// message stream (for Parse, later Binds of that statement send no
-// parameters). A ParameterStatus default_transaction_read_only=off ends the
-// session with 25006 as a last line of defence.
+// statement that would turn read-only off never reaches the server; pgproxy
+// answers it with 25006 itself, where PostgreSQL would in the message stream
+// (the server is sent a Sync or Flush that marks the place), and plays the
+// failed transaction block that follows (policy_readonly.go). A
+// ParameterStatus default_transaction_read_only=off ends the session with
+// 25006 as a last line of defence.
 //
 // # Shutdown
 //
