@@ -25,6 +25,7 @@ func TestAuthFileErrorsAndReload(t *testing.T) {
 	cfg := configs.Default()
 	cfg.Listen = []configs.Listener{{Addr: "127.0.0.1:0"}}
 	cfg.Backends = []configs.Backend{{Addr: "127.0.0.1:1"}}
+	cfg.HTTP.Addr = ""
 	cfg.Auth.Mode = configs.AuthProxy
 	cfg.Auth.File = path
 

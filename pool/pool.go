@@ -63,7 +63,7 @@ type Conn struct {
 	// Prepared are the server-side names of the statements prepared on it.
 	Prepared map[string]struct{}
 	// Aux is the owner's to cache what it derives from Net (the proxy's
-	// raw writer); it stays with the connection.
+	// RawConn); it stays with the connection.
 	Aux any
 	// Pending is what was read from the server past the last message the
 	// owner consumed; the next owner relays it first.

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/binary"
+
 	"github.com/ofitec/pgproxy/internal/pgwire"
 )
 
@@ -13,8 +15,9 @@ import (
 //     body (at most maxInspect bytes: truncated says more was forwarded).
 //   - modeHold: kept whole (at most maxHeld bytes: tooBig says it was not);
 //     decide gets the whole message, header included, and returns what to
-//     forward instead: the message itself, a replacement, or an error that
-//     ends the session.
+//     forward instead: the message itself, a replacement (any number of
+//     whole messages, or none), or an error that ends the session.
+//   - modeDrop: nothing of the message is forwarded, and no policy sees it.
 //
 // A direction's calls come from that direction's pump only, one message at
 // a time; a policy that keeps state for both directions guards what they
@@ -34,7 +37,8 @@ type policy interface {
 func (s *session) pumpPolicy() policy {
 	if s.policies == nil {
 		if s.readOnly {
-			s.policies = append(s.policies, &readOnlyGuard{s: s})
+			s.guard = newReadOnlyGuard(s)
+			s.policies = append(s.policies, s.guard)
 		}
 		s.policies = append(s.policies, tracker{s})
 		if s.lin != nil {
@@ -86,17 +90,32 @@ func (c *chain) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte
 			}
 		}
 	}
-	if len(out) < 5 {
-		return out, nil
+	if tooBig && len(out) == len(msg) && len(out) >= 5 && &out[0] == &msg[0] {
+		// Forwarded as held, truncated: one message, whose framing is past its end.
+		return out, c.inspectHeld(toServer, out[0], out[5:], true)
 	}
+	for b := out; len(b) >= 5; { // a replacement may be several messages: each is seen
+		n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+		if n < 5 || n > len(b) {
+			break
+		}
+		if err := c.inspectHeld(toServer, b[0], b[5:n], false); err != nil {
+			return out, err
+		}
+		b = b[n:]
+	}
+	return out, nil
+}
+
+func (c *chain) inspectHeld(toServer bool, typ byte, body []byte, truncated bool) error {
 	for i, p := range c.ps {
 		if c.modes[i] == modeInspect {
-			if err := p.inspect(toServer, out[0], out[5:], tooBig); err != nil {
-				return out, err
+			if err := p.inspect(toServer, typ, body, truncated); err != nil {
+				return err
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // tracker keeps what the session itself must know of the stream: whether

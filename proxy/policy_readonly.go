@@ -1,162 +1,735 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/internal/sqlscan"
 )
 
 // readOnlyGuard is the policy of a read session that fell back to the
 // primary (Target.ReadOnly): it started with default_transaction_read_only=on,
 // and the guard refuses what would turn that off. Query and Parse are held
-// whole and checked (Config.ReadOnlyCheck, PostgreSQL's parser); a refused
-// one is replaced so the server answers with the refusal at the right place
-// in the stream (refuse). FunctionCall is refused outright. A
-// ParameterStatus default_transaction_read_only=off ends the session, as a
-// last line of defence. Only its client→server methods touch poisoned.
+// whole and checked (Config.ReadOnlyCheck, PostgreSQL's parser); FunctionCall
+// is refused outright. A ParameterStatus default_transaction_read_only=off
+// ends the session, as a last line of defence.
+//
+// # Refusals are answered by the proxy
+//
+// A refused message never reaches the server, and the client gets the answer
+// PostgreSQL would give, at the place in the stream PostgreSQL would give it:
+// after every response to what the client sent before, before any response
+// to what it sends after. The client→server direction stops at the refused
+// message and sends the server, instead, a message that costs it nothing and
+// marks the place in the server's answers; the server→client direction puts
+// the refusal there:
+//
+//   - a refused Query or FunctionCall becomes a Sync. Its ReadyForQuery, which
+//     comes after the answers to everything before, is replaced by the
+//     ErrorResponse and a ReadyForQuery. The client→server direction holds
+//     its next message until that ReadyForQuery has been seen: the status it
+//     carries ('I', 'T', 'E') decides what follows (below).
+//   - a refused Parse (or Bind, Describe, Execute, below) is the first error
+//     of an extended-protocol batch: PostgreSQL answers it with an
+//     ErrorResponse and ignores everything up to the next Sync. The guard
+//     drops those messages and forwards the client's Sync, whose
+//     ReadyForQuery the client gets (merged with the failure, below). The
+//     ErrorResponse itself goes where PostgreSQL would send it: at the start
+//     of a batch, the guard sends a Sync of its own and replaces its
+//     ReadyForQuery by the ErrorResponse alone (nothing was sent since the
+//     last Query or Sync, so that Sync changes nothing on the server); inside
+//     a batch (Parse/Bind/Execute already forwarded), it sends a Flush and the
+//     ErrorResponse goes right after the response that completes the last
+//     message forwarded (each extended message but Flush ends its answer with
+//     one of ParseComplete, BindComplete, CloseComplete, RowDescription,
+//     NoData, CommandComplete, EmptyQueryResponse, PortalSuspended, or an
+//     ErrorResponse). If the server reported an error first, PostgreSQL
+//     would have skipped the refused message: the client gets no second
+//     error.
+//
+// The server→client direction pairs each ReadyForQuery with what was sent
+// (entry): the Syncs, Queries and FunctionCalls forwarded, in order, and the
+// refusals in between. What PostgreSQL answers with no ReadyForQuery is
+// accounted for: a Query forwarded in the middle of an extended batch is
+// skipped after an error earlier in that batch (known by counting the
+// batch's completed responses). COPY FROM STDIN, whose copy mode ignores
+// Syncs, cannot start on a read-only session (nor can the temporary table it
+// could write to be created), so the guard does not follow it. The list is
+// bounded (maxEntries, consecutive plain entries counted in one); a client
+// that pipelines beyond it waits.
+//
+// # Failed transactions
+//
+// A refusal inside a transaction block ('T') fails the client's block, as the
+// error would in PostgreSQL, but not the server's. Until the client ends it
+// the guard plays the failed block: every statement gets 25P02 "current
+// transaction is aborted, commands ignored until end of transaction block"
+// (from the proxy, as a refusal), every ReadyForQuery shows 'E'. What
+// PostgreSQL still runs there goes to the server: ROLLBACK (and ABORT) as
+// sent; COMMIT, END and PREPARE TRANSACTION as ROLLBACK (AND CHAIN kept), so
+// the server's transaction is rolled back and the client sees the
+// CommandComplete "ROLLBACK" PostgreSQL sends; ROLLBACK TO SAVEPOINT as
+// sent, and the server decides: its savepoints are those made before the
+// failure, so it returns to 'T' as PostgreSQL would, or fails for real
+// (3B001) when there is no such savepoint. In the extended protocol, Parse,
+// Bind, Describe and Execute of those statements pass (a Bind of a COMMIT
+// statement is sent as a Parse of ROLLBACK into the unnamed statement and a
+// Bind of it, whose ParseComplete the client does not see); anything else
+// gets 25P02. A Describe of a statement without result columns gets 25P02
+// too (PostgreSQL answers it); the unnamed statement a COMMIT was swapped
+// for answers later Binds with 26000.
+//
+// Known differences: a statement refused in the middle of an unsynced
+// extended batch leaves that batch's implicit transaction to the Sync that
+// follows (the server commits it, PostgreSQL would roll it back: on a
+// read-only session nothing was written, but a SET made earlier in that
+// batch stays). While the client→server direction waits for a ReadyForQuery
+// it reads nothing from the client: a client that goes away meanwhile is
+// noticed once the server has answered what came before. The waits need
+// the server→client direction on a goroutine of its own: enforced read-only
+// sessions never run on an event loop (relay_goroutines.go).
+//
+// The client→server methods own the fields marked so; the shared ones are
+// under mu; the server→client methods own theirs.
 type readOnlyGuard struct {
-	s        *session
-	poisoned map[string]bool // prepared statements replaced by a refusal
+	s *session
+
+	// client→server only
+	await        *refusal                  // the next client message waits until the server→client direction has placed it
+	discard      bool                      // dropping client messages up to its next Sync, as PostgreSQL skips them after an error
+	discardRef   *refusal                  // what the Sync that ends the discard carries (nil: nothing)
+	failed       bool                      // the client's transaction block failed by a refusal (the server's did not)
+	extSinceZ    int                       // extended-protocol messages forwarded since the last Query, FunctionCall or Sync
+	extSinceSync int                       // ... since the last Sync
+	exitStmts    map[string]sqlscan.TxExit // prepared statements that end a transaction
+	exitPortals  map[string]bool           // portals bound from them while failed
+	unnamedGone  bool                      // the client's unnamed statement does not exist for PostgreSQL (refused, or swapped)
+
+	mu      sync.Mutex
+	q       []entry // what the server will answer, oldest first
+	waiting bool    // client→server waits for a change of q
+	wake    chan struct{}
+	gone    chan struct{} // closed when the session closes
+	endOnce sync.Once
+
+	// server→client only
+	terms    int  // completed responses since the last ReadyForQuery
+	errInSeg bool // an ErrorResponse since the last ReadyForQuery
+	skipping bool // the server is skipping to the next Sync
 }
 
 var _ policy = (*readOnlyGuard)(nil)
 
+const (
+	// maxEntries bounds the guard's list of outstanding answers.
+	maxEntries = 1024
+	// maxExitStmts bounds the prepared transaction-end statements remembered
+	// (a Bind of one not remembered gets 25P02 while failed).
+	maxExitStmts   = 64
+	abortedMessage = "current transaction is aborted, commands ignored until end of transaction block"
+)
+
+// A refusal is one refused message, and how its answer is placed.
+type refusal struct {
+	how           byte // refQuery, refBatch, refFlush, refSync
+	code, message string
+
+	// set by the server→client direction under mu
+	done    bool
+	skipped bool // the server failed before: PostgreSQL would have skipped the refused Query
+	status  byte // the server's ReadyForQuery status where the refusal was placed
+}
+
+const (
+	refQuery = 'Q' // the guard's Sync stands for a refused Query or FunctionCall: ErrorResponse + ReadyForQuery
+	refBatch = 'P' // the guard's Sync before a refused extended message at a batch's start: ErrorResponse alone
+	refFlush = 'H' // the guard's Flush after a refused message inside a batch: ErrorResponse after the batch's answers so far
+	refSync  = 'S' // the client's Sync after a discarded batch: its ReadyForQuery says whether the block failed
+)
+
+// An entry is what the server will answer. Kinds 'S' (a Sync) and 'Q' (a
+// Query or FunctionCall) are answered by a ReadyForQuery; 'H' (a refusal
+// inside a batch) and 'W' (the guard's own ParseComplete, swallowed) by the
+// ext-th completed response after the last ReadyForQuery.
+type entry struct {
+	kind   byte
+	n      int  // how many consecutive equal plain entries this is
+	ext    int  // extended messages forwarded before it since the previous Sync, Query or FunctionCall
+	maybe  bool // a Query after unsynced extended messages: skipped if one of them failed
+	forceE bool // sent in a failed block: 'T' is reported as 'E'
+	ref    *refusal
+}
+
+func newReadOnlyGuard(s *session) *readOnlyGuard {
+	return &readOnlyGuard{s: s, wake: make(chan struct{}, 1), gone: make(chan struct{})}
+}
+
+// end stops every wait of the client→server direction (the session is
+// closing).
+func (g *readOnlyGuard) end() { g.endOnce.Do(func() { close(g.gone) }) }
+
+var (
+	syncMsg  = []byte{'S', 0, 0, 0, 4}
+	flushMsg = []byte{'H', 0, 0, 0, 4}
+	// errGuardEnded ends client→server when a wait is cut by the session's close.
+	errGuardEnded = &relayEnd{reason: "server_closed"}
+)
+
+// ---- client → server ----
+
 func (g *readOnlyGuard) mode(toServer bool, typ byte, _ int) msgMode {
 	if !toServer {
-		if typ == 'S' {
+		return g.serverMode(typ)
+	}
+	if g.await != nil && !g.settle() {
+		return modeDrop // the session is closing
+	}
+	if g.discard {
+		switch typ {
+		case 'S', 'Q', 'F':
+			// The Sync ends the discard. Query and FunctionCall are held,
+			// then dropped: the relay must not take them for requests
+			// forwarded (relay_goroutines.go, parkEarly).
 			return modeHold
+		case 'X':
+			return modePass
 		}
-		return modePass
+		return modeDrop
 	}
 	switch typ {
-	case 'Q', 'P':
-		if g.s.cfg.ReadOnlyCheck != nil {
+	case 'Q', 'F', 'P', 'S':
+		return modeHold
+	case 'B', 'D':
+		if g.failed || g.unnamedGone {
 			return modeHold
 		}
+		g.forwardedExt()
+	case 'E':
+		if g.failed {
+			return modeHold
+		}
+		g.forwardedExt()
+	case 'C':
+		g.forwardedExt()
+		return modeInspect
+	}
+	return modePass
+}
+
+func (g *readOnlyGuard) forwardedExt() { g.extSinceZ++; g.extSinceSync++ }
+
+// inspect sees Close messages: the statement or portal is gone.
+func (g *readOnlyGuard) inspect(toServer bool, typ byte, body []byte, _ bool) error {
+	if !toServer || typ != 'C' || len(body) < 2 {
+		return nil
+	}
+	name, _ := pgwire.CutCString(body[1:])
+	if body[0] == 'S' {
+		delete(g.exitStmts, name)
+		if name == "" {
+			g.unnamedGone = false // the server has none now either
+		}
+	} else {
+		delete(g.exitPortals, name)
+	}
+	return nil
+}
+
+func (g *readOnlyGuard) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
+	if !toServer {
+		return g.decideServer(typ, msg)
+	}
+	if g.discard {
+		if typ != 'S' {
+			return nil, nil
+		}
+		g.discard = false
+		r := g.discardRef
+		g.discardRef = nil
+		return g.sync(msg, r)
+	}
+	switch typ {
+	case 'S':
+		return g.sync(msg, nil)
 	case 'F':
-		return modeHold
+		if g.failed {
+			return g.refuseQuery(pgerr.InFailedSQLTransaction, abortedMessage)
+		}
+		return g.refuseQuery(pgerr.ReadOnlySQLTransaction, "pgproxy: function calls are not allowed on a read-only session")
+	case 'Q':
+		return g.query(msg, tooBig)
+	case 'P':
+		return g.parse(msg, tooBig)
 	case 'B':
-		if len(g.poisoned) > 0 {
+		return g.bind(msg, tooBig)
+	case 'D':
+		return g.describe(msg)
+	case 'E':
+		return g.execute(msg)
+	}
+	return msg, nil
+}
+
+// settle waits until the server→client direction has placed the refusal
+// awaited, and takes over what it found.
+func (g *readOnlyGuard) settle() bool {
+	r := g.await
+	g.mu.Lock()
+	ok := g.waitLocked(func() bool { return r.done })
+	g.mu.Unlock()
+	if !ok {
+		return false
+	}
+	g.await = nil
+	switch r.status {
+	case 'T':
+		if !g.failed {
+			g.failed, g.exitPortals = true, nil
+		}
+	case 'I':
+		g.failed, g.exitPortals = false, nil
+	}
+	if r.skipped { // PostgreSQL skips on to the client's Sync
+		g.discard, g.discardRef = true, nil
+	}
+	return true
+}
+
+// check runs the configured read-only check (none: nothing is refused).
+func (g *readOnlyGuard) check(sql string) (string, bool, error) {
+	if g.s.cfg.ReadOnlyCheck == nil {
+		return "", false, nil
+	}
+	return g.s.cfg.ReadOnlyCheck(sql)
+}
+
+func (g *readOnlyGuard) sync(msg []byte, r *refusal) ([]byte, error) {
+	if !g.push(entry{kind: 'S', forceE: g.failed && r == nil, ref: r}) {
+		return nil, errGuardEnded
+	}
+	if r != nil {
+		g.await = r
+	}
+	g.extSinceZ, g.extSinceSync = 0, 0
+	return msg, nil
+}
+
+func (g *readOnlyGuard) query(msg []byte, tooBig bool) ([]byte, error) {
+	if tooBig {
+		return g.refuseQuery(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session")
+	}
+	if !pgwire.Terminated(msg[5:], 'Q') {
+		// PostgreSQL would reject it too ("invalid string in message"); what
+		// it would have run is not known, so it is not forwarded.
+		return g.refuseQuery(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string")
+	}
+	sql := pgwire.CString(msg[5:])
+	reason, violated, err := g.check(sql)
+	if err != nil {
+		return g.refuseQuery(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+	}
+	if g.failed {
+		exit, err := sqlscan.FirstTxExit(sql)
+		switch {
+		case err != nil:
+			return g.refuseQuery(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+		case exit.Kind == sqlscan.NotTxExit:
+			return g.refuseQuery(pgerr.InFailedSQLTransaction, abortedMessage)
+		case violated:
+			return g.refuseViolation(reason, g.refuseQuery)
+		}
+		if exit.Kind == sqlscan.TxCommit || exit.Kind == sqlscan.TxPrepare {
+			body := append([]byte(sql[:exit.Start]), rollbackSQL(exit.Chain)...)
+			body = append(append(body, sql[exit.End:]...), 0)
+			msg = pgwire.AppendMessage(nil, 'Q', body)
+		}
+		g.failed, g.exitPortals = false, nil
+	} else if violated {
+		return g.refuseViolation(reason, g.refuseQuery)
+	}
+	if len(g.exitStmts) > 0 {
+		if l := strings.ToLower(sql); strings.Contains(l, "deallocate") || strings.Contains(l, "discard") {
+			g.exitStmts = nil // may have dropped them: forget them all
+		}
+	}
+	if !g.push(entry{kind: 'Q', maybe: g.extSinceSync > 0, ext: g.extSinceZ}) {
+		return nil, errGuardEnded
+	}
+	g.extSinceZ = 0
+	return msg, nil
+}
+
+func (g *readOnlyGuard) refuseViolation(reason string, refuse func(code, message string) ([]byte, error)) ([]byte, error) {
+	g.s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
+	return refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: "+reason)
+}
+
+func rollbackSQL(chain bool) string {
+	if chain {
+		return "ROLLBACK AND CHAIN"
+	}
+	return "ROLLBACK"
+}
+
+func (g *readOnlyGuard) parse(msg []byte, tooBig bool) ([]byte, error) {
+	name, rest := pgwire.CutCString(msg[5:])
+	refuse := func(code, message string) ([]byte, error) {
+		if name == "" { // PostgreSQL drops the unnamed statement before it parses
+			g.unnamedGone = true
+			delete(g.exitStmts, "")
+		}
+		return g.refuseExt(code, message)
+	}
+	if tooBig {
+		return refuse(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session")
+	}
+	if !pgwire.Terminated(msg[5:], 'P') {
+		return refuse(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string")
+	}
+	sql, _ := pgwire.CutCString(rest)
+	reason, violated, err := g.check(sql)
+	if err != nil {
+		return refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+	}
+	exit, err := sqlscan.FirstTxExit(sql)
+	switch {
+	case err != nil:
+		return refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+	case g.failed && exit.Kind == sqlscan.NotTxExit:
+		return refuse(pgerr.InFailedSQLTransaction, abortedMessage)
+	case violated:
+		return g.refuseViolation(reason, refuse)
+	}
+	if exit.Kind == sqlscan.NotTxExit {
+		delete(g.exitStmts, name)
+	} else if _, ok := g.exitStmts[name]; ok || len(g.exitStmts) < maxExitStmts {
+		if g.exitStmts == nil {
+			g.exitStmts = make(map[string]sqlscan.TxExit)
+		}
+		g.exitStmts[name] = exit
+	}
+	if name == "" {
+		g.unnamedGone = false
+	}
+	g.forwardedExt()
+	return msg, nil
+}
+
+func (g *readOnlyGuard) bind(msg []byte, tooBig bool) ([]byte, error) {
+	portal, rest := pgwire.CutCString(msg[5:])
+	stmt, after := pgwire.CutCString(rest)
+	if stmt == "" && g.unnamedGone {
+		return g.refuseExt(pgerr.InvalidSQLStatementName, "unnamed prepared statement does not exist")
+	}
+	if !g.failed {
+		g.forwardedExt()
+		return msg, nil
+	}
+	exit, ok := g.exitStmts[stmt]
+	if !ok {
+		return g.refuseExt(pgerr.InFailedSQLTransaction, abortedMessage)
+	}
+	if tooBig {
+		return g.refuseExt(pgerr.ProgramLimitExceeded, "pgproxy: message too large on a read-only session")
+	}
+	if g.exitPortals == nil {
+		g.exitPortals = make(map[string]bool)
+	}
+	g.exitPortals[portal] = true
+	if exit.Kind != sqlscan.TxCommit && exit.Kind != sqlscan.TxPrepare {
+		g.forwardedExt()
+		return msg, nil
+	}
+	// A COMMIT in a failed block rolls back: bind a ROLLBACK instead, parsed
+	// into the unnamed statement (its ParseComplete is swallowed).
+	if !g.push(entry{kind: 'W', ext: g.extSinceZ + 1}) {
+		return nil, errGuardEnded
+	}
+	out := pgwire.AppendMessage(nil, 'P', append(append([]byte{0}, rollbackSQL(exit.Chain)...), 0, 0, 0))
+	nb := append(append([]byte(portal), 0, 0), after...)
+	out = pgwire.AppendMessage(out, 'B', nb)
+	g.unnamedGone = true
+	delete(g.exitStmts, "")
+	g.forwardedExt()
+	g.forwardedExt()
+	return out, nil
+}
+
+func (g *readOnlyGuard) describe(msg []byte) ([]byte, error) {
+	if len(msg) < 6 {
+		g.forwardedExt()
+		return msg, nil // the server rejects it
+	}
+	kind, name := msg[5], pgwire.CString(msg[6:])
+	if kind == 'S' && name == "" && g.unnamedGone {
+		return g.refuseExt(pgerr.InvalidSQLStatementName, "unnamed prepared statement does not exist")
+	}
+	if g.failed {
+		_, isExit := g.exitStmts[name]
+		if !(kind == 'S' && isExit || kind == 'P' && g.exitPortals[name]) {
+			return g.refuseExt(pgerr.InFailedSQLTransaction, abortedMessage)
+		}
+	}
+	g.forwardedExt()
+	return msg, nil
+}
+
+// execute sees Execute messages in a failed block.
+func (g *readOnlyGuard) execute(msg []byte) ([]byte, error) {
+	if !g.exitPortals[pgwire.CString(msg[5:])] {
+		return g.refuseExt(pgerr.InFailedSQLTransaction, abortedMessage)
+	}
+	g.failed, g.exitPortals = false, nil // the block ends here
+	g.forwardedExt()
+	return msg, nil
+}
+
+// refuseQuery answers a refused Query or FunctionCall: a Sync stands in for
+// it (refQuery), and the next message waits for its ReadyForQuery.
+func (g *readOnlyGuard) refuseQuery(code, message string) ([]byte, error) {
+	r := &refusal{how: refQuery, code: code, message: message}
+	if !g.push(entry{kind: 'S', ref: r}) {
+		return nil, errGuardEnded
+	}
+	g.await = r
+	g.extSinceZ, g.extSinceSync = 0, 0
+	return syncMsg, nil
+}
+
+// refuseExt answers a refused extended-protocol message: the error is placed
+// by a Sync at the start of a batch (refBatch) or a Flush inside one
+// (refFlush), and the rest of the batch is dropped up to the client's Sync.
+func (g *readOnlyGuard) refuseExt(code, message string) ([]byte, error) {
+	g.discard, g.discardRef = true, &refusal{how: refSync}
+	if g.extSinceZ == 0 {
+		r := &refusal{how: refBatch, code: code, message: message}
+		if !g.push(entry{kind: 'S', ref: r}) {
+			return nil, errGuardEnded
+		}
+		g.extSinceSync = 0
+		return syncMsg, nil
+	}
+	r := &refusal{how: refFlush, code: code, message: message}
+	if !g.push(entry{kind: 'H', ext: g.extSinceZ, ref: r}) {
+		return nil, errGuardEnded
+	}
+	return flushMsg, nil
+}
+
+// push appends e to the list (merged into the last entry when both are
+// plain), waiting while the list is full. It returns false if the session
+// closed meanwhile.
+func (g *readOnlyGuard) push(e entry) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e.n = 1
+	if n := len(g.q); n > 0 && mergeable(&g.q[n-1], &e) {
+		g.q[n-1].n++
+		return true
+	}
+	if !g.waitLocked(func() bool { return len(g.q) < maxEntries }) {
+		return false
+	}
+	g.q = append(g.q, e)
+	return true
+}
+
+func mergeable(a, b *entry) bool {
+	return a.ref == nil && b.ref == nil && !a.maybe && !b.maybe && a.kind == b.kind &&
+		(a.kind == 'S' || a.kind == 'Q') && a.forceE == b.forceE
+}
+
+// waitLocked waits, with mu held around each test of cond, until cond holds
+// or the session closes (false).
+func (g *readOnlyGuard) waitLocked(cond func() bool) bool {
+	for !cond() {
+		g.waiting = true
+		g.mu.Unlock()
+		select {
+		case <-g.wake:
+		case <-g.gone:
+			g.mu.Lock()
+			return false
+		}
+		g.mu.Lock()
+	}
+	return true
+}
+
+// ---- server → client ----
+
+func (g *readOnlyGuard) serverMode(typ byte) msgMode {
+	switch typ {
+	case 'S', 'Z': // ParameterStatus, ReadyForQuery
+		return modeHold
+	case 'E':
+		g.mu.Lock()
+		g.errInSeg = true
+		if h := g.headLocked(); h != nil {
+			switch h.kind {
+			case 'S':
+				g.skipping = true
+			case 'Q': // from the Query itself, unless the batch before it failed
+				if h.maybe && g.terms < h.ext {
+					g.skipping = true
+				}
+			case 'H', 'W': // the error came first: PostgreSQL skips what the entry stands for
+				if g.terms < h.ext {
+					g.skipping = true
+					if h.ref != nil {
+						h.ref.done = true
+					}
+					g.popLocked()
+					g.signalLocked()
+				}
+			}
+		}
+		g.mu.Unlock()
+	case '1', '2', '3', 'n', 'T', 'C', 'I', 's': // what completes an extended message's answer
+		g.terms++
+		g.mu.Lock()
+		h := g.headLocked()
+		hold := h != nil && (h.kind == 'H' || h.kind == 'W') && h.ext == g.terms
+		g.mu.Unlock()
+		if hold {
 			return modeHold
 		}
 	}
 	return modePass
 }
 
-func (g *readOnlyGuard) inspect(bool, byte, []byte, bool) error { return nil }
-
-func (g *readOnlyGuard) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
-	s := g.s
-	if !toServer { // ParameterStatus (the tracker records its value)
+func (g *readOnlyGuard) decideServer(typ byte, msg []byte) ([]byte, error) {
+	switch typ {
+	case 'S':
 		if k, v, ok := pgwire.ParseParameterStatus(msg[5:]); ok {
 			if k == "default_transaction_read_only" && v != "on" {
 				err := pgerr.New(pgerr.ReadOnlySQLTransaction, "pgproxy: terminating read-only session: default_transaction_read_only was turned off")
-				s.sendError(err)
+				g.s.sendError(err)
 				return nil, &relayEnd{reason: "read_only_violation", err: err}
 			}
 		}
 		return msg, nil
+	case 'Z':
+		return g.readyForQuery(msg), nil
 	}
-	switch typ {
-	case 'F':
-		return g.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: function calls are not allowed on a read-only session", false, ""), nil
-	case 'B':
-		_, rest := pgwire.CutCString(msg[5:]) // portal
-		stmt, _ := pgwire.CutCString(rest)
-		if g.poisoned[stmt] {
-			return nullBindParams(msg), nil
-		}
+	// the response a refusal inside a batch, or a swallowed ParseComplete, waited for
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h := g.headLocked()
+	if h == nil || h.ext != g.terms {
 		return msg, nil
 	}
-	// Query or Parse
-	if tooBig {
-		name, _ := pgwire.CutCString(msg[5:]) // a Parse's statement name comes first
-		return g.refuse(pgerr.ProgramLimitExceeded, "pgproxy: statement too large to check on a read-only session", typ == 'P', name), nil
+	out := msg
+	switch h.kind {
+	case 'H':
+		out = append(append([]byte(nil), msg...), errorResponse(h.ref.code, h.ref.message)...)
+		h.ref.done = true
+	case 'W':
+		out = nil
 	}
-	var name, sql string
-	if typ == 'P' {
-		var rest []byte
-		name, rest = pgwire.CutCString(msg[5:])
-		sql, _ = pgwire.CutCString(rest)
-	} else {
-		sql = pgwire.CString(msg[5:])
-	}
-	if !pgwire.Terminated(msg[5:], typ) {
-		// PostgreSQL would reject it too ("invalid string in message"); what
-		// it would have run is not known, so it is not forwarded.
-		return g.refuse(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string", typ == 'P', name), nil
-	}
-	reason, violated, err := s.cfg.ReadOnlyCheck(sql)
-	if err != nil {
-		return g.refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error(), typ == 'P', name), nil
-	}
-	if violated {
-		s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
-		return g.refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: "+reason, typ == 'P', name), nil
-	}
-	if typ == 'P' {
-		delete(g.poisoned, name)
-	}
-	return msg, nil
+	g.popLocked()
+	g.signalLocked()
+	return out, nil
 }
 
-// refuse builds a replacement that makes the server itself answer with the
-// given SQLSTATE at the right place in the message stream: a DO block that
-// raises. For a Parse, the statement name is kept and marked poisoned, so
-// later Binds send NULLs for its parameters and the Execute raises.
-func (g *readOnlyGuard) refuse(code, message string, parse bool, name string) []byte {
-	message = strings.NewReplacer("'", "''", "$", "").Replace(message)
-	sql := "DO $pgproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '" + code + "', MESSAGE = '" + message + "'; END$pgproxy$"
-	if !parse {
-		return pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))
+// readyForQuery pairs a ReadyForQuery with the entry it answers and returns
+// what the client gets instead.
+func (g *readOnlyGuard) readyForQuery(msg []byte) []byte {
+	if len(msg) != 6 {
+		return msg
 	}
-	if g.poisoned == nil {
-		g.poisoned = make(map[string]bool)
+	st := msg[5]
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	defer g.signalLocked()
+	errInSeg := g.errInSeg
+	g.terms, g.errInSeg = 0, false
+	var pre []byte
+	paired := false
+	for len(g.q) > 0 && !paired { // drop what no ReadyForQuery answers
+		h := &g.q[0]
+		switch {
+		case h.kind == 'W', g.skipping && h.kind == 'Q':
+		case h.kind == 'H': // its batch ended short of it (not expected): the error goes first
+			pre = append(pre, errorResponse(h.ref.code, h.ref.message)...)
+			h.ref.done = true
+		default:
+			paired = true
+			continue
+		}
+		g.popLocked()
 	}
-	g.poisoned[name] = true
-	body := append([]byte(name), 0)
-	body = append(body, sql...)
-	body = append(body, 0, 0, 0) // no parameter types
-	return pgwire.AppendMessage(nil, 'P', body)
+	g.skipping = false
+	if !paired {
+		return append(pre, msg...) // not one the guard counted: forwarded as it is
+	}
+	e := g.q[0]
+	g.popLocked()
+	if e.ref == nil {
+		if e.forceE && st == 'T' {
+			return append(pre, readyForQueryMsg('E')...)
+		}
+		return append(pre, msg...)
+	}
+	r := e.ref
+	r.status, r.done = st, true
+	code, message := r.code, r.message
+	if st == 'E' { // the server's own block failed: PostgreSQL says that first
+		code, message = pgerr.InFailedSQLTransaction, abortedMessage
+	}
+	merged := st
+	if st == 'T' {
+		merged = 'E'
+	}
+	switch r.how {
+	case refQuery:
+		if errInSeg {
+			r.skipped = true
+			return pre
+		}
+		return append(append(pre, errorResponse(code, message)...), readyForQueryMsg(merged)...)
+	case refBatch:
+		if errInSeg {
+			return pre
+		}
+		return append(pre, errorResponse(code, message)...)
+	}
+	return append(pre, readyForQueryMsg(merged)...) // refSync
 }
 
-// nullBindParams rewrites a Bind to send no parameter values for a poisoned
-// statement (which has none), keeping portal, statement and result formats.
-func nullBindParams(msg []byte) []byte {
-	body := msg[5:]
-	portal, rest := pgwire.CutCString(body)
-	stmt, rest := pgwire.CutCString(rest)
-	if len(rest) < 2 {
-		return msg
+// headLocked is the first entry the server has yet to answer.
+func (g *readOnlyGuard) headLocked() *entry {
+	if len(g.q) == 0 {
+		return nil
 	}
-	nfmt := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) < 2*nfmt+2 {
-		return msg
-	}
-	rest = rest[2*nfmt:]
-	nparams := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	for i := 0; i < nparams; i++ {
-		if len(rest) < 4 {
-			return msg
-		}
-		l := int32(binary.BigEndian.Uint32(rest))
-		rest = rest[4:]
-		if l > 0 {
-			if int(l) > len(rest) {
-				return msg
-			}
-			rest = rest[l:]
-		}
-	}
-	nb := append([]byte(portal), 0)
-	nb = append(nb, stmt...)
-	nb = append(nb, 0, 0, 0, 0, 0) // no param formats, no params
-	nb = append(nb, rest...)       // result format codes
-	return pgwire.AppendMessage(nil, 'B', nb)
+	return &g.q[0]
 }
+
+// popLocked removes one of what the first entry stands for.
+func (g *readOnlyGuard) popLocked() {
+	if g.q[0].n > 1 {
+		g.q[0].n--
+		return
+	}
+	g.q = append(g.q[:0], g.q[1:]...)
+}
+
+func (g *readOnlyGuard) signalLocked() {
+	if g.waiting {
+		g.waiting = false
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func errorResponse(code, message string) []byte {
+	return pgerr.Encode(nil, "ERROR", code, message)
+}
+
+func readyForQueryMsg(status byte) []byte { return []byte{'Z', 0, 0, 0, 5, status} }

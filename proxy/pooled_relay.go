@@ -98,11 +98,13 @@ type clientPolicy struct {
 }
 
 // connWriter writes to the server the session holds (client→server only),
-// with raw system calls on plain TCP (rawio.go; the writer is kept with the
-// connection, in Conn.Aux).
+// with raw system calls on plain TCP (rawio.go). The writer is the
+// session's; only the connection's RawConn (safe for concurrent use) is
+// kept with the connection, in Conn.Aux.
 type connWriter struct {
-	c *pool.Conn
-	w io.Writer
+	c   *pool.Conn
+	w   io.Writer
+	raw *rawWriter // the session's, pointed at each server in turn
 }
 
 func (w *connWriter) set(c *pool.Conn) {
@@ -110,16 +112,22 @@ func (w *connWriter) set(c *pool.Conn) {
 	if c == nil {
 		return
 	}
-	if rw, ok := c.Aux.(*rawWriter); ok {
-		w.w = rw
+	rc, ok := c.Aux.(syscall.RawConn)
+	if !ok {
+		if rc = rawConn(c.Net); rc != nil {
+			c.Aux = rc
+		}
+	}
+	if rc == nil {
+		w.w = c.Net
 		return
 	}
-	if rw := newRawWriter(c.Net); rw != nil {
-		c.Aux = rw
-		w.w = rw
-		return
+	if w.raw == nil {
+		w.raw = &rawWriter{}
+		w.raw.fn = w.raw.writeAll
 	}
-	w.w = c.Net
+	w.raw.rc = rc
+	w.w = w.raw
 }
 
 func (w *connWriter) Write(b []byte) (int, error) {
@@ -473,7 +481,7 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{sp, base}, modes: make([]msgMode, 2)}
 	}
-	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: rawConn(c.Net)}
+	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: rawConn(c.Net), flushEach: s.readOnly}
 	if len(c.Pending) > 0 {
 		p.pending, c.Pending = c.Pending, nil
 	}
@@ -628,7 +636,7 @@ func (s *session) relayPooled() string {
 		l.s2cDone = make(chan struct{})
 		go s.serveServer(c, l.s2cDone)
 	}
-	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client)}
+	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.readOnly}
 	err := c2s.run()
 	var re *relayEnd
 	if p := s.pooledEnd.Load(); p != nil {

@@ -42,6 +42,7 @@ const (
 	modePass    msgMode = iota // forward bytes as they arrive
 	modeInspect                // forward as they arrive and keep a copy of the body (up to maxInspect)
 	modeHold                   // hold the whole message, then forward it or a replacement
+	modeDrop                   // forward nothing of the message (the read-only guard's discard to Sync)
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
@@ -90,7 +91,10 @@ type pump struct {
 	mode    msgMode
 	scratch []byte // body copy (inspect) or whole message (hold)
 	out     []byte // what one read forwards when it held messages (flush)
-	tooBig  bool
+	// flushEach writes what precedes each message before asking the
+	// policy about it: the read-only guard's mode may wait for the server.
+	flushEach bool
+	tooBig    bool
 
 	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is
@@ -241,12 +245,22 @@ func (p *pump) process(data []byte) (int, error) {
 			if err := p.checkLength(typ, n); err != nil {
 				return 0, err
 			}
+			if p.flushEach && (i > start || len(p.out) > 0) {
+				// The read-only guard may wait in mode for the answer to
+				// what came before: that must be on its way first.
+				if err := p.flush(data[start:i]); err != nil {
+					return 0, err
+				}
+				start = i
+			}
 			p.typ, p.rem, p.inMsg, p.tooBig = typ, n-4, true, false
 			p.mode = p.pol.mode(p.toServer, typ, n)
 			switch p.mode {
-			case modeHold:
+			case modeHold, modeDrop:
 				p.out = append(p.out, data[start:i]...)
-				p.scratch = append(p.scratch[:0], data[i:i+5]...)
+				if p.mode == modeHold {
+					p.scratch = append(p.scratch[:0], data[i:i+5]...)
+				}
 				i += 5
 				start = i
 			case modeInspect:
@@ -270,6 +284,8 @@ func (p *pump) process(data []byte) (int, error) {
 				} else {
 					p.tooBig = true
 				}
+				start = i + k
+			case modeDrop:
 				start = i + k
 			}
 			i += k
@@ -391,5 +407,5 @@ func (s *session) endReason(re *relayEnd) string {
 }
 
 func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {
-	return &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count}
+	return &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: s.readOnly}
 }

@@ -97,9 +97,11 @@ func (s *session) relay() string {
 		return s.relayPooled()
 	}
 	// An enforced read-only session parses every statement it holds (up to
-	// 16 MiB): on a loop that would stall every session the loop serves, so
-	// these (rare) fallback sessions keep a goroutine per direction.
-	guarded := s.readOnly && s.cfg.ReadOnlyCheck != nil
+	// 16 MiB), and its client→server direction waits for the server's answer
+	// to a refusal (policy_readonly.go): on a loop that would stall every
+	// session the loop serves, so these (rare) fallback sessions keep a
+	// goroutine per direction.
+	guarded := s.readOnly
 	if s.cfg.RelayLoops >= 0 && !guarded {
 		if l := s.srv.pickLoop(s.id); l != nil {
 			if reason, ok := s.relayLoop(l); ok {

@@ -57,9 +57,10 @@ type session struct {
 
 	txStatus         atomic.Uint32 // last ReadyForQuery status byte
 	cancelKey        string
-	lin              *lineageState // nil unless lineage is enabled
-	policies         []policy      // what the relay consults (policy.go), made with the first pump
-	adminAuth        bool          // authenticating for the admin console
+	lin              *lineageState  // nil unless lineage is enabled
+	policies         []policy       // what the relay consults (policy.go), made with the first pump
+	guard            *readOnlyGuard // among them on an enforced read-only session; closeConns stops its waits
+	adminAuth        bool           // authenticating for the admin console
 	terminating      atomic.Pointer[string]
 	closeOnce        sync.Once
 	closing          atomic.Bool  // closeConns has started: relay errors are ours
@@ -720,6 +721,9 @@ func (s *session) closeConns() {
 		s.mu.Unlock()
 		if srv != nil {
 			srv.Close()
+		}
+		if s.guard != nil {
+			s.guard.end()
 		}
 		if s.release != nil {
 			s.release()

@@ -23,6 +23,8 @@ const (
 	InvalidAuthorization       = "28000" // invalid_authorization_specification
 	InvalidPassword            = "28P01" // invalid_password
 	ReadOnlySQLTransaction     = "25006" // read_only_sql_transaction
+	InFailedSQLTransaction     = "25P02" // in_failed_sql_transaction
+	InvalidSQLStatementName    = "26000" // invalid_sql_statement_name
 	TooManyConnections         = "53300" // too_many_connections
 	FeatureNotSupported        = "0A000" // feature_not_supported
 	InvalidParameterValue      = "22023" // invalid_parameter_value
@@ -87,4 +89,13 @@ func Response(err error, fallbackCode, fallbackMessage string) *pgproto3.ErrorRe
 		return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: c.SQLState(), Message: c.Error()}
 	}
 	return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: fallbackCode, Message: fallbackMessage}
+}
+
+// Encode appends the wire form of an ErrorResponse to dst.
+func Encode(dst []byte, severity, code, message string) []byte {
+	out, err := (&pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: message}).Encode(dst)
+	if err != nil { // only for messages > 1 GB, which we never build
+		return dst
+	}
+	return out
 }

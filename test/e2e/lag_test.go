@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -182,6 +183,11 @@ func TestFallbackPrimaryIsReadOnly(t *testing.T) {
 			_, err := conn.Exec(ctx, q)
 			if sqlState(err) != "25006" {
 				t.Errorf("%s: %q: %v, want 25006", mode, q, err)
+			}
+			// pgproxy's own refusals come from pgproxy, not from a block the server ran.
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && strings.HasPrefix(pe.Message, "pgproxy:") && (pe.Where != "" || pe.File != "") {
+				t.Errorf("%s: %q: the refusal carries server context %q (%s)", mode, q, pe.Where, pe.File)
 			}
 			if conn.PgConn().TxStatus() != 'I' {
 				_, _ = conn.Exec(ctx, "ROLLBACK")
