@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/ofitec/pgproxy/app/admin"
 	"github.com/ofitec/pgproxy/configs"
@@ -47,7 +48,33 @@ func (a *App) adminConsole() *admin.Console {
 		Pause:           func(addr string) error { return a.pause(addr, true) },
 		Resume:          func(addr string) error { return a.pause(addr, false) },
 		Paused:          a.director.isPaused,
+		PoolMode:        a.server.PoolMode,
+		Pools:           a.server.PoolStats,
+		Servers:         a.server.PoolServers,
+		Kill:            a.kill,
+		Reconnect:       a.reconnect,
 	})
+}
+
+// killWait bounds how long KILL waits for the sessions it ends before it
+// closes the database's idle servers.
+const killWait = 5 * time.Second
+
+// kill runs KILL <database> from the admin console, and logs it.
+func (a *App) kill(ctx context.Context, database string) (sessions, servers int) {
+	ctx, cancel := context.WithTimeout(ctx, killWait)
+	defer cancel()
+	sessions, servers = a.server.KillDatabase(ctx, database, "KILL "+database+" on the pgproxy admin console")
+	a.log.Info("KILL: client sessions ended and idle pooled servers closed", zap.String("database", database),
+		zap.Int("sessions", sessions), zap.Int("servers_closed", servers))
+	return sessions, servers
+}
+
+// reconnect runs RECONNECT <backend> from the admin console, and logs it.
+func (a *App) reconnect(addr string) int {
+	n := a.server.DrainBackend(addr)
+	a.log.Info("RECONNECT: idle pooled servers closed, the others close when released", zap.String("backend", addr), zap.Int("closed_idle", n))
+	return n
 }
 
 // adminAdapter adapts *admin.Console to proxy.AdminConsole.

@@ -111,6 +111,7 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 	}
 	pcfg.Lineage = a.lineage.sink()
 	a.server = proxy.NewServer(pcfg, a.director, log.Named("proxy"), proxy.NewMetrics(a.reg))
+	a.reg.MustRegister(a.server.PoolCollector())
 	a.admin = adminAdapter{a.adminConsole()}
 	pcfg.Admin = a.admin
 	a.server.SetConfig(pcfg)

@@ -356,7 +356,7 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 		ps.setParams(params)
 		key := pool.Key{Addr: t.Addr, Database: database, User: s.user, ReadOnly: t.ReadOnly}
 		actx, acancel := context.WithTimeout(context.Background(), max(s.cfg.Pool.MaxWait, time.Millisecond))
-		c, waited, err := set.Acquire(actx, key)
+		c, waited, err := s.acquireServer(actx, set, key)
 		acancel()
 		if s.srv.metrics != nil && err == nil {
 			s.srv.metrics.poolWait.Observe(waited.Seconds())

@@ -187,7 +187,7 @@ func (p *clientPolicy) attach() error {
 		<-l.s2cDone // the last server's relay has let go of the client
 	}
 	ctx, cancel := contextWithTimeout(max(s.cfg.Pool.MaxWait, time.Millisecond))
-	c, waited, err := s.srv.poolSet().Acquire(ctx, ps.key)
+	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), ps.key)
 	cancel()
 	if m := s.srv.metrics; m != nil && err == nil {
 		m.poolWait.Observe(waited.Seconds())

@@ -423,6 +423,9 @@ type SessionInfo struct {
 	// Relay is what relays the session once it started: "event_loop" or
 	// "goroutines" (a goroutine per direction: TLS, runtime.event_loops -1).
 	Relay string
+	// Pool is the pooling side of a pooled session (auth.mode: proxy);
+	// Pool.Mode is "" for any other.
+	Pool PoolClient
 }
 
 // Sessions lists the open sessions.

@@ -78,6 +78,7 @@ type session struct {
 	// A pooled session (auth.mode: proxy, pooled.go): nil otherwise.
 	pooled    *pooledState
 	pooledEnd atomic.Pointer[relayEnd] // why its server side ended it
+	poolWait  atomic.Pointer[poolWait] // what it waits for now (pooled_info.go); nil: not waiting
 }
 
 const (
@@ -733,7 +734,6 @@ func (s *session) closeConns() {
 
 func (s *session) info() SessionInfo {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	state := "startup"
 	switch s.txStatus.Load() {
 	case 'I':
@@ -750,10 +750,14 @@ func (s *session) info() SessionInfo {
 	case relayLoop:
 		relay = "event_loop"
 	}
-	return SessionInfo{
+	si := SessionInfo{
 		ID: s.id, Listener: s.listener.Addr, Client: s.raw.RemoteAddr().String(),
 		User: s.user, Database: s.database, ApplicationName: s.applicationName,
 		Backend: s.backend, Route: s.route, ReadOnly: s.readOnly, State: state, Started: s.started,
 		Relay: relay,
 	}
+	ps := s.pooled
+	s.mu.Unlock()
+	s.poolInfo(&si, ps)
+	return si
 }

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ofitec/pgproxy/configs"
 	"github.com/ofitec/pgproxy/health"
 	"github.com/ofitec/pgproxy/internal/pgerr"
+	"github.com/ofitec/pgproxy/pool"
 	"github.com/ofitec/pgproxy/proxy"
 )
 
@@ -51,6 +53,25 @@ type Deps struct {
 	Pause, Resume func(addr string) error
 	// Paused reports whether addr is paused.
 	Paused func(addr string) bool
+
+	// PoolMode is the pool mode of new sessions ("session",
+	// "transaction"), or "" when the proxy does not pool (auth.mode:
+	// passthrough: SHOW POOLS, SHOW CLIENTS and SHOW SERVERS have no rows,
+	// RECONNECT is refused with 0A000). Nil counts as "".
+	PoolMode func() string
+	// Pools describes every server pool (sorted); Servers lists every
+	// pooled server connection (sorted).
+	Pools   func() []pool.Stats
+	Servers func() []pool.Server
+	// Kill ends every client session of database, waits for them to end
+	// (within ctx), then closes the database's idle pooled servers; it
+	// returns how many sessions and servers.
+	Kill func(ctx context.Context, database string) (sessions, servers int)
+	// Reconnect closes addr's pooled servers: the idle ones now (it
+	// returns how many), the lent ones when their clients release them.
+	Reconnect func(addr string) int
+	// Now is the clock of wait times (nil: time.Now).
+	Now func() time.Time
 }
 
 // Console executes admin commands against Deps.
@@ -68,11 +89,16 @@ var Commands = [][2]string{
 	{"SHOW SESSIONS", "every open client session: who, from where, which route and backend"},
 	{"SHOW ROUTES", "how a session's route is decided (listeners, rules, fallback, lag limits)"},
 	{"SHOW CONFIG", "the configuration in force, secrets redacted"},
+	{"SHOW POOLS", "every server pool (auth.mode: proxy): clients active and waiting, servers active and idle, longest wait"},
+	{"SHOW CLIENTS", "every pooled client session: pool mode, whether it holds a server (its pid), waits, is pinned"},
+	{"SHOW SERVERS", "every pooled server connection: backend, database, user, pid, active or idle, the client holding it"},
 	{"SHOW HELP", "this list"},
 	{"SHOW VERSION", "version, commit and Go version of the proxy"},
 	{"RELOAD", "re-read the config file and apply it (like SIGHUP)"},
 	{"PAUSE <backend>", "no new sessions on the backend; open sessions finish"},
 	{"RESUME <backend>", "undo PAUSE"},
+	{"KILL <database>", "end every client session of the database now (57P01) and close its idle pooled servers"},
+	{"RECONNECT <backend>", "close the backend's pooled servers: idle ones now, the others when their clients release them"},
 }
 
 func commandList() string {
@@ -106,7 +132,7 @@ func (c *Console) Exec(ctx context.Context, query string) ([]Result, error) {
 		if err := ctx.Err(); err != nil {
 			return out, &pgerr.Error{Code: pgerr.QueryCanceled, Severity: "ERROR", Message: "canceling statement", Err: err}
 		}
-		r, err := c.exec(s)
+		r, err := c.exec(ctx, s)
 		if err != nil {
 			return out, err
 		}
@@ -116,7 +142,7 @@ func (c *Console) Exec(ctx context.Context, query string) ([]Result, error) {
 }
 
 // exec runs one command (already split, trimmed, non-empty).
-func (c *Console) exec(stmt string) (Result, error) {
+func (c *Console) exec(ctx context.Context, stmt string) (Result, error) {
 	words, err := fields(stmt)
 	if err != nil {
 		return Result{}, err
@@ -131,7 +157,7 @@ func (c *Console) exec(stmt string) (Result, error) {
 		what := strings.ToUpper(args[0])
 		if len(args) > 1 {
 			switch what {
-			case "BACKENDS", "SESSIONS", "ROUTES", "CONFIG", "HELP", "VERSION":
+			case "BACKENDS", "SESSIONS", "ROUTES", "CONFIG", "HELP", "VERSION", "POOLS", "CLIENTS", "SERVERS":
 				return Result{}, syntaxErr("SHOW "+what+" takes no argument", "")
 			}
 			return Result{}, unknown(stmt)
@@ -149,6 +175,12 @@ func (c *Console) exec(stmt string) (Result, error) {
 			return showHelp(), nil
 		case "VERSION":
 			return showVersion(), nil
+		case "POOLS":
+			return c.showPools()
+		case "CLIENTS":
+			return c.showClients()
+		case "SERVERS":
+			return c.showServers()
 		}
 		return Result{}, unknown(stmt)
 	case "RELOAD":
@@ -162,6 +194,18 @@ func (c *Console) exec(stmt string) (Result, error) {
 				fmt.Sprintf("%s <backend>, e.g. %s 127.0.0.1:5433; SHOW BACKENDS lists them", verb, verb))
 		}
 		return c.pauseResume(verb, args[0])
+	case "KILL":
+		if len(args) != 1 {
+			return Result{}, syntaxErr("KILL needs exactly one database",
+				"KILL <database>, e.g. KILL odoo; SHOW CLIENTS and SHOW SESSIONS list the sessions")
+		}
+		return c.kill(ctx, args[0])
+	case "RECONNECT":
+		if len(args) != 1 {
+			return Result{}, syntaxErr("RECONNECT needs exactly one backend",
+				"RECONNECT <backend>, e.g. RECONNECT 127.0.0.1:5433; SHOW BACKENDS lists them")
+		}
+		return c.reconnect(args[0])
 	case "SET":
 		// JDBC and other drivers send SET extra_float_digits etc. at connect.
 		return Result{Tag: "SET"}, nil
@@ -193,14 +237,9 @@ func (c *Console) pauseResume(verb, addr string) (Result, error) {
 	if fn == nil {
 		return Result{}, notAvailable(verb)
 	}
-	known := c.backendAddrs()
-	if known != nil && !containsFold(known, addr) {
-		return Result{}, &pgerr.Error{Code: pgerr.UndefinedObject, Severity: "ERROR",
-			Message: fmt.Sprintf("backend %q does not exist", addr),
-			Hint:    "backends: " + strings.Join(known, ", ")}
-	}
-	if a := matchFold(known, addr); a != "" {
-		addr = a
+	addr, err := c.resolveBackend(addr)
+	if err != nil {
+		return Result{}, err
 	}
 	if err := fn(addr); err != nil {
 		var coded pgerr.Coded
@@ -211,6 +250,22 @@ func (c *Console) pauseResume(verb, addr string) (Result, error) {
 			Message: fmt.Sprintf("%s %s: %v", verb, addr, err), Err: err}
 	}
 	return Result{Tag: verb}, nil
+}
+
+// resolveBackend returns the known backend named addr (host names compare
+// ignoring case), 42704 for one the console does not know, or addr as it
+// is when it knows none.
+func (c *Console) resolveBackend(addr string) (string, error) {
+	known := c.backendAddrs()
+	if known != nil && !containsFold(known, addr) {
+		return "", &pgerr.Error{Code: pgerr.UndefinedObject, Severity: "ERROR",
+			Message: fmt.Sprintf("backend %q does not exist", addr),
+			Hint:    "backends: " + strings.Join(known, ", ")}
+	}
+	if a := matchFold(known, addr); a != "" {
+		addr = a
+	}
+	return addr, nil
 }
 
 // backendAddrs are the backends the console knows (configuration, then any

@@ -200,7 +200,7 @@ func TestErrors(t *testing.T) {
 		calls     []string
 	}{
 		{name: "unknown command", q: "SELECT 1", code: pgerr.SyntaxError, msg: `unrecognized admin command "SELECT 1"`, hint: "SHOW BACKENDS, SHOW SESSIONS, SHOW ROUTES, SHOW CONFIG"},
-		{name: "unknown show", q: "SHOW POOLS", code: pgerr.SyntaxError, msg: "unrecognized admin command", hint: "RELOAD, PAUSE <backend>, RESUME <backend>"},
+		{name: "unknown show", q: "SHOW STATS", code: pgerr.SyntaxError, msg: "unrecognized admin command", hint: "RELOAD, PAUSE <backend>, RESUME <backend>, KILL <database>, RECONNECT <backend>"},
 		{name: "bare show", q: "SHOW;", code: pgerr.SyntaxError, msg: "unrecognized admin command"},
 		{name: "show with argument", q: "SHOW BACKENDS now", code: pgerr.SyntaxError, msg: "SHOW BACKENDS takes no argument"},
 		{name: "reload with argument", q: "RELOAD now", code: pgerr.SyntaxError, msg: "RELOAD takes no argument"},
@@ -517,7 +517,8 @@ func TestShowHelpListsEveryCommand(t *testing.T) {
 	for _, row := range table(res[0]) {
 		names = append(names, row[0])
 	}
-	for _, want := range []string{"SHOW BACKENDS", "SHOW SESSIONS", "SHOW ROUTES", "SHOW CONFIG", "RELOAD", "PAUSE <backend>", "RESUME <backend>"} {
+	for _, want := range []string{"SHOW BACKENDS", "SHOW SESSIONS", "SHOW ROUTES", "SHOW CONFIG", "RELOAD", "PAUSE <backend>", "RESUME <backend>",
+		"SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS", "KILL <database>", "RECONNECT <backend>"} {
 		if !strings.Contains(strings.Join(names, "|"), want) {
 			t.Errorf("SHOW HELP lacks %s: %v", want, names)
 		}

@@ -285,6 +285,11 @@ func TestDashboard(t *testing.T) {
 		"fallbacks":         "pgproxy_fallbacks_total",
 		"lineage":           "pgproxy_lineage_events_total",
 		"freshness for BI":  "pgproxy_read_session_staleness_seconds_bucket",
+		// issue 17: the pool row.
+		"pool servers":         "pgproxy_pool_servers",
+		"pool clients waiting": "pgproxy_pool_clients_waiting",
+		"pool wait":            "pgproxy_pool_wait_seconds_bucket",
+		"pool pins":            "pgproxy_pool_pins_total",
 	} {
 		found := false
 		for _, where := range used[metric] {
