@@ -713,6 +713,11 @@ func (s *session) terminate(reason string) {
 func (s *session) closeConns() {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
+		if s.guard != nil {
+			// First: a guard waiting in the client→server pump does so
+			// inside that socket's RawConn.Read, and Close waits for it.
+			s.guard.end()
+		}
 		s.client.Close()
 		if s.client != s.raw {
 			s.raw.Close()
@@ -722,9 +727,6 @@ func (s *session) closeConns() {
 		s.mu.Unlock()
 		if srv != nil {
 			srv.Close()
-		}
-		if s.guard != nil {
-			s.guard.end()
 		}
 		if s.release != nil {
 			s.release()

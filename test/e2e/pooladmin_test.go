@@ -26,8 +26,12 @@ type adminConn struct {
 }
 
 func dialAdmin(t *testing.T, addr string) *adminConn {
+	return dialAdminDSN(t, proxytest.DSN(addr, "postgres", "pgproxy"))
+}
+
+func dialAdminDSN(t *testing.T, dsn string) *adminConn {
 	t.Helper()
-	c, err := pgconn.Connect(ctxT(t, 20*time.Second), proxytest.DSN(addr, "postgres", "pgproxy"))
+	c, err := pgconn.Connect(ctxT(t, 20*time.Second), dsn)
 	if err != nil {
 		t.Fatalf("admin console: %v", err)
 	}
@@ -132,7 +136,7 @@ func TestPoolAdminConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := proxytest.Start(t, cluster, &proxytest.Options{YAML: `admin:
-  users: [postgres]
+  users: [` + pgcluster.ScramUser + `]
 auth:
   mode: proxy
   file: ` + userlist + `
@@ -143,7 +147,9 @@ pool:
 `})
 	clientDSN := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable&application_name=",
 		pgcluster.ScramUser, url.QueryEscape(pgcluster.ScramPassword), p.WriteAddr())
-	admin := dialAdmin(t, p.WriteAddr())
+	// With auth.mode proxy the console checks the admin against auth.file.
+	admin := dialAdminDSN(t, fmt.Sprintf("postgres://%s:%s@%s/pgproxy?sslmode=disable",
+		pgcluster.ScramUser, url.QueryEscape(pgcluster.ScramPassword), p.WriteAddr()))
 	backend := primary.Addr()
 	poolRow := func() map[string]string {
 		for _, r := range admin.rows("SHOW POOLS") {
