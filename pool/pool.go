@@ -193,8 +193,9 @@ func (s *Set) AddClient(key Key) func() {
 }
 
 // Acquire returns a connection of key's pool: an idle one (the most recently
-// used), a new one while the pool has fewer than Size, or the first one
-// released within MaxWait. waited is how long it waited for one.
+// used; one that the server closed or sent something while it was idle is
+// closed instead), a new one while the pool has fewer than Size, or the
+// first one released within MaxWait. waited is how long it waited for one.
 func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Duration, err error) {
 	s.mu.Lock()
 	if s.closed {
@@ -206,7 +207,7 @@ func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Durati
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if s.staleLocked(c, time.Now()) {
+		if s.staleLocked(c, time.Now()) || peerDone(c.Net) {
 			p.total--
 			s.mu.Unlock()
 			c.Net.Close()
