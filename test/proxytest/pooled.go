@@ -33,14 +33,6 @@ const PostgresPassword = "postgres_pass"
 // PoolMode is the pool.mode of a pooled run ("" = pass-through).
 func PoolMode() string { return os.Getenv(PoolEnv) }
 
-// SkipIfPooled skips t in a pooled run, saying why the test does not apply.
-func SkipIfPooled(t testing.TB, why string) {
-	t.Helper()
-	if m := PoolMode(); m != "" {
-		t.Skipf("%s=%s (auth.mode proxy, pool.mode %s): %s", PoolEnv, m, m, why)
-	}
-}
-
 // Password is the password of a role the harness made ("" if none or
 // unknown). postgres has PostgresPassword only once a pooled Start gave it.
 func Password(user string) string {
