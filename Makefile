@@ -17,9 +17,11 @@ build: ## build bin/pgproxy and bin/metabase-provision
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/pgproxy ./cmd/pgproxy
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/metabase-provision ./cmd/metabase-provision
 
-test: ## all tests (unit, fuzz seed corpora, real PostgreSQL cluster, real clients), with -race
+test: ## all tests (unit, fuzz seed corpora, real PostgreSQL cluster, real clients), with -race; then e2e and chaos again with pooling
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@echo "== e2e and chaos again with auth.mode proxy, pool.mode transaction (PGPROXY_TEST_POOL, test/proxytest)"
+	PGPROXY_TEST_POOL=transaction $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e ./test/chaos
 
 test-short: ## unit tests only (no PostgreSQL cluster)
 	$(GO) test -short -count=1 ./...

@@ -128,6 +128,10 @@ func (a *App) withAuth(pc *proxy.Config, cfg *configs.Config, on bool) {
 	pc.Auth = &proxy.ProxyAuth{Lookup: a.auth.lookup}
 	pc.Pool = poolConfig(cfg)
 	pc.SessionState = sqlscan.SessionState
+	pc.SessionSetting = func(sql string) (proxy.Setting, bool) {
+		name, value, reset, ok := sqlscan.SessionSetting(sql)
+		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
+	}
 }
 
 // watchBackends drains the pools of a backend that goes down or changes

@@ -92,12 +92,6 @@ type Config struct {
 	// MaxPrepared bounds the statements a connection keeps prepared: one
 	// that has more is closed when released.
 	MaxPrepared int
-	// Check, when set, is asked whether an idle connection is still usable
-	// before Acquire lends one that has been idle longer than CheckAfter (a
-	// server may have closed it meanwhile: idle_session_timeout,
-	// pg_terminate_backend, a restart). It must not block.
-	Check      func(*Conn) bool
-	CheckAfter time.Duration
 }
 
 // ErrClosed is returned by Acquire after Close.
@@ -202,8 +196,9 @@ func (s *Set) AddClient(key Key) func() {
 }
 
 // Acquire returns a connection of key's pool: an idle one (the most recently
-// used), a new one while the pool has fewer than Size, or the first one
-// released within MaxWait. waited is how long it waited for one.
+// used; one that the server closed or sent something while it was idle is
+// closed instead), a new one while the pool has fewer than Size, or the
+// first one released within MaxWait. waited is how long it waited for one.
 func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Duration, err error) {
 	s.mu.Lock()
 	if s.closed {
@@ -215,15 +210,7 @@ func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Durati
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		now := time.Now()
-		stale := s.staleLocked(c, now)
-		if !stale && s.cfg.Check != nil && now.Sub(c.idleAt) > s.cfg.CheckAfter {
-			check := s.cfg.Check
-			s.mu.Unlock()
-			stale = !check(c) // c is no longer in idle: nobody else sees it
-			s.mu.Lock()
-		}
-		if stale {
+		if s.staleLocked(c, time.Now()) || peerDone(c.Net) {
 			p.total--
 			s.mu.Unlock()
 			c.Net.Close()

@@ -222,17 +222,3 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestCheckDiscardsDeadIdle(t *testing.T) {
-	var checked atomic.Int32
-	s, f := newSet(t, Config{Size: 2, MaxWait: time.Second, CheckAfter: 0,
-		Check: func(c *Conn) bool { checked.Add(1); return false }})
-	ctx := context.Background()
-	a, _, _ := s.Acquire(ctx, key)
-	s.Release(a, true)
-	time.Sleep(time.Millisecond)
-	b, _, err := s.Acquire(ctx, key)
-	if err != nil || b == a || checked.Load() != 1 || f.dials.Load() != 2 {
-		t.Fatalf("dead idle connection lent again (err %v, checked %d, dials %d)", err, checked.Load(), f.dials.Load())
-	}
-	s.Release(b, true)
-}

@@ -75,11 +75,9 @@ func (s *Server) poolSet() *pool.Set {
 	return s.pools
 }
 
-// poolConfig is c's pool configuration with the proxy's liveness check.
+// poolConfig is c's pool configuration.
 func (s *Server) poolConfig(c *Config) pool.Config {
-	pc := c.Pool.Config
-	pc.Check, pc.CheckAfter = conncheck, idleCheckAfter
-	return pc
+	return c.Pool.Config
 }
 
 // PoolStats describes every server pool (SHOW POOLS); nil without pooling.
@@ -310,15 +308,18 @@ func (s *session) loginFailed(failed error, found bool, why error) error {
 	} else if !errors.Is(why, pgauth.ErrPasswordMismatch) {
 		reason = why.Error()
 	}
-	s.log.Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database), zap.String("reason", reason))
+	told, code := failed, pgerr.InvalidPassword
+	var coded pgerr.Coded
+	if errors.As(why, &coded) && coded.SQLState() == pgerr.ProtocolViolation {
+		told, code = why, pgerr.ProtocolViolation
+	}
+	// sqlstate as in pass-through mode's line: what the client was told.
+	s.log.Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
+		zap.String("sqlstate", code), zap.String("reason", reason))
 	if s.srv.metrics != nil {
 		s.srv.countRejected(pgerr.InvalidPassword)
 	}
-	var coded pgerr.Coded
-	if errors.As(why, &coded) && coded.SQLState() == pgerr.ProtocolViolation {
-		return why
-	}
-	return failed
+	return told
 }
 
 // connectPooled authenticates the client, picks a backend as connect

@@ -50,7 +50,8 @@ import (
 // Session state that cannot move (sqlscan.SessionState: LISTEN, session
 // advisory locks, temp tables, WITH HOLD cursors, plain SET of an untracked
 // setting, ...) pins the client to its server for the rest of the session;
-// the reset query then runs when it leaves.
+// the reset query then runs when it leaves. A plain SET of one setting to a
+// constant is moved with the client instead (pooled_set.go).
 
 // link is what a pooled session's two directions share.
 type link struct {
@@ -65,6 +66,7 @@ type link struct {
 	fifo    []fifoEntry
 	s2cDone chan struct{} // closed when the current serveServer returns
 	s2cOK   bool          // it stopped at a message boundary (the server is reusable)
+	errored bool          // an ErrorResponse since the last ReadyForQuery
 }
 
 type fifoEntry struct {
@@ -73,6 +75,8 @@ type fifoEntry struct {
 	// client's); asParse: a Close standing for a Parse the server already had.
 	swallow, asParse bool
 	name             string // server-side statement name of a Parse
+	// sets: the plain SETs of the exchange this 'Z' ends (pooled_set.go).
+	sets []Setting
 }
 
 // noSuchStatement is closed where the client's Close or a Parse the server
@@ -95,6 +99,8 @@ type clientPolicy struct {
 
 	stmts map[string]*clientStmt
 	order []string // client names, oldest first (MaxPrepared)
+
+	exch exchange // the statements sent since the last Query or Sync (pooled_set.go)
 }
 
 // connWriter writes to the server the session holds (client→server only),
@@ -170,6 +176,12 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 		return modePass
 	}
 	switch typ {
+	case 'S':
+		p.endExchange()
+	case 'F':
+		p.exch.other = true
+	}
+	switch typ {
 	case 'P', 'B', 'D', 'C':
 		return modeHold
 	case 'Q':
@@ -218,8 +230,15 @@ func (p *clientPolicy) attach() error {
 }
 
 func (p *clientPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
-	if typ == 'Q' && !truncated {
-		p.pin(pgwire.CString(body))
+	if typ == 'Q' {
+		if truncated {
+			p.exch.other = true
+		} else {
+			p.pin(pgwire.CString(body))
+		}
+		if p.trx {
+			p.endExchange()
+		}
 	}
 	return nil
 }
@@ -231,9 +250,17 @@ func (p *clientPolicy) pin(sql string) {
 		return
 	}
 	reason := f(sql)
+	if p.trx && p.movable(sql, reason) {
+		return
+	}
 	if reason == "" {
 		return
 	}
+	p.pinFor(reason)
+}
+
+// pinFor pins the client to its server (the first reason is kept).
+func (p *clientPolicy) pinFor(reason string) {
 	l := &p.ps.link
 	l.mu.Lock()
 	first := l.pinned == ""
@@ -260,6 +287,7 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 		return nil, &relayEnd{reason: "pool_error", err: err}
 	}
 	if tooBig {
+		p.exch.other = true
 		return msg, nil // passed as it came (at most maxHeld is held): statement names are not rewritten
 	}
 	body := msg[5:]
@@ -294,6 +322,9 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 	case 'B':
 		portal, rest := pgwire.CutCString(body)
 		name, rest := pgwire.CutCString(rest)
+		if name != "" {
+			p.exch.other = true // a statement prepared before: not one of this exchange's SETs
+		}
 		st := p.stmts[name]
 		if name == "" || st == nil {
 			return msg, nil // unnamed, or unknown: the server says so
@@ -391,6 +422,7 @@ func closeMsg(kind byte, name string) []byte {
 // serverPolicy is the server→client policy of a pooled session (ahead of
 // the session's own policies, which see what it forwards).
 type serverPolicy struct {
+	s      *session
 	ps     *pooledState
 	c      *pool.Conn
 	trx    bool
@@ -434,13 +466,19 @@ func (p *serverPolicy) inspect(toServer bool, typ byte, body []byte, truncated b
 		if len(body) == 1 {
 			l.status = body[0]
 		}
+		var sets []Setting
 		for len(l.fifo) > 0 { // through the first marker
-			k := l.fifo[0].kind
+			e := l.fifo[0]
 			l.fifo = l.fifo[1:]
-			if k == 'Z' {
+			if e.kind == 'Z' {
+				sets = e.sets
 				break
 			}
 		}
+		if len(sets) > 0 && !l.errored {
+			p.settled(sets)
+		}
+		l.errored = false
 	case 'S':
 		if k, v, ok := pgwire.ParseParameterStatus(body); ok {
 			p.c.Params[k] = v
@@ -449,6 +487,7 @@ func (p *serverPolicy) inspect(toServer bool, typ byte, body []byte, truncated b
 			}
 		}
 	case 'E':
+		l.errored = true
 		// The server skips to the next Sync: what it skipped is not prepared.
 		for len(l.fifo) > 0 && l.fifo[0].kind != 'Z' {
 			if e := l.fifo[0]; e.kind == 'P' && e.name != "" {
@@ -476,7 +515,7 @@ func (p *serverPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 	ps := s.pooled
 	l := &ps.link
-	sp := &serverPolicy{ps: ps, c: c, trx: s.cfg.Pool.Transaction}
+	sp := &serverPolicy{s: s, ps: ps, c: c, trx: s.cfg.Pool.Transaction}
 	var pol policy = sp
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{sp, base}, modes: make([]msgMode, 2)}

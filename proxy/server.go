@@ -118,6 +118,11 @@ type Config struct {
 	// move to another server (sqlscan.SessionState): in transaction mode the
 	// client is then pinned to its server. Nil: nothing pins.
 	SessionState func(sql string) string
+	// SessionSetting recognizes a plain SET (or RESET) of one setting that
+	// a transaction-mode client can take to its next server instead of
+	// being pinned for it (sqlscan.SessionSetting; pooled_set.go). Nil:
+	// every SessionState "set" pins.
+	SessionSetting func(sql string) (Setting, bool)
 	// Admin answers the admin console (database "pgproxy") for AdminUsers,
 	// after they authenticated at the primary. Nil disables the console.
 	Admin      AdminConsole

@@ -10,7 +10,8 @@ import (
 // TrackedSettings are the settings a transaction-mode pool moves with its
 // client: PostgreSQL reports each change (ParameterStatus), so the pool
 // knows every client's value and sets it on whichever server runs the
-// client's next transaction. A plain SET of any other setting pins.
+// client's next transaction. A plain SET of any other setting pins, unless
+// SessionSetting recognizes it as one the pool can replay itself.
 var TrackedSettings = map[string]bool{
 	"application_name":            true,
 	"client_encoding":             true,

@@ -13,14 +13,20 @@ import (
 	"github.com/ofitec/pgproxy/test/proxytest"
 )
 
-// psql runs one command through the proxy and returns stdout, stderr.
+// psql runs one command through the proxy and returns stdout, stderr. The
+// password is PGPASSWORD of env; in a pooled run it defaults to the one the
+// harness knows for user.
 func psql(t *testing.T, addr, user, db, command string, env ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "psql", "-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1",
-		proxytest.DSN(addr, user, db), "-c", command)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+		"postgres://"+user+"@"+addr+"/"+db+"?sslmode=disable", "-c", command)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if pw := proxytest.Password(user); pw != "" && proxytest.PoolMode() != "" {
+		cmd.Env = append(cmd.Env, "PGPASSWORD="+pw)
+	}
+	cmd.Env = append(cmd.Env, env...) // a later PGPASSWORD wins
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -358,6 +358,11 @@ func TestKilledReplicaInvisibleToNewSessions(t *testing.T) {
 	p := proxytest.Start(t, cluster, nil)
 	r1, r2 := cluster.Replicas()[0], cluster.Replicas()[1]
 	t.Cleanup(func() { _ = cluster.Reset(context.Background()) })
+	// Sessions on both replicas first: a pooled proxy then holds idle
+	// server connections to r1 that the kill breaks.
+	if ports := readPorts(t, p.ReadAddr(), 4); ports[r1.Port] == 0 || ports[r2.Port] == 0 {
+		t.Fatalf("read sessions before the kill went to %v", ports)
+	}
 	if err := r1.Stop(ctxT(t, 30*time.Second), "immediate"); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,11 @@ import (
 
 func TestListenersAndRules(t *testing.T) {
 	reset(t)
+	// A password for pooled runs (the proxy authenticates it, found by
+	// auth.query); direct and pass-through logins are trust.
+	if err := cluster.Primary().Exec(ctxT(t, 10e9), "DO $$BEGIN CREATE ROLE metabase LOGIN SUPERUSER; EXCEPTION WHEN duplicate_object THEN NULL; END$$; ALTER ROLE metabase PASSWORD 'metabase_pass'"); err != nil {
+		t.Fatal(err)
+	}
 	p := proxytest.Start(t, cluster, &proxytest.Options{YAML: `routing:
   rules:
     - match: { user: metabase }
@@ -19,9 +24,6 @@ func TestListenersAndRules(t *testing.T) {
       route: read
       strip_suffix: _ro
 `})
-	if err := cluster.Primary().Exec(ctxT(t, 10e9), "DO $$BEGIN CREATE ROLE metabase LOGIN SUPERUSER; EXCEPTION WHEN duplicate_object THEN NULL; END$$"); err != nil {
-		t.Fatal(err)
-	}
 	replicas := map[int]bool{}
 	for _, r := range cluster.Replicas() {
 		replicas[r.Port] = true
@@ -32,7 +34,7 @@ func TestListenersAndRules(t *testing.T) {
 	}{
 		{"write listener", proxytest.DSN(p.WriteAddr(), "postgres", "postgres"), false},
 		{"read listener", proxytest.DSN(p.ReadAddr(), "postgres", "postgres"), true},
-		{"rule user", proxytest.DSN(p.WriteAddr(), "metabase", "postgres"), true},
+		{"rule user", strings.Replace(proxytest.DSN(p.WriteAddr(), "metabase", "postgres"), "metabase@", "metabase:metabase_pass@", 1), true},
 		{"rule application_name", proxytest.DSN(p.WriteAddr(), "postgres", "postgres") + "&application_name=Metabase%20v0.50", true},
 		{"rule database suffix", proxytest.DSN(p.WriteAddr(), "postgres", "postgres_ro"), true},
 		{"startup default_transaction_read_only", proxytest.DSN(p.WriteAddr(), "postgres", "postgres") + "&default_transaction_read_only=on", true},

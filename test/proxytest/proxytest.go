@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,11 +77,15 @@ http:
 limits:
   drain_timeout: 2s
 %s`, strings.Join(backends, "\n"), pgcluster.MonitorUser, opts.YAML)
+	env := append([]string{"PGPROXY_HEALTH_PASSWORD=" + pgcluster.MonitorPassword}, opts.Env...)
+	if mode := PoolMode(); mode != "" && !setsAuth(opts.YAML) {
+		yaml += pooledYAML(t, c, mode)
+		env = append(env, "PGPROXY_AUTH_PASSWORD="+PostgresPassword)
+	}
 	path := filepath.Join(t.TempDir(), "pgproxy.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := append([]string{"PGPROXY_HEALTH_PASSWORD=" + pgcluster.MonitorPassword}, opts.Env...)
 	cfg, err := configs.Load(configs.LoadOptions{Path: path, Environ: env})
 	if err != nil {
 		t.Fatalf("proxytest: config: %v\n%s", err, yaml)
@@ -140,9 +145,15 @@ func (p *Proxy) ReadAddr() string { return p.App.ListenAddrs()[1] }
 // HTTPAddr is the /metrics /status address.
 func (p *Proxy) HTTPAddr() string { return p.App.HTTPAddr() }
 
-// DSN is a URL for user on database db through the listener at addr.
+// DSN is a URL for user on database db through the listener at addr. In a
+// pooled run (PoolMode) it carries the user's password when the harness
+// knows it (Password): the proxy, not the backend, authenticates then.
 func DSN(addr, user, db string) string {
-	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", user, addr, db)
+	u := url.User(user)
+	if pw := Password(user); pw != "" && PoolMode() != "" {
+		u = url.UserPassword(user, pw)
+	}
+	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", u.String(), addr, db)
 }
 
 // Get fetches an HTTP endpoint of the proxy ("/metrics").

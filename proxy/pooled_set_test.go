@@ -1,0 +1,88 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ofitec/pgproxy/internal/sqlscan"
+	"github.com/ofitec/pgproxy/proxy"
+	"github.com/ofitec/pgproxy/test/pgcluster"
+)
+
+// TestTransactionModePlainSetMoves: a plain SET of an unreported setting
+// (pgjdbc sends "SET extra_float_digits = 3" on every connection) does not
+// pin the client; the setting follows it to its next transaction, never to
+// another client; a failed SET changes nothing; a SET inside a
+// transaction block still pins.
+func TestTransactionModePlainSetMoves(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	cfg := pooledConfig(true, 1)
+	cfg.Pool.MaxWait = 500 * time.Millisecond
+	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
+		name, value, reset, ok := sqlscan.SessionSetting(sql)
+		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
+	}
+	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	settings := "SELECT pg_backend_pid()::text || ' ' || current_setting('statement_timeout') || ' ' || current_setting('extra_float_digits')"
+
+	a := connectPooled(t, ctx, scramDSN(tp, "a")+"&default_query_exec_mode=simple_protocol")
+	if _, err := a.Exec(ctx, "SET statement_timeout = '1234s'"); err != nil { // simple Query
+		t.Fatal(err)
+	}
+	// Extended protocol, unnamed statement, as pgjdbc sends it.
+	if _, err := a.PgConn().ExecParams(ctx, "SET extra_float_digits = 2", nil, nil, nil, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	gotA := queryString(t, ctx, a, settings)
+	pid, rest, _ := strings.Cut(gotA, " ")
+	if rest != "1234s 2" {
+		t.Fatalf("first client sees %q after its SETs", gotA)
+	}
+
+	// Not pinned: b gets the only server, without a's settings.
+	b := connectPooled(t, ctx, scramDSN(tp, "b"))
+	gotB := queryString(t, ctx, b, settings)
+	if want := pid + " 0 1"; gotB != want {
+		t.Errorf("second client on the server sees %q, want %q", gotB, want)
+	}
+	// a gets them back on its next transaction.
+	if got := queryString(t, ctx, a, settings); got != gotA {
+		t.Errorf("first client then sees %q, had %q", got, gotA)
+	}
+
+	// A SET that fails changes nothing; RESET undoes.
+	if _, err := a.Exec(ctx, "SET extra_float_digits = 'bogus'"); err == nil {
+		t.Fatal("a bad SET succeeded")
+	}
+	if _, err := a.Exec(ctx, "RESET statement_timeout"); err != nil {
+		t.Fatal(err)
+	}
+	queryString(t, ctx, b, "SELECT 1") // b in between
+	if got := queryString(t, ctx, a, settings); got != pid+" 0 2" {
+		t.Errorf("after a failed SET and a RESET the first client sees %q, want %q", got, pid+" 0 2")
+	}
+
+	// Inside a transaction block the SET may still be rolled back: it pins.
+	if _, err := a.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "SET statement_timeout = '99s'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	var pe *pgconn.PgError
+	if _, err := pgx.Connect(ctx, scramDSN(tp, "c")); !errors.As(err, &pe) || pe.Code != "53300" {
+		t.Fatalf("a client that SET inside a transaction block is not pinned: another client connected (%v)", err)
+	}
+}
