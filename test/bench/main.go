@@ -769,6 +769,7 @@ func measure(ctx context.Context, pgbench string, env []string, args []string, t
 		if ctx.Err() == nil && rctx.Err() != nil {
 			err = fmt.Errorf("pgbench still running after %s: killed (a hung session?)", limit)
 		}
+		s.Result = r // no summary, but what pgbench said meanwhile (-P, aborted clients)
 		s.Err = fmt.Errorf("%w\n%s", err, lastLines(out, 5))
 		return s, s.Err
 	}

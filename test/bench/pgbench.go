@@ -25,6 +25,33 @@ type Result struct {
 	// AbortedClients counts pgbench's "client N aborted ..." lines (stderr):
 	// a client that got an error (not retried) or lost its connection.
 	AbortedClients int
+	// Progress are the -P lines (stderr), also of a run that never printed
+	// its summary.
+	Progress []Progress
+}
+
+// Progress is one `progress: 5.0 s, 18222.3 tps, lat 10.2 ms stddev 2.1, 0 failed` line.
+type Progress struct {
+	At, TPS float64
+}
+
+// parseProgress reads pgbench's -P lines; others are skipped.
+func parseProgress(out []byte) []Progress {
+	var ps []Progress
+	for _, l := range strings.Split(string(out), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(l), "progress: ")
+		if !ok {
+			continue
+		}
+		at, rest, ok1 := strings.Cut(rest, " s, ")
+		tps, _, ok2 := strings.Cut(rest, " tps")
+		a, err1 := strconv.ParseFloat(at, 64)
+		t, err2 := strconv.ParseFloat(tps, 64)
+		if ok1 && ok2 && err1 == nil && err2 == nil {
+			ps = append(ps, Progress{At: a, TPS: t})
+		}
+	}
+	return ps
 }
 
 // parsePgbench reads the summary pgbench 15 prints on stdout. It fails when
@@ -172,6 +199,7 @@ func runPgbench(ctx context.Context, bin string, args []string, env []string) (R
 		r.ClientCPU = ps.UserTime() + ps.SystemTime()
 	}
 	r.AbortedClients = countAborted(stderr.Bytes())
+	r.Progress = parseProgress(stderr.Bytes())
 	all := append(stdout.Bytes(), stderr.Bytes()...)
 	if ctx.Err() != nil {
 		return r, all, ctx.Err()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -420,5 +421,29 @@ func TestRenderDocPooled(t *testing.T) {
 	}
 	if strings.Index(doc, "## Pooling (issue 17)") > strings.Index(doc, "## Idle sessions") {
 		t.Error("the pooling section must come before the idle sessions")
+	}
+}
+
+func TestProgress(t *testing.T) {
+	out := []byte("pgbench (15.20)\nprogress: 5.0 s, 18222.3 tps, lat 10.212 ms stddev 2.101, 0 failed\n" +
+		"progress: 10.0 s, 17000.0 tps, lat 11.000 ms stddev 2.000, 0 failed\n" +
+		"pgbench: error: client 3 script 0 aborted in command 1 query 0: FATAL:  x\n" +
+		"progress: 15.0 s, 0.0 tps, lat 0.000 ms stddev 0.000, 0 failed\nprogress: 20.0 s, 0.0 tps, lat 0.000 ms stddev 0.000, 0 failed\n" +
+		"progress: x s, y tps\n")
+	ps := parseProgress(out)
+	if len(ps) != 4 || ps[0] != (Progress{At: 5, TPS: 18222.3}) || ps[3] != (Progress{At: 20}) {
+		t.Fatalf("parsed %v", ps)
+	}
+	if got, want := progressSummary(ps), "17611 tps on average from 0 to 10 s, then 0 tps from 10 to 20 s"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+	if progressSummary(nil) != "" {
+		t.Error("no progress, a summary")
+	}
+	p := &PooledReport{Large: []LargeResult{{Target: PgproxyTxn, T: 65 * time.Second, Err: errors.New("pgbench still running after 2m5s: killed"),
+		Sample: Sample{Result: Result{AbortedClients: 7, Progress: ps}}}}}
+	o, _ := parseFlags(nil, &strings.Builder{})
+	if md := p.LargeMarkdown(o); !strings.Contains(md, "pgproxy-txn: pgbench still running after 2m5s: killed; pgbench `-P 5` said: 17611 tps on average from 0 to 10 s, then 0 tps from 10 to 20 s; 7 clients aborted\n") {
+		t.Errorf("large failure:\n%s", md)
 	}
 }

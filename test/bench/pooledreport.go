@@ -142,7 +142,14 @@ func (p *PooledReport) LargeMarkdown(o *options) string {
 	}
 	for _, r := range p.Large {
 		if r.Err != nil {
-			fmt.Fprintf(&b, "\n%s: %s\n", r.Target, strings.ReplaceAll(firstLine(r.Err), "|", "\\|"))
+			fmt.Fprintf(&b, "\n%s: %s", r.Target, strings.ReplaceAll(firstLine(r.Err), "|", "\\|"))
+			if pr := progressSummary(r.Sample.Progress); pr != "" {
+				fmt.Fprintf(&b, "; pgbench `-P 5` said: %s", pr)
+			}
+			if n := r.Sample.AbortedClients; n > 0 && r.Sample.Processed == 0 {
+				fmt.Fprintf(&b, "; %d clients aborted", n)
+			}
+			b.WriteString("\n")
 		}
 	}
 	return b.String()
@@ -248,4 +255,33 @@ func (p *PooledReport) Checks(o *options) []Check {
 		out = append(out, ch)
 	}
 	return out
+}
+
+// progressSummary tells a run's -P lines in one sentence: how long it ran
+// at what rate, and from when it did nothing.
+func progressSummary(ps []Progress) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	var parts []string
+	for i := 0; i < len(ps); {
+		j := i
+		stalled := ps[i].TPS == 0
+		sum := 0.0
+		for j < len(ps) && (ps[j].TPS == 0) == stalled {
+			sum += ps[j].TPS
+			j++
+		}
+		from := 0.0
+		if i > 0 {
+			from = ps[i-1].At
+		}
+		if stalled {
+			parts = append(parts, fmt.Sprintf("0 tps from %.0f to %.0f s", from, ps[j-1].At))
+		} else {
+			parts = append(parts, fmt.Sprintf("%.0f tps on average from %.0f to %.0f s", sum/float64(j-i), from, ps[j-1].At))
+		}
+		i = j
+	}
+	return strings.Join(parts, ", then ")
 }
