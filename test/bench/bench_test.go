@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ func TestParsePgbench(t *testing.T) {
 		want    Result
 		wantErr string
 	}{
-		{file: "pgbench-simple.txt", want: Result{TPS: 13327.755859, LatencyMS: 0.150, Processed: 13286}},
+		{file: "pgbench-simple.txt", want: Result{TPS: 13327.755859, LatencyMS: 0.150, Processed: 13286, ConnectMS: 4.925}},
 		{file: "pgbench-connect.txt", want: Result{TPS: 267.597801, LatencyMS: 7.474, Processed: 268}},
-		{file: "pgbench-prepared_t.txt", want: Result{TPS: 21720.243267, LatencyMS: 0.046, Processed: 100}},
+		{file: "pgbench-prepared_t.txt", want: Result{TPS: 21720.243267, LatencyMS: 0.046, Processed: 100, ConnectMS: 2.702}},
 		{file: "pgbench-aborted.txt", wantErr: "output lacks tps, latency average"},
 	}
 	for _, tt := range tests {
@@ -35,7 +36,7 @@ func TestParsePgbench(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -75,7 +76,7 @@ func TestParsePgbenchLines(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
@@ -189,12 +190,12 @@ func TestSummarize(t *testing.T) {
 }
 
 func TestCaseArgs(t *testing.T) {
-	got := strings.Join(Case{Mode: "prepared", Clients: 64, Connect: true}.Args(5432, "postgres", 10*time.Second), " ")
+	got := strings.Join(Case{Mode: "prepared", Clients: 64, Connect: true}.Args(5432, "postgres", "postgres", 10*time.Second), " ")
 	want := "-n -S -M prepared -c 64 -j 2 -T 10 -C -h 127.0.0.1 -p 5432 -U postgres postgres"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
-	if got := (Case{Mode: "simple", Clients: 1}).Args(1, "d", 1500*time.Millisecond); strings.Join(got[:8], " ") != "-n -S -M simple -c 1 -j 1" {
+	if got := (Case{Mode: "simple", Clients: 1}).Args(1, "u", "d", 1500*time.Millisecond); strings.Join(got[:8], " ") != "-n -S -M simple -c 1 -j 1" {
 		t.Fatalf("-c 1 must use -j 1: %v", got)
 	}
 }

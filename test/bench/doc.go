@@ -16,7 +16,8 @@ type docInput struct {
 	Idle    *IdleResult
 	Note    string // why PgBouncer is missing, if it is
 	Profile string
-	LoadAvg [2]string // /proc/loadavg before and after the runs
+	LoadAvg [2]string     // /proc/loadavg before and after the runs
+	Pooled  *PooledReport // nil with -pooled=false
 }
 
 // renderDoc is docs/benchmarks.md.
@@ -58,6 +59,12 @@ func renderDoc(in docInput) string {
 	w("- *machine CPU µs per q* (second table): busy time of all CPUs (`/proc/stat`: everything but idle and iowait) over the run, per transaction, split into pgbench (its rusage), PostgreSQL (the replica's postmaster and its exited backends: cutime/cstime), the relay, and the rest (the kernel's softirq work charged to no process, other processes). When the machine is saturated, TPS is its capacity divided by this total, so a relay that makes the client or the server work harder per query shows here even when its own CPU does not.\n")
 	w("- *failed tx*: pgbench's `number of failed transactions`, summed over rounds; \"aborted\" = pgbench exited non-zero (a client aborted).\n\n")
 	w("## Targets (issue 8)\n\n%s\n", in.Checks)
+	if in.Pooled != nil {
+		w("## Pooling (issue 17)\n\n")
+		w("Measured in the same rounds as the table above (each round runs the pass-through cases, then these), against the same replica. Both relays authenticate `%s` (SCRAM-SHA-256) from a userlist holding the verifier copied from `pg_authid`, and log in to the replica with the ClientKey recovered from the client's proof (no plaintext anywhere); pgbench gets the password in `PGPASSWORD`. A `-C` run with it measures mostly pgbench: libpq derives the SCRAM key with 4096 PBKDF2 iterations per connection (the *pgbench* column of the second table, a few ms per connection), so it runs in transaction mode only, and the `(md5)` rows log in as `%s` (md5 hash from `pg_authid` in the same userlist; PgBouncer `auth_type = md5`, which does SCRAM for users with a SCRAM secret), a login that costs the client little, so the relays' own cost per connection shows. Pools: transaction mode %d server connections, session mode %d; every pool was filled by a warm-up of %d clients before the rounds, so no run pays for new backends. *CPU s per 100k q* is the relay process's CPU, as above (with `-C`: per connection and query).\n\n",
+			pooledUser, md5User, o.poolSize, o.sessionPoolSize, max(2, maxInts(o.pooledClients)))
+		w("%s\n", in.Pooled.Markdown(o))
+	}
 	w("## Idle sessions\n\n")
 	if in.Idle != nil {
 		w("pgproxy RSS (`VmRSS` of `/proc/PID/status`) after one warm-up session: %d KiB; with %d idle sessions open (each completed startup and `SELECT 1`, each holding its server connection to the replica): %d KiB, i.e. **%.1f KiB per session**.\n\n",
@@ -68,7 +75,10 @@ func renderDoc(in docInput) string {
 	w("## Setup\n\n")
 	w("- Cluster: `test/pgcluster`, a primary and one streaming replica, `max_connections = 1100`, `shared_buffers = 256MB`, `fsync = off`; `pgbench -i` on the primary, then wait for the replica to replay it. Every target serves the **same replica**.\n")
 	w("- direct: pgbench to the replica's port.\n")
-	w("- PgBouncer: `pool_mode = session`, `auth_type = trust`, `max_client_conn = 2000`, `default_pool_size = 100`, connection logging off; run as the `postgres` OS user with `runuser` when root.\n")
+	w("- PgBouncer: `pool_mode = session`, `auth_type = trust`, `max_client_conn = 2000`, `default_pool_size = 100`, connection logging off; run as the `postgres` OS user when root (set by the bench, not `runuser`, whose PAM session would lower the open files limit to 1024).\n")
+	if in.Pooled != nil {
+		w("- Pooled PgBouncers (`PgBouncer-session`, `PgBouncer-txn`): the same, with `auth_type = md5` (SCRAM for the SCRAM role), `auth_file` = the userlist, `pool_mode` session / transaction, `default_pool_size` as the pool above, `max_client_conn` above the most clients of a case. Pooled pgproxies (`pgproxy-session`, `pgproxy-txn`): the pgproxy configuration below plus `auth.mode: proxy`, `auth.file` = the same userlist, `pool.mode` session / transaction, `pool.size` as PgBouncer's; other `pool.*` at their defaults (`max_client_wait: 5s`, `reset_query: DISCARD ALL`, `max_prepared_statements: 500`). The bench sets its open files limit to the hard limit, which every process it starts inherits.\n")
+	}
 	w("- pgproxy: `bin/pgproxy serve --config` (a separate process, so its CPU and RSS are its own), a `route: read` listener in front of primary + replica, `routing.fallback: reject` (a session the replica cannot serve fails instead of silently measuring the primary), `backend_tls: disable` (as PgBouncer's default `server_tls_sslmode`), `log.level: warn`, health probes every 500 ms.\n")
 	if o.gomaxprocs > 0 {
 		w("- pgproxy `runtime.gomaxprocs: %d` (`-gomaxprocs`).\n", o.gomaxprocs)
@@ -100,6 +110,14 @@ func renderDoc(in docInput) string {
 	w("| the same with `GOMAXPROCS=1` | ~0.62× (0.96× PgBouncer) | ~+75 µs |\n")
 	w("| a bare epoll event loop in Go (one locked thread) | ~0.65× (0.91× PgBouncer) | ~+60 µs |\n")
 	return b.String()
+}
+
+func maxInts(xs []int) int {
+	m := 0
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
 }
 
 func orDash(s string) string {

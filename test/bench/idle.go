@@ -25,13 +25,13 @@ func (r IdleResult) PerSessionKiB() float64 {
 	return float64(r.WithKiB-r.BeforeKiB) / float64(r.Sessions)
 }
 
-// measureIdle opens n sessions to port (each one completes startup and one
-// query, then sits idle), waits for the relay's RSS to settle, reads it, and
-// closes them all.
-func measureIdle(ctx context.Context, pid, port, n int) (IdleResult, error) {
+// measureIdle opens n sessions with connString (each one completes startup
+// and one query, then sits idle), waits for the relay's RSS to settle,
+// reads it, and closes them all.
+func measureIdle(ctx context.Context, pid int, connString string, n int) (IdleResult, error) {
 	res := IdleResult{Sessions: n}
 	// One session first, so lazily built state is not counted per session.
-	if err := onReplica(ctx, port); err != nil {
+	if err := onReplica(ctx, connString); err != nil {
 		return res, err
 	}
 	time.Sleep(time.Second)
@@ -67,7 +67,7 @@ func measureIdle(ctx context.Context, pid, port, n int) (IdleResult, error) {
 			defer wg.Done()
 			for i := w; i < n; i += workers {
 				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				c, err := pgconn.Connect(cctx, dsn(port))
+				c, err := pgconn.Connect(cctx, connString)
 				if err == nil {
 					conns[i] = c
 					_, err = c.Exec(cctx, "SELECT 1").ReadAll()

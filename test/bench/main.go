@@ -6,7 +6,14 @@
 // pgproxy's RSS per idle session. It prints a markdown table and writes
 // docs/benchmarks.md.
 //
-//	go run ./test/bench [-duration 10s] [-rounds 3] [-quick] [-perf 10s] [-out docs/benchmarks.md]
+// With -pooled (the default) the same rounds also measure pooling (issue
+// 17): pgproxy with auth.mode proxy against PgBouncer, each in session and
+// in transaction mode, both authenticating a SCRAM role from a userlist
+// with the verifier copied from pg_authid; then the RSS per idle client of
+// -pooled-idle clients on -pool-size servers in transaction mode, and
+// -large-clients clients on -large-servers servers for -large-duration.
+//
+//	go run ./test/bench [-duration 10s] [-rounds 2] [-quick] [-pooled=false] [-perf 10s] [-out docs/benchmarks.md]
 //
 // Every process it starts (the cluster, pgproxy, PgBouncer, pgbench) is
 // stopped by PID when it returns, on error, and on SIGINT/SIGTERM/SIGHUP; a
@@ -26,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,6 +68,19 @@ type options struct {
 	note       string // free text for the report
 	hold       string // -hold: write the setup here and wait
 	args       []string
+
+	// Pooled targets (issue 17).
+	pooled          bool
+	pooledClients   []int
+	pooledModes     []string
+	pooledConnect   []int
+	poolSize        int // transaction mode: pool.size / default_pool_size
+	sessionPoolSize int // session mode: at least the most clients of a case
+	pooledIdle      int
+	largeClients    int
+	largeServers    int
+	largeThreads    int
+	largeDuration   time.Duration
 }
 
 func main() {
@@ -88,10 +109,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	o := &options{args: args}
 	var clients, modes, connectC, proxyEnv, compareEnv string
+	var pooledClients, pooledModes, pooledConnect string
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "pgbench -T of each run")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds (every target once per case per round); medians are reported")
+	fs.IntVar(&o.rounds, "rounds", 2, "rounds (every target once per case per round); medians are reported")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run of about a minute: 1 round of 2 s runs, scale 1")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run of a few minutes: 1 round of 2 s runs, scale 1; pooled: -c 16 simple and prepared, 200 idle clients, 500 clients for 3 s")
 	fs.StringVar(&clients, "clients", "1,16,64", "pgbench -c values")
 	fs.StringVar(&modes, "modes", "simple,extended,prepared", "pgbench -M values")
 	fs.StringVar(&connectC, "connect-clients", "1,16", "pgbench -c values of the -C runs (-M simple); empty for none")
@@ -111,6 +133,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&proxyEnv, "pgproxy-env", "", "comma-separated KEY=value added to pgproxy's environment (e.g. GOMAXPROCS=1)")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "pgproxy's runtime.gomaxprocs; 0 = pgproxy's default (half the CPUs, at least 1). A/B against another thread count with -compare bin/pgproxy -compare-env GOMAXPROCS=2")
 	fs.StringVar(&o.compare, "compare", "", "a second pgproxy binary (e.g. built from the parent commit), measured as an extra target \"pgproxy-B\" in every round; adds an A/B table")
+	fs.BoolVar(&o.pooled, "pooled", true, "also measure pooling (issue 17): pgproxy with auth.mode proxy against PgBouncer, session and transaction mode; -pooled=false skips it")
+	fs.StringVar(&pooledClients, "pooled-clients", "16,64", "pgbench -c values of the pooled cases")
+	fs.StringVar(&pooledModes, "pooled-modes", "simple,extended,prepared", "pgbench -M values of the pooled cases (prepared is not run against PgBouncer in transaction mode: n/a)")
+	fs.StringVar(&pooledConnect, "pooled-connect-clients", "16", "pgbench -c values of the pooled -C runs; empty for none")
+	fs.IntVar(&o.poolSize, "pool-size", 20, "server connections of the transaction-mode pools (pgproxy pool.size, PgBouncer default_pool_size)")
+	fs.IntVar(&o.sessionPoolSize, "session-pool-size", 100, "server connections of the session-mode pools (at least the largest -pooled-clients, or clients wait for a whole session)")
+	fs.IntVar(&o.pooledIdle, "pooled-idle", 2000, "idle clients opened through each transaction-mode relay to measure RSS per idle client; 0 skips")
+	fs.IntVar(&o.largeClients, "large-clients", 10000, "clients of the large transaction-mode run (pgbench -S); 0 skips")
+	fs.IntVar(&o.largeServers, "large-servers", 50, "server connections of the large run's pools")
+	fs.IntVar(&o.largeThreads, "large-threads", 2, "pgbench -j of the large run")
+	fs.DurationVar(&o.largeDuration, "large-duration", 30*time.Second, "pgbench -T of the large run")
 	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with pgproxy's default; PGPROXY_RUNTIME_EVENT_LOOPS=-1 compares the goroutine relay")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -126,6 +159,21 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		if !set["scale"] {
 			o.scale = 1
+		}
+		if !set["pooled-clients"] {
+			pooledClients = "16"
+		}
+		if !set["pooled-modes"] {
+			pooledModes = "simple,prepared"
+		}
+		if !set["pooled-idle"] {
+			o.pooledIdle = 200
+		}
+		if !set["large-clients"] {
+			o.largeClients = 500
+		}
+		if !set["large-duration"] {
+			o.largeDuration = 3 * time.Second
 		}
 	}
 	var err error
@@ -144,13 +192,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.connectC, err = ints(connectC); err != nil {
 		return nil, fmt.Errorf("-connect-clients: %w", err)
 	}
-	for _, m := range strings.Split(modes, ",") {
-		switch m = strings.TrimSpace(m); m {
-		case "simple", "extended", "prepared":
-			o.modes = append(o.modes, m)
-		default:
-			return nil, fmt.Errorf("-modes: unknown pgbench -M %q", m)
-		}
+	if o.modes, err = modeList(modes); err != nil {
+		return nil, fmt.Errorf("-modes: %w", err)
+	}
+	if o.pooledClients, err = ints(pooledClients); err != nil {
+		return nil, fmt.Errorf("-pooled-clients: %w", err)
+	}
+	if o.pooledConnect, err = ints(pooledConnect); err != nil {
+		return nil, fmt.Errorf("-pooled-connect-clients: %w", err)
+	}
+	if o.pooledModes, err = modeList(pooledModes); err != nil {
+		return nil, fmt.Errorf("-pooled-modes: %w", err)
+	}
+	if o.poolSize < 1 || o.sessionPoolSize < 1 || o.largeServers < 1 || o.largeThreads < 1 {
+		return nil, errors.New("-pool-size, -session-pool-size, -large-servers and -large-threads must be >= 1")
+	}
+	if o.pooledIdle < 0 || o.largeClients < 0 {
+		return nil, errors.New("-pooled-idle and -large-clients must be >= 0")
+	}
+	if o.largeClients > 0 && o.largeDuration < time.Second {
+		return nil, errors.New("-large-duration must be >= 1s")
 	}
 	if o.gomaxprocs < 0 {
 		return nil, errors.New("-gomaxprocs must be >= 0")
@@ -159,6 +220,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-rounds and -scale must be >= 1, -duration >= 1s")
 	}
 	return o, nil
+}
+
+func modeList(s string) ([]string, error) {
+	var out []string
+	for _, m := range strings.Split(s, ",") {
+		switch m = strings.TrimSpace(m); m {
+		case "simple", "extended", "prepared":
+			out = append(out, m)
+		case "":
+		default:
+			return nil, fmt.Errorf("unknown pgbench -M %q", m)
+		}
+	}
+	return out, nil
 }
 
 func envList(s string) ([]string, error) {
@@ -203,10 +278,86 @@ func (o *options) cases() []Case {
 	return cs
 }
 
+// pooledCases are the pooled matrix: -S at each -pooled-clients and
+// -pooled-modes, then -C at each -pooled-connect-clients.
+func (o *options) pooledCases() []Case {
+	if !o.pooled {
+		return nil
+	}
+	var cs []Case
+	for _, c := range o.pooledClients {
+		for _, m := range o.pooledModes {
+			cs = append(cs, Case{Mode: m, Clients: c})
+		}
+	}
+	for _, c := range o.pooledConnect {
+		cs = append(cs, Case{Mode: "simple", Clients: c, Connect: true, MD5: true}, Case{Mode: "simple", Clients: c, Connect: true})
+	}
+	return cs
+}
+
+// estimate is about how long the run takes: every measured run plus a
+// second each, set-up, idle sessions, the large run.
+func (o *options) estimate() time.Duration {
+	ntargets := 3
+	if o.compare != "" {
+		ntargets++
+	}
+	runs := o.rounds * len(o.cases()) * ntargets
+	for _, c := range o.pooledCases() {
+		for _, t := range pooledTargets {
+			if !skipPooled(c, t) {
+				runs += o.rounds
+			}
+		}
+	}
+	est := time.Duration(runs)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls
+	if o.pooled && o.largeClients > 0 {
+		// two relays: start, warm-up, connecting the clients (a SCRAM
+		// login each), the run
+		est += 2 * (o.largeDuration + 20*time.Second + time.Duration(o.largeClients)*3*time.Millisecond)
+	}
+	return est
+}
+
 type target struct {
-	name string
-	port int
-	pid  int // measured for CPU; 0 for direct
+	name     string
+	port     int
+	pid      int    // measured for CPU; 0 for direct
+	user     string // pgbench's -U
+	password string // PGPASSWORD; "" for trust
+	http     string // a pgproxy's HTTP address (/metrics); "" for the others
+}
+
+// env is base with the target's PGPASSWORD.
+func (t target) env(base []string) []string {
+	if t.password == "" {
+		return base
+	}
+	return append(append([]string(nil), base...), "PGPASSWORD="+t.password)
+}
+
+func (t target) dsn() string { return dsn(t.port, t.user, t.password) }
+
+// group is one matrix of the rounds: its cases against its targets.
+type group struct {
+	table   *Table
+	targets []target
+	skip    func(Case, string) bool
+}
+
+// setup is what the pooled part needs of the run.
+type setup struct {
+	dir          string
+	cluster      *pgcluster.Cluster
+	replica      *pgcluster.Node
+	pgbench      string
+	env          []string
+	tick         time.Duration
+	postmaster   int
+	bouncerBin   string // "" without PgBouncer
+	userlist     string // the userlist file pgproxy reads
+	userlistText string // its content, written again for each PgBouncer
 }
 
 func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
@@ -215,18 +366,24 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(o.pgproxy); err != nil {
 		return fmt.Errorf("pgproxy binary: %w (run `make build` first, or `make bench`)", err)
 	}
-	cases := o.cases()
-	ntargets := 3
-	if o.compare != "" {
-		ntargets++
+	nofile, err := raiseNofile()
+	if err != nil {
+		return fmt.Errorf("open files limit: %w", err)
 	}
-	est := time.Duration(o.rounds*len(cases)*ntargets)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls
+	if o.pooled {
+		// pgbench and the relay each hold a descriptor per client.
+		if need := uint64(max(o.largeClients, o.pooledIdle) + 200); nofile < need {
+			return fmt.Errorf("open files limit (hard) is %d, the pooled runs need %d: raise it (ulimit -Hn) or lower -large-clients / -pooled-idle", nofile, need)
+		}
+	}
+	cases, pcases := o.cases(), o.pooledCases()
+	est := o.estimate()
 	if o.hold != "" {
 		est = 12 * time.Hour
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*est)
 	defer cancel()
-	logf("bench: %d cases × %d targets × %d rounds of %s (about %s)", len(cases), ntargets, o.rounds, o.duration, est.Round(time.Minute))
+	logf("bench: %d cases × 3 targets + %d pooled cases × 4 targets, %d rounds of %s (about %s; open files limit %d)", len(cases), len(pcases), o.rounds, o.duration, est.Round(time.Minute), nofile)
 
 	dir, err := os.MkdirTemp("", "pgproxy-bench-")
 	if err != nil {
@@ -265,52 +422,118 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	proxy, proxyPort, err := startPgproxy(ctx, o.pgproxy, o.proxyEnv, o.gomaxprocs, dir, cluster)
+	proxy, proxyPort, _, err := startPgproxy(ctx, o.pgproxy, o.proxyEnv, proxyConf{Gomaxprocs: o.gomaxprocs}, dir, cluster, "postgres", "")
 	if err != nil {
 		return err
 	}
 	defer proxy.stop()
 	logf("bench: pgproxy pid %d on 127.0.0.1:%d (read listener)", proxy.pid, proxyPort)
 
-	targets := []target{{name: Direct, port: replica.Port}}
+	trust := func(name string, port, pid int) target {
+		return target{name: name, port: port, pid: pid, user: "postgres"}
+	}
+	targets := []target{trust(Direct, replica.Port, 0)}
 	bouncerNote := ""
-	if bin, note := findPgbouncer(ctx, o.pgbouncer, logf); bin != "" {
-		pb, port, err := startPgbouncer(ctx, bin, dir, replica)
+	bouncerBin, note := findPgbouncer(ctx, o.pgbouncer, logf)
+	if bouncerBin != "" {
+		conf := bouncerConf{Dir: filepath.Join(dir, "pgbouncer"), Mode: "session", AuthType: "trust", Userlist: userlistLine("postgres", ""), PoolSize: 100, MaxClientConn: 2000}
+		pb, port, err := startPgbouncer(ctx, bouncerBin, conf, replica, "postgres", "")
 		if err != nil {
 			bouncerNote = fmt.Sprintf("PgBouncer did not start (%v); its column is empty.", firstLine(err))
 			logf("bench: %s", bouncerNote)
+			bouncerBin = ""
 		} else {
 			defer pb.stop()
 			logf("bench: PgBouncer pid %d on 127.0.0.1:%d (session mode)", pb.pid, port)
-			targets = append(targets, target{name: PgBouncer, port: port, pid: pb.pid})
+			targets = append(targets, trust(PgBouncer, port, pb.pid))
 		}
 	} else {
 		bouncerNote = note
 		logf("bench: %s", note)
 	}
-	targets = append(targets, target{name: Pgproxy, port: proxyPort, pid: proxy.pid})
+	targets = append(targets, trust(Pgproxy, proxyPort, proxy.pid))
 	if o.compare != "" {
 		dirB := filepath.Join(dir, "b")
 		if err := os.MkdirAll(dirB, 0o755); err != nil {
 			return err
 		}
-		pbB, portB, err := startPgproxy(ctx, o.compare, o.compareEnv, 0, dirB, cluster)
+		pbB, portB, _, err := startPgproxy(ctx, o.compare, o.compareEnv, proxyConf{}, dirB, cluster, "postgres", "")
 		if err != nil {
 			return fmt.Errorf("-compare: %w", err)
 		}
 		defer pbB.stop()
 		logf("bench: pgproxy-B (%s) pid %d on 127.0.0.1:%d", o.compare, pbB.pid, portB)
-		targets = append(targets, target{name: PgproxyB, port: portB, pid: pbB.pid})
+		targets = append(targets, trust(PgproxyB, portB, pbB.pid))
 	}
 	var names []string
 	for _, t := range targets {
 		names = append(names, t.name)
 	}
 
+	tick := clockTick()
+	postmaster, err := postmasterPID(replica.DataDir)
+	if err != nil {
+		return err
+	}
+	st := &setup{dir: dir, cluster: cluster, replica: replica, pgbench: pgbench, env: env, tick: tick, postmaster: postmaster, bouncerBin: bouncerBin}
+
+	// The pooled targets: both relays in both modes, one SCRAM role.
+	var ptargets []target
+	if o.pooled {
+		for _, u := range []string{pooledUser, md5User} {
+			secret, err := roleSecret(ctx, primary, u)
+			if err != nil {
+				return fmt.Errorf("the pooled roles' secrets: %w", err)
+			}
+			st.userlistText += userlistLine(u, secret)
+		}
+		st.userlist = filepath.Join(dir, "userlist.txt")
+		if err := os.WriteFile(st.userlist, []byte(st.userlistText), 0o600); err != nil {
+			return err
+		}
+		maxClients := max(o.pooledIdle, slices.Max(append([]int{1}, append(o.pooledClients, o.pooledConnect...)...))) + 100
+		for _, mode := range []string{"session", "transaction"} {
+			size := o.poolSize
+			if mode == "session" {
+				size = o.sessionPoolSize
+			}
+			name := map[string]string{"session": PgproxySession, "transaction": PgproxyTxn}[mode]
+			pdir := filepath.Join(dir, name)
+			if err := os.MkdirAll(pdir, 0o755); err != nil {
+				return err
+			}
+			conf := proxyConf{Gomaxprocs: o.gomaxprocs, MaxSessions: maxClients, AuthFile: st.userlist, Pool: mode, PoolSize: size}
+			ch, port, httpAddr, err := startPgproxy(ctx, o.pgproxy, o.proxyEnv, conf, pdir, cluster, pooledUser, pooledPassword)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			defer ch.stop()
+			logf("bench: %s pid %d on 127.0.0.1:%d (pool.size %d)", name, ch.pid, port, size)
+			pt := target{name: name, port: port, pid: ch.pid, user: pooledUser, password: pooledPassword, http: httpAddr}
+			if bouncerBin != "" {
+				bname := map[string]string{"session": PgBouncerSession, "transaction": PgBouncerTxn}[mode]
+				// md5: SCRAM for a user with a SCRAM secret, md5 for an md5 one.
+				bconf := bouncerConf{Dir: filepath.Join(dir, bname), Mode: mode, AuthType: "md5", Userlist: st.userlistText, PoolSize: size, MaxClientConn: maxClients}
+				pb, bport, err := startPgbouncer(ctx, bouncerBin, bconf, replica, pooledUser, pooledPassword)
+				if err != nil {
+					return fmt.Errorf("%s: %w", bname, err)
+				}
+				defer pb.stop()
+				logf("bench: %s pid %d on 127.0.0.1:%d (default_pool_size %d)", bname, pb.pid, bport, size)
+				ptargets = append(ptargets, target{name: bname, port: bport, pid: pb.pid, user: pooledUser, password: pooledPassword})
+			}
+			ptargets = append(ptargets, pt)
+		}
+	}
+	var pnames []string
+	for _, t := range ptargets {
+		pnames = append(pnames, t.name)
+	}
+
 	var idle *IdleResult
 	if o.idle > 0 {
 		logf("bench: opening %d idle sessions through pgproxy", o.idle)
-		r, err := measureIdle(ctx, proxy.pid, proxyPort, o.idle)
+		r, err := measureIdle(ctx, proxy.pid, dsn(proxyPort, "postgres", ""), o.idle)
 		if err != nil {
 			logf("bench: idle sessions: %v", err)
 		} else {
@@ -319,27 +542,50 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 		time.Sleep(time.Second) // let the sessions end on the server side
 	}
-
-	tick := clockTick()
-	postmaster, err := postmasterPID(replica.DataDir)
-	if err != nil {
-		return err
+	pooledIdle := map[string]IdleResult{}
+	if o.pooledIdle > 0 {
+		for _, t := range ptargets {
+			if t.name != PgproxyTxn && t.name != PgBouncerTxn {
+				continue
+			}
+			logf("bench: opening %d idle clients through %s (%d servers)", o.pooledIdle, t.name, o.poolSize)
+			r, err := measureIdle(ctx, t.pid, t.dsn(), o.pooledIdle)
+			if err != nil {
+				logf("bench: idle clients through %s: %v", t.name, err)
+				continue
+			}
+			pooledIdle[t.name] = r
+			logf("bench: %s RSS %d KiB → %d KiB with %d idle clients: %.2f KiB per client", t.name, r.BeforeKiB, r.WithKiB, r.Sessions, r.PerSessionKiB())
+			time.Sleep(time.Second)
+		}
 	}
+
 	logf("bench: warm-up")
-	for _, t := range targets {
+	warmClients := slices.Max(append([]int{2}, o.pooledClients...))
+	for _, t := range append(append([]target(nil), targets...), ptargets...) {
 		w := Case{Mode: "simple", Clients: 2}
-		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
-		_, out, err := runPgbench(wctx, pgbench, w.Args(t.port, "postgres", 2*time.Second), env)
-		wcancel()
-		if err != nil {
-			logf("bench: warm-up through %s failed (its runs will show it): %v %s", t.name, firstLine(err), lastLines(out, 3))
+		if t.password != "" {
+			w.Clients = warmClients // fill the pool, as a long-running pooler's is
+		}
+		ws := []Case{w}
+		if t.password != "" && len(o.pooledConnect) > 0 {
+			ws = append(ws, Case{Mode: "simple", Clients: slices.Max(o.pooledConnect), MD5: true}) // the md5 role's pool
+		}
+		for _, w := range ws {
+			wt := t.forCase(w)
+			wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+			_, out, err := runPgbench(wctx, pgbench, w.Args(wt.port, wt.user, "postgres", 2*time.Second), wt.env(env))
+			wcancel()
+			if err != nil {
+				logf("bench: warm-up through %s failed (its runs will show it): %v %s", t.name, firstLine(err), lastLines(out, 3))
+			}
 		}
 	}
 
 	if o.hold != "" {
 		var b strings.Builder
 		fmt.Fprintf(&b, "postmaster=%d\nreplica_data=%s\n", postmaster, replica.DataDir)
-		for _, t := range targets {
+		for _, t := range append(append([]target(nil), targets...), ptargets...) {
 			key := strings.ToLower(strings.ReplaceAll(t.name, "-", "_"))
 			fmt.Fprintf(&b, "%s_port=%d\n%s_pid=%d\n", key, t.port, key, t.pid)
 		}
@@ -351,32 +597,66 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return nil
 	}
 	table := newTable(cases, names)
+	groups := []group{{table: table, targets: targets}}
+	var ptable *Table
+	if len(pcases) > 0 && len(ptargets) > 0 {
+		ptable = newTable(pcases, pnames)
+		groups = append(groups, group{table: ptable, targets: ptargets, skip: skipPooled})
+	}
 	var load [2]string
 	load[0] = loadAvg()
 	for round := 0; round < o.rounds; round++ {
-		for ci, c := range cases {
-			// Rotate the order so no target always runs first (or right after another).
-			for k := range targets {
-				t := targets[(k+round+ci)%len(targets)]
-				s, err := measure(ctx, pgbench, env, c, t, o.duration, tick, postmaster)
-				if ctx.Err() != nil {
-					return fmt.Errorf("stopped: %w", ctx.Err())
+		for _, g := range groups {
+			for ci, c := range g.table.Cases {
+				// Rotate the order so no target always runs first (or right after another).
+				for k := range g.targets {
+					t := g.targets[(k+round+ci)%len(g.targets)]
+					if g.skip != nil && g.skip(c, t.name) {
+						continue
+					}
+					t = t.forCase(c)
+					s, err := measure(ctx, pgbench, env, c.Args(t.port, t.user, "postgres", o.duration), t, o.duration+time.Minute, tick, postmaster)
+					if ctx.Err() != nil {
+						return fmt.Errorf("stopped: %w", ctx.Err())
+					}
+					g.table.add(c, t.name, s)
+					if err != nil {
+						logf("round %d/%d %-26s %-17s  error: %v", round+1, o.rounds, c.Name(), t.name, firstLine(err))
+						continue
+					}
+					cpu := ""
+					if s.HasCPU && s.Processed > 0 {
+						cpu = fmt.Sprintf("  cpu %.2f s/100k  %.2f cs/q", s.CPU.Seconds()/float64(s.Processed)*100000, float64(s.Switches)/float64(s.Processed))
+					}
+					logf("round %d/%d %-26s %-17s %9.0f tps  %7.3f ms  failed %d%s", round+1, o.rounds, c.Name(), t.name, s.TPS, s.LatencyMS, s.Failed, cpu)
 				}
-				table.add(c, t.name, s)
-				if err != nil {
-					logf("round %d/%d %-26s %-9s  error: %v", round+1, o.rounds, c.Name(), t.name, firstLine(err))
-					continue
-				}
-				cpu := ""
-				if s.HasCPU && s.Processed > 0 {
-					cpu = fmt.Sprintf("  cpu %.2f s/100k  %.2f cs/q", s.CPU.Seconds()/float64(s.Processed)*100000, float64(s.Switches)/float64(s.Processed))
-				}
-				logf("round %d/%d %-26s %-9s %9.0f tps  %7.3f ms  failed %d%s", round+1, o.rounds, c.Name(), t.name, s.TPS, s.LatencyMS, s.Failed, cpu)
 			}
 		}
 	}
 
 	load[1] = loadAvg()
+
+	var large []LargeResult
+	if o.pooled && o.largeClients > 0 {
+		kinds := []string{Pgproxy}
+		if bouncerBin != "" {
+			kinds = []string{PgBouncer, Pgproxy}
+		}
+		for _, kind := range kinds {
+			logf("bench: %d clients on %d servers through %s in transaction mode, -T %s", o.largeClients, o.largeServers, kind, o.largeDuration)
+			r := runLarge(ctx, o, kind, st)
+			if ctx.Err() != nil {
+				return fmt.Errorf("stopped: %w", ctx.Err())
+			}
+			if r.Err != nil {
+				logf("bench: large run through %s: %v", kind, r.Err)
+			}
+			logf("bench: %s: %.0f tps, p99 %.1f ms, %d failed, %d aborted clients", r.Target, r.Sample.TPS, r.Latency.P99, r.Sample.Failed, r.Sample.AbortedClients)
+			large = append(large, r)
+			time.Sleep(time.Second)
+		}
+		load[1] = loadAvg()
+	}
 
 	var profile string
 	if o.perf > 0 {
@@ -427,6 +707,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if idle != nil {
 		fmt.Fprintf(stdout, "\npgproxy idle sessions: %d, RSS %d → %d KiB, %.1f KiB per session\n", idle.Sessions, idle.BeforeKiB, idle.WithKiB, idle.PerSessionKiB())
 	}
+	var pooled *PooledReport
+	if o.pooled {
+		pooled = &PooledReport{Table: ptable, Idle: pooledIdle, Large: large}
+		fmt.Fprintf(stdout, "\n%s\n", pooled.Markdown(o))
+	}
 	if profile != "" {
 		fmt.Fprintf(stdout, "\n%s\n", profile)
 	}
@@ -444,6 +729,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		Note:    bouncerNote,
 		Profile: profile,
 		LoadAvg: load,
+		Pooled:  pooled,
 	})
 	if err := os.WriteFile(o.out, []byte(doc), 0o644); err != nil {
 		return err
@@ -452,9 +738,10 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// measure runs one case against one target, reading the target's CPU time
-// just before and just after.
-func measure(ctx context.Context, pgbench string, env []string, c Case, t target, d time.Duration, tick time.Duration, postmaster int) (Sample, error) {
+// measure runs pgbench with args against one target, reading the target's
+// CPU time just before and just after. A run still going after limit is
+// killed.
+func measure(ctx context.Context, pgbench string, env []string, args []string, t target, limit time.Duration, tick time.Duration, postmaster int) (Sample, error) {
 	var s Sample
 	var before time.Duration
 	var swBefore int64
@@ -474,14 +761,15 @@ func measure(ctx context.Context, pgbench string, env []string, c Case, t target
 		}
 	}
 	// A relay that hangs a session must not hang the bench: the run is
-	// killed a minute after its -T and recorded without a summary.
-	rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
+	// killed after limit and recorded without a summary.
+	rctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	r, out, err := runPgbench(rctx, pgbench, c.Args(t.port, "postgres", d), env)
+	r, out, err := runPgbench(rctx, pgbench, args, t.env(env))
 	if err != nil {
 		if ctx.Err() == nil && rctx.Err() != nil {
-			err = fmt.Errorf("pgbench still running a minute after -T %s: killed (a hung session?)", d)
+			err = fmt.Errorf("pgbench still running after %s: killed (a hung session?)", limit)
 		}
+		s.Result = r // no summary, but what pgbench said meanwhile (-P, aborted clients)
 		s.Err = fmt.Errorf("%w\n%s", err, lastLines(out, 5))
 		return s, s.Err
 	}

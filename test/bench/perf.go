@@ -81,7 +81,7 @@ func duringPgbench(ctx context.Context, pgbench string, env []string, c Case, t 
 		defer wg.Done()
 		rctx, cancel := context.WithTimeout(ctx, d+time.Minute)
 		defer cancel()
-		res, benchOut, benchErr = runPgbench(rctx, pgbench, c.Args(t.port, "postgres", d+2*time.Second), env)
+		res, benchOut, benchErr = runPgbench(rctx, pgbench, c.Args(t.port, t.user, "postgres", d+2*time.Second), t.env(env))
 	}()
 	time.Sleep(time.Second)
 	out, err := measure()

@@ -114,28 +114,36 @@ func parseStatCPU(b []byte, tick time.Duration) (time.Duration, error) {
 }
 
 // procRSS is VmRSS of /proc/PID/status in KiB.
-func procRSS(pid int) (int64, error) {
+func procRSS(pid int) (int64, error) { return procStatusKiB(pid, "VmRSS") }
+
+// procPeakRSS is VmHWM (the highest RSS since the process started) in KiB.
+func procPeakRSS(pid int) (int64, error) { return procStatusKiB(pid, "VmHWM") }
+
+func procStatusKiB(pid int, key string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("rss of %d: %w", pid, err)
+		return 0, fmt.Errorf("%s of %d: %w", key, pid, err)
 	}
-	return parseStatusRSS(b)
+	return parseStatusKiB(b, key)
 }
 
-func parseStatusRSS(b []byte) (int64, error) {
+func parseStatusRSS(b []byte) (int64, error) { return parseStatusKiB(b, "VmRSS") }
+
+// parseStatusKiB reads the "key: N kB" line of /proc/PID/status.
+func parseStatusKiB(b []byte, key string) (int64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		rest, ok := strings.CutPrefix(sc.Text(), key+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: VmRSS line %q", sc.Text())
+			return 0, fmt.Errorf("status: %s line %q", key, sc.Text())
 		}
 		return strconv.ParseInt(f[0], 10, 64)
 	}
-	return 0, fmt.Errorf("status: no VmRSS line")
+	return 0, fmt.Errorf("status: no %s line", key)
 }
 
 // procComm is /proc/PID/comm without the newline.

@@ -14,7 +14,16 @@ const (
 	PgBouncer = "PgBouncer"
 	Pgproxy   = "pgproxy"
 	PgproxyB  = "pgproxy-B" // -compare
+
+	// Pooled targets (issue 17): auth.mode proxy / auth_type scram-sha-256.
+	PgBouncerSession = "PgBouncer-session"
+	PgproxySession   = "pgproxy-session"
+	PgBouncerTxn     = "PgBouncer-txn"
+	PgproxyTxn       = "pgproxy-txn"
 )
+
+// pooledTargets are the pooled targets in table order.
+var pooledTargets = []string{PgBouncerSession, PgproxySession, PgBouncerTxn, PgproxyTxn}
 
 // Sample is one pgbench run against one target.
 type Sample struct {
@@ -345,9 +354,11 @@ func (t *Table) Checks(idle *IdleResult) []Check {
 	return out
 }
 
-func checksMarkdown(cs []Check) string {
+func checksMarkdown(cs []Check) string { return checksMarkdownOf("issue 8", cs) }
+
+func checksMarkdownOf(issue string, cs []Check) string {
 	var b strings.Builder
-	b.WriteString("| target (issue 8) | this run | |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| target (%s) | this run | |\n|---|---|---|\n", issue)
 	for _, c := range cs {
 		res := c.Result
 		if res == "" {
@@ -395,7 +406,10 @@ func (t *Table) MachineMarkdown() string {
 			continue // an unsaturated machine: the per-process tick samples do not add up
 		}
 		for _, name := range t.Targets {
-			s, _ := t.summary(c, name)
+			s, ok := t.summary(c, name)
+			if !ok {
+				continue // not run (n/a)
+			}
 			relay := 0.0
 			if !math.IsNaN(s.CPUPer100k) {
 				relay = s.CPUPer100k * 10 // s per 100k q = 10 µs per q
