@@ -358,8 +358,8 @@ func (s *Set) Release(c *Conn, reusable bool) {
 		p.waiters = p.waiters[1:]
 		p.lent++
 		p.out[c] = struct{}{}
+		w.ch <- grant{c: c} // buffered: never blocks; under the lock, so a waiter that gives up sees it
 		s.mu.Unlock()
-		w.ch <- grant{c: c}
 		return
 	}
 	c.idleAt = now

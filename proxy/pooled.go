@@ -356,7 +356,7 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 		}
 		ps.setParams(params)
 		key := pool.Key{Addr: t.Addr, Database: database, User: s.user, ReadOnly: t.ReadOnly}
-		actx, acancel := context.WithTimeout(context.Background(), max(s.cfg.Pool.MaxWait, time.Millisecond))
+		actx, acancel := context.WithTimeout(context.Background(), s.cfg.Pool.MaxWait+time.Second /* the pool's own MaxWait timer answers first: 53300 */)
 		c, waited, err := s.acquireServer(actx, set, key)
 		acancel()
 		if s.srv.metrics != nil && err == nil {
