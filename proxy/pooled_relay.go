@@ -198,7 +198,7 @@ func (p *clientPolicy) attach() error {
 	if l.s2cDone != nil {
 		<-l.s2cDone // the last server's relay has let go of the client
 	}
-	ctx, cancel := contextWithTimeout(s.cfg.Pool.MaxWait+time.Second /* the pool's own MaxWait timer answers first: 53300 */)
+	ctx, cancel := contextWithTimeout(s.cfg.Pool.MaxWait + time.Second /* the pool's own MaxWait timer answers first: 53300 */)
 	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), ps.key)
 	cancel()
 	if m := s.srv.metrics; m != nil && err == nil {
