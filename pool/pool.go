@@ -371,24 +371,9 @@ func (s *Set) Release(c *Conn, reusable bool) {
 // when they are released: the backend went down, or changed role.
 func (s *Set) Drain(addr string) int {
 	s.mu.Lock()
-	s.gens[addr]++
-	var drop []*Conn
-	for k, p := range s.pools {
-		if k.Addr != addr {
-			continue
-		}
-		drop = append(drop, p.idle...)
-		p.total -= len(p.idle)
-		p.idle = nil
-		for p.total < s.cfg.Size && len(p.waiters) > 0 {
-			s.passSlotLocked(p)
-		}
-	}
+	s.gens[addr]++ // lent ones are stale from now on (staleLocked)
 	s.mu.Unlock()
-	for _, c := range drop {
-		c.Net.Close()
-	}
-	return len(drop)
+	return s.CloseIdle(func(k Key) bool { return k.Addr == addr })
 }
 
 // Close closes every idle connection, makes lent ones close when released,

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -525,7 +524,7 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 		p.pending, c.Pending = c.Pending, nil
 	}
 	ok := false
-	err := p.runUntil(func() bool {
+	p.stop = func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.stop || (sp.trx && l.owed == 0 && !l.open && l.status == 'I' && l.pinned == "" && p.typ == 'Z') {
@@ -533,7 +532,8 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 			return true
 		}
 		return false
-	})
+	}
+	err := p.run()
 	l.mu.Lock()
 	l.s2cOK = ok
 	if !ok {
@@ -552,99 +552,6 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 		}
 	}
 	close(done)
-}
-
-// runUntil is run for a pooled server: after each read it relayed, at a
-// message boundary, it asks stop whether to let go of the server. A read
-// deadline (set to make it look at stop) is not an error then.
-func (p *pump) runUntil(stop func() bool) error {
-	defer p.releaseBufs()
-	p.takeSmall()
-	keep := 0
-	if len(p.pending) > 0 {
-		p.acquireBuf()
-		keep = copy(p.buf, p.pending)
-		p.pending = nil
-		k, err := p.process(p.buf[:keep])
-		if err != nil {
-			return err
-		}
-		keep = k
-	}
-	if p.rawSrc != nil {
-		return p.runRawUntil(keep, stop)
-	}
-	for {
-		if keep == 0 && !p.inMsg && stop() {
-			return nil
-		}
-		n, err := p.src.Read(p.buf[keep:])
-		if n > 0 {
-			k, werr := p.got(keep, n)
-			if werr != nil {
-				return werr
-			}
-			keep = k
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && keep == 0 && !p.inMsg && stop() {
-				return nil
-			}
-			return p.end(err, keep)
-		}
-	}
-}
-
-// runRawUntil is runUntil on a plain TCP socket: runRaw's loop (one
-// RawConn.Read, reads until EAGAIN) with the stop check after each read.
-func (p *pump) runRawUntil(keep int, stop func() bool) error {
-	if keep == 0 && !p.inMsg && stop() {
-		return nil
-	}
-	var err error
-	stopped := false
-	fn := func(fd uintptr) bool {
-		for {
-			if p.small == nil {
-				p.takeSmall()
-			}
-			n, e := rawRead(fd, p.buf[keep:])
-			switch {
-			case e == syscall.EAGAIN:
-				p.idle(keep)
-				return false
-			case e != nil:
-				err = e
-				return true
-			case n == 0:
-				err = io.EOF
-				return true
-			}
-			if keep, err = p.got(keep, n); err != nil {
-				return true
-			}
-			if keep == 0 && !p.inMsg && stop() {
-				stopped = true
-				return true
-			}
-		}
-	}
-	for {
-		rerr := p.rawSrc.Read(fn)
-		if stopped {
-			return nil
-		}
-		if rerr != nil && err == nil {
-			if errors.Is(rerr, os.ErrDeadlineExceeded) && keep == 0 && !p.inMsg && stop() {
-				return nil
-			}
-			err = rerr
-		}
-		if re, ok := err.(*relayEnd); ok {
-			return re
-		}
-		return p.end(err, keep)
-	}
 }
 
 // noteEnd records why a pooled session ended when the server side ended it.

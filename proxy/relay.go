@@ -94,7 +94,10 @@ type pump struct {
 	// flushEach writes what precedes each message before asking the
 	// policy about it: the read-only guard's mode may wait for the server.
 	flushEach bool
-	tooBig    bool
+	// stop, when set, is asked at message boundaries whether to let go of
+	// the source (a pooled session's server side): run then returns nil.
+	stop   func() bool
+	tooBig bool
 
 	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is

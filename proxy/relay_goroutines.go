@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,6 +36,9 @@ func (p *pump) run() error {
 		return p.runRaw(keep)
 	}
 	for {
+		if p.stopped(keep, nil) {
+			return nil
+		}
 		n, err := p.src.Read(p.buf[keep:])
 		if n > 0 {
 			k, werr := p.got(keep, n)
@@ -43,9 +48,26 @@ func (p *pump) run() error {
 			keep = k
 		}
 		if err != nil {
+			if p.stopped(keep, err) {
+				return nil
+			}
 			return p.end(err, keep)
 		}
 	}
+}
+
+// stopped reports whether a pump with a stop (a pooled session's server
+// side, pooled_relay.go) is to let go of its source now: at a message
+// boundary, after a read or after the read deadline that asks it to look
+// (err); any other error is not a stop.
+func (p *pump) stopped(keep int, err error) bool {
+	if p.stop == nil || keep != 0 || p.inMsg {
+		return false
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	return p.stop()
 }
 
 // runRaw is run's loop for a plain TCP source (rawio.go): the whole loop
@@ -56,6 +78,7 @@ func (p *pump) run() error {
 // data, a FIN or an RST that came with the last read is never left unseen.
 func (p *pump) runRaw(keep int) error {
 	var err error
+	stopped := false
 	fn := func(fd uintptr) bool {
 		for {
 			if p.small == nil {
@@ -76,9 +99,20 @@ func (p *pump) runRaw(keep int) error {
 			if keep, err = p.got(keep, n); err != nil {
 				return true
 			}
+			if p.stopped(keep, nil) {
+				stopped = true
+				return true
+			}
 		}
 	}
-	if rerr := p.rawSrc.Read(fn); rerr != nil && err == nil {
+	if p.stopped(keep, nil) {
+		return nil
+	}
+	rerr := p.rawSrc.Read(fn)
+	if stopped || rerr != nil && err == nil && p.stopped(keep, rerr) {
+		return nil
+	}
+	if rerr != nil && err == nil {
 		err = rerr
 	}
 	if re, ok := err.(*relayEnd); ok {
