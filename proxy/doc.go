@@ -62,11 +62,15 @@
 // back); in transaction mode it goes back at each ReadyForQuery 'I' that
 // answers everything sent, and the next message gets one again, with
 // settings replayed and named statements renamed and re-prepared; session
-// state that cannot move pins the client. Cancels map the proxy's key to
-// the server running the client's query.
+// state that cannot move pins the client. A transaction-mode client idle
+// between transactions for a while is parked (park_linux.go): its
+// goroutine ends and one parker goroutine watches its socket, resuming it
+// on a new goroutine when it sends again or must end. Cancels map the
+// proxy's key to the server running the client's query.
 //
-// Server.Shutdown closes the listeners, waits for sessions until its
-// context is done, ends the rest (57P01) and waits for every goroutine.
+// Server.Shutdown closes the listeners, waits for sessions (parked ones
+// too) until its context is done, ends the rest (57P01) and waits for
+// every goroutine.
 //
 // Memory is bounded per session: the goroutine relay reads into a 4 KiB
 // buffer per direction (a pooled 64 KiB one while data streams), a loop

@@ -218,6 +218,10 @@ type pooledState struct {
 	proxyKey [8]byte   // the BackendKeyData the client got: pid, secret
 	doneKey  func()    // uncounts the client from its pool (SHOW POOLS)
 	clientW  io.Writer // what the server→client relays write with
+	// c2s is the client→server pump, kept while the session is parked;
+	// parkable: it parks when idle (startPooledRelay).
+	c2s      *pump
+	parkable bool
 
 	link link
 }
@@ -448,10 +452,8 @@ func (s *session) welcome(c *pool.Conn) error {
 		return err
 	}
 	out := make([]byte, 0, 512)
-	params := make(map[string]string, len(c.Params))
 	for k, v := range c.Params {
 		out = pgwire.AppendMessage(out, 'S', append(append(append([]byte(k), 0), v...), 0))
-		params[k] = v
 	}
 	out = pgwire.AppendMessage(out, 'K', ps.proxyKey[:])
 	if s.fallback != "" {
@@ -462,7 +464,7 @@ func (s *session) welcome(c *pool.Conn) error {
 	}
 	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
 	s.mu.Lock()
-	s.params = params
+	s.serverVersion = c.Params["server_version"]
 	s.mu.Unlock()
 	s.txStatus.Store('I')
 	key := cancelKeyOf(binary.BigEndian.Uint32(ps.proxyKey[:4]), ps.proxyKey[4:])

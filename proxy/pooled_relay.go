@@ -528,6 +528,9 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.stop || (sp.trx && l.owed == 0 && !l.open && l.status == 'I' && l.pinned == "" && p.typ == 'Z') {
+			if !l.stop && ps.parkable {
+				s.armPark()
+			}
 			l.conn, ok = nil, true
 			return true
 		}
@@ -561,8 +564,46 @@ func (s *session) noteEnd(err error) {
 }
 
 // relayPooled relays a pooled session and, at its end, gives its server
-// back clean or closes it.
-func (s *session) relayPooled() string {
+// back clean or closes it. idle: the session is between transactions and
+// has been idle for parkAfter; the caller parks it (park_linux.go) and a
+// later call, on the goroutine that resumes it, relays on.
+func (s *session) relayPooled() (reason string, idle bool) {
+	ps := s.pooled
+	var err error
+	if ps.c2s == nil {
+		ps.c2s = s.startPooledRelay()
+		err = ps.c2s.run()
+	} else {
+		_ = s.client.SetReadDeadline(time.Time{}) // resumed: the idle deadline is spent
+		if s.terminating.Load() != nil {
+			err = &relayEnd{reason: "shutdown"} // woken to end (terminate)
+		} else {
+			err = ps.c2s.run()
+		}
+	}
+	if err == errParked {
+		return "", true
+	}
+	var re *relayEnd
+	if p := s.pooledEnd.Load(); p != nil {
+		re = p
+	} else {
+		re = asRelayEnd(err)
+	}
+	s.giveBack()
+	if t := s.terminating.Load(); t != nil && re.reason != "client_closed" {
+		// Between messages (the server's relay stopped at a boundary, or
+		// there is none): tell the client why, as a backend would.
+		s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
+		re = &relayEnd{reason: "shutdown"}
+	}
+	return s.endReason(re), false
+}
+
+// startPooledRelay builds the pooled session's client→server pump (kept
+// for the session's life: a parked session resumes with it) and, in
+// session mode, starts relaying its server.
+func (s *session) startPooledRelay() *pump {
 	ps := s.pooled
 	l := &ps.link
 	s.relayBy.Store(relayGoroutines)
@@ -577,27 +618,55 @@ func (s *session) relayPooled() string {
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{base, cp}, modes: make([]msgMode, 2)}
 	}
+	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.readOnly}
+	// Parked when idle (park_linux.go): transaction mode, a plain TCP
+	// client (TLS reads go through crypto/tls), not an enforced read-only
+	// session (its guard may wait inside a read).
+	if cp.trx && c2s.rawSrc != nil && !s.readOnly {
+		ps.parkable = true
+		c2s.park = cp.parkNow
+	}
 	if c := l.conn; c != nil { // session mode: the server is the session's
 		cp.w.set(c)
 		l.s2cDone = make(chan struct{})
 		go s.serveServer(c, l.s2cDone)
+	} else if ps.parkable {
+		s.armPark() // idle from the start
 	}
-	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.readOnly}
-	err := c2s.run()
-	var re *relayEnd
-	if p := s.pooledEnd.Load(); p != nil {
-		re = p
-	} else {
-		re = asRelayEnd(err)
+	return c2s
+}
+
+// parkAfter is how long a transaction-mode client waits between
+// transactions before its goroutine is let go (park_linux.go).
+const parkAfter = 250 * time.Millisecond
+
+// errParked is what the client→server pump returns when it let go of an
+// idle client.
+var errParked = errors.New("parked")
+
+// armPark sets the client's idle deadline: the client→server pump wakes
+// then and parks the session if it is still between transactions. A
+// terminate that lands between the check and the deadline is seen at most
+// parkAfter later.
+func (s *session) armPark() {
+	if s.terminating.Load() == nil {
+		_ = s.client.SetReadDeadline(time.Now().Add(parkAfter))
 	}
-	s.giveBack()
-	if t := s.terminating.Load(); t != nil && re.reason != "client_closed" {
-		// Between messages (the server's relay stopped at a boundary, or
-		// there is none): tell the client why, as a backend would.
-		s.sendError(&pgerr.Error{Code: pgerr.AdminShutdown, Severity: "FATAL", Message: "terminating connection: " + *t})
-		re = &relayEnd{reason: "shutdown"}
+}
+
+// parkNow is the client→server pump's question at the idle deadline
+// (atBoundary: nothing half read): is the session between transactions?
+// The deadline is cleared first either way, so a terminate's deadline set
+// before this call is seen by the caller's check of terminating after it.
+func (p *clientPolicy) parkNow(atBoundary bool) bool {
+	_ = p.s.client.SetReadDeadline(time.Time{})
+	if !atBoundary || p.err != nil {
+		return false
 	}
-	return s.endReason(re)
+	l := &p.ps.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conn == nil && l.pinned == "" && !l.stop
 }
 
 // giveBack ends the session's hold on its server: the server→client relay

@@ -96,7 +96,11 @@ type pump struct {
 	flushEach bool
 	// stop, when set, is asked at message boundaries whether to let go of
 	// the source (a pooled session's server side): run then returns nil.
-	stop   func() bool
+	stop func() bool
+	// park, when set, is asked when the source's read deadline passes
+	// (a pooled client's idle deadline, park_linux.go) whether to let go
+	// of it: run then returns errParked.
+	park   func(atBoundary bool) bool
 	tooBig bool
 
 	// On an event loop (evloop_linux.go): the socket read, the

@@ -108,9 +108,22 @@ func (p *pump) runRaw(keep int) error {
 	if p.stopped(keep, nil) {
 		return nil
 	}
-	rerr := p.rawSrc.Read(fn)
-	if stopped || rerr != nil && err == nil && p.stopped(keep, rerr) {
-		return nil
+	var rerr error
+	for {
+		rerr = p.rawSrc.Read(fn)
+		if stopped || rerr != nil && err == nil && p.stopped(keep, rerr) {
+			return nil
+		}
+		if p.park == nil || err != nil || !errors.Is(rerr, os.ErrDeadlineExceeded) || p.s.terminating.Load() != nil {
+			break
+		}
+		// The idle deadline of a pooled client, not a terminate.
+		if p.park(keep == 0 && !p.inMsg) {
+			return errParked
+		}
+		if p.s.terminating.Load() != nil {
+			break // terminate's deadline came meanwhile: end as it asks
+		}
 	}
 	if rerr != nil && err == nil {
 		err = rerr
@@ -125,8 +138,9 @@ func (p *pump) runRaw(keep int) error {
 // for the other, and returns the end reason. Plain TCP sessions are relayed
 // by an event loop (evloop_linux.go); the rest (TLS on either side,
 // enforced read-only sessions, loops off, other systems) by a goroutine per
-// direction.
-func (s *session) relay() string {
+// direction. Pooled sessions have their own relay (pooled_relay.go), which
+// reports idle when the session is to be parked (park_linux.go).
+func (s *session) relay() (reason string, idle bool) {
 	if s.pooled != nil {
 		return s.relayPooled()
 	}
@@ -139,7 +153,7 @@ func (s *session) relay() string {
 	if s.cfg.RelayLoops >= 0 && !guarded {
 		if l := s.srv.pickLoop(s.id); l != nil {
 			if reason, ok := s.relayLoop(l); ok {
-				return reason
+				return reason, false
 			}
 		}
 	}
@@ -170,7 +184,7 @@ func (s *session) relay() string {
 	}
 	s.closeConns()
 	<-done
-	return s.endReason(first.Load())
+	return s.endReason(first.Load()), false
 }
 
 // serverDrainTimeout bounds how long a session whose server reset waits

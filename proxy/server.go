@@ -163,7 +163,7 @@ type Server struct {
 
 	active   atomic.Int64 // sessions counted against MaxSessions
 	nextID   atomic.Uint64
-	sessWG   sync.WaitGroup // one per session goroutine
+	sessWG   sync.WaitGroup // one per open session (running or parked)
 	serveWG  sync.WaitGroup // one per Serve call
 	shutdown chan struct{}  // closed on Shutdown/Close
 
@@ -175,6 +175,8 @@ type Server struct {
 	loopMu      sync.Mutex
 	loops       []*evLoop // started on first use, stopped after the last session
 	loopsTried  bool
+	parker      *parker // idle pooled clients (park_linux.go), under loopMu
+	parkTried   bool
 	loopsClosed bool
 }
 
@@ -277,15 +279,15 @@ func (s *Server) startSession(conn net.Conn, l Listener) {
 	s.sessions[sess] = struct{}{}
 	s.sessWG.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.sessWG.Done()
-		defer func() {
-			s.mu.Lock()
-			delete(s.sessions, sess)
-			s.mu.Unlock()
-		}()
-		sess.run()
-	}()
+	go sess.run() // finish calls endSession, perhaps on another goroutine (park_linux.go)
+}
+
+// endSession forgets a session that ended.
+func (s *Server) endSession(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.sessWG.Done()
 }
 
 // Draining reports whether Shutdown has started.
@@ -369,14 +371,57 @@ func (s *Server) pickLoop(id uint64) *evLoop {
 	return nil // a loop that failed: this session gets the goroutine relay
 }
 
-// stopLoops stops the event loops; every session has ended.
+// park hands an idle pooled session to the parker (park_linux.go),
+// starting it on first use; false when it did not take the session.
+func (s *Server) park(sess *session) bool {
+	rc := rawConn(sess.client)
+	if rc == nil {
+		return false
+	}
+	s.loopMu.Lock()
+	if s.loopsClosed {
+		s.loopMu.Unlock()
+		return false
+	}
+	if !s.parkTried {
+		s.parkTried = true
+		p, err := newParker(s.log)
+		if err != nil {
+			s.log.Warn("idle clients cannot be parked; each keeps its goroutine", zap.Error(err))
+		}
+		s.parker = p
+	}
+	p := s.parker
+	s.loopMu.Unlock()
+	if p == nil {
+		return false
+	}
+	ok := false
+	if err := rc.Control(func(fd uintptr) { ok = p.park(sess, int(fd)) }); err != nil {
+		return false
+	}
+	return ok
+}
+
+// wakeParked resumes sess at once if it is parked.
+func (s *Server) wakeParked(sess *session) bool {
+	s.loopMu.Lock()
+	p := s.parker
+	s.loopMu.Unlock()
+	return p != nil && p.wake(sess)
+}
+
+// stopLoops stops the event loops and the parker; every session has ended.
 func (s *Server) stopLoops() {
 	s.loopMu.Lock()
-	loops := s.loops
+	loops, p := s.loops, s.parker
 	s.loops, s.loopsClosed = nil, true
 	s.loopMu.Unlock()
 	for _, l := range loops {
 		l.close()
+	}
+	if p != nil {
+		p.close()
 	}
 }
 

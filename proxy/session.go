@@ -52,7 +52,8 @@ type session struct {
 	readOnly        bool
 	fallback        string // the NOTICE of a read session that fell back to the primary
 	release         func()
-	params          map[string]string // ParameterStatus values from the backend
+	params          map[string]string // ParameterStatus values from the backend (nil when pooled: the servers change)
+	serverVersion   string
 	job             string
 
 	txStatus         atomic.Uint32 // last ReadyForQuery status byte
@@ -78,7 +79,11 @@ type session struct {
 	// A pooled session (auth.mode: proxy, pooled.go): nil otherwise.
 	pooled    *pooledState
 	pooledEnd atomic.Pointer[relayEnd] // why its server side ended it
-	poolWait  atomic.Pointer[poolWait] // what it waits for now (pooled_info.go); nil: not waiting
+	// parkedFd is the client socket while the parker holds the session
+	// (park_linux.go), else -1; under the parker's mutex.
+	parkedFd int32
+	ends     []func()                 // what finish undoes (atEnd)
+	poolWait atomic.Pointer[poolWait] // what it waits for now (pooled_info.go); nil: not waiting
 }
 
 const (
@@ -89,23 +94,24 @@ const (
 func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) *session {
 	return &session{
 		srv: srv, cfg: cfg, id: id, listener: l, raw: conn, client: conn,
-		log:     srv.log.With(zap.Uint64("session_id", id), zap.String("listener", l.Addr), zap.String("client_addr", conn.RemoteAddr().String())),
-		started: time.Now(),
+		log:     srv.log.WithLazy(zap.Uint64("session_id", id), zap.String("listener", l.Addr), zap.String("client_addr", conn.RemoteAddr().String())),
+		started: time.Now(), parkedFd: -1,
 	}
 }
 
-// run drives the session to its end. It never panics: a panic is logged
-// with its stack and ends only this session.
+// run drives the session to its end, or until its relay parks it
+// (park_linux.go): then the parker owns it and resume continues it on a
+// goroutine of its own. It never panics: a panic is logged with its stack
+// and ends only this session.
 func (s *session) run() {
-	reason := "unknown"
+	parked := false
 	defer func() {
 		if r := recover(); r != nil {
-			reason = "panic"
+			parked = false
 			s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
-		s.closeConns()
-		if s.cancelKey != "" {
-			s.srv.cancels.remove(s.cancelKey)
+		if !parked {
+			s.finish()
 		}
 	}()
 	if n := s.srv.active.Add(1); n > int64(s.cfg.MaxSessions) {
@@ -116,7 +122,7 @@ func (s *session) run() {
 		s.log.Warn("session refused: max_sessions reached", zap.Int("max_sessions", s.cfg.MaxSessions))
 		return
 	}
-	defer s.srv.active.Add(-1)
+	s.atEnd(func() { s.srv.active.Add(-1) })
 
 	deadline := time.Now().Add(s.cfg.StartupTimeout)
 	_ = s.raw.SetDeadline(deadline)
@@ -160,7 +166,7 @@ func (s *session) run() {
 		return
 	}
 	if s.pooled != nil && s.pooled.doneKey != nil {
-		defer s.pooled.doneKey()
+		s.atEnd(s.pooled.doneKey)
 	}
 	if s.srv.metrics != nil {
 		s.srv.metrics.connectTime.WithLabelValues(s.backend).Observe(time.Since(t0).Seconds())
@@ -180,18 +186,55 @@ func (s *session) run() {
 	if s.srv.metrics != nil {
 		g := s.srv.metrics.sessions.WithLabelValues(s.listener.Addr, s.route)
 		g.Inc()
-		defer g.Dec()
+		s.atEnd(g.Dec)
 	}
 	s.log.Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
 	if s.cfg.Lineage != nil {
 		s.mu.Lock()
 		s.lin = &lineageState{sink: s.cfg.Lineage, info: LineageSession{
 			Database: s.database, User: s.user, ApplicationName: s.applicationName,
-			ServerVersion: s.params["server_version"], Job: s.job,
+			ServerVersion: s.serverVersion, Job: s.job,
 		}}
 		s.mu.Unlock()
 	}
-	reason = s.relay()
+	parked = s.serve()
+}
+
+// resume continues a parked session on a goroutine of its own (started by
+// the parker) until it ends or parks again.
+func (s *session) resume() {
+	parked := false
+	defer func() {
+		if r := recover(); r != nil {
+			parked = false
+			s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+		if !parked {
+			s.finish()
+		}
+	}()
+	parked = s.serve()
+}
+
+// serve relays until the session ends (it then reports the end and
+// returns false) or the parker took it (true: the caller must not touch
+// the session again).
+func (s *session) serve() bool {
+	for {
+		reason, idle := s.relay()
+		if !idle {
+			s.report(reason)
+			return false
+		}
+		if s.srv.park(s) {
+			return true
+		}
+		// Not parked (terminating, no parker): relay on, here.
+	}
+}
+
+// report logs and counts the session's end.
+func (s *session) report(reason string) {
 	if s.lin != nil {
 		s.lin.failPending(reason)
 	}
@@ -208,6 +251,22 @@ func (s *session) run() {
 		m.bytes.WithLabelValues("client_to_server").Add(float64(s.bytesIn.Load()))
 		m.bytes.WithLabelValues("server_to_client").Add(float64(s.bytesOut.Load()))
 	}
+}
+
+// atEnd registers what finish undoes, last registered first.
+func (s *session) atEnd(f func()) { s.ends = append(s.ends, f) }
+
+// finish releases what the session holds, on whichever goroutine ends it.
+func (s *session) finish() {
+	for i := len(s.ends) - 1; i >= 0; i-- {
+		s.ends[i]()
+	}
+	s.ends = nil
+	s.closeConns()
+	if s.cancelKey != "" {
+		s.srv.cancels.remove(s.cancelKey)
+	}
+	s.srv.endSession(s)
 }
 
 // failStartup reports a startup/connect error to the client (when it has a
@@ -648,7 +707,7 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 				return err
 			}
 			s.mu.Lock()
-			s.params = params
+			s.params, s.serverVersion = params, params["server_version"]
 			s.mu.Unlock()
 			if len(body) == 1 {
 				s.txStatus.Store(uint32(body[0]))
@@ -704,6 +763,9 @@ func (s *session) terminate(reason string) {
 	case srv != nil:
 		_ = srv.SetReadDeadline(time.Now())
 	case pooled != nil:
+		if s.srv.wakeParked(s) {
+			return // resumed: it sees terminating and ends
+		}
 		_ = s.raw.SetReadDeadline(time.Now()) // the relay ends and tells the client why
 	default:
 		_ = s.raw.SetDeadline(time.Now())
