@@ -86,3 +86,47 @@ func TestTransactionModePlainSetMoves(t *testing.T) {
 		t.Fatalf("a client that SET inside a transaction block is not pinned: another client connected (%v)", err)
 	}
 }
+
+// TestTransactionModeSessionCharacteristicsMove: pgjdbc's setReadOnly and
+// setTransactionIsolation (Metabase calls setReadOnly(true) on every
+// connection) send SET SESSION CHARACTERISTICS AS TRANSACTION ...: moved
+// with the client as default_transaction_*, not a pin, and never seen by
+// another client on the same server.
+func TestTransactionModeSessionCharacteristicsMove(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	cfg := pooledConfig(true, 1)
+	cfg.Pool.MaxWait = 500 * time.Millisecond
+	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
+		name, value, reset, ok := sqlscan.SessionSetting(sql)
+		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
+	}
+	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	settings := "SELECT current_setting('transaction_read_only') || ' ' || current_setting('transaction_isolation')"
+
+	a := connectPooled(t, ctx, scramDSN(tp, "a"))
+	for _, q := range []string{
+		"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+		"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+	} {
+		if _, err := a.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if got := queryString(t, ctx, a, settings); got != "on repeatable read" {
+		t.Fatalf("the client sees %q after its SETs", got)
+	}
+	b := connectPooled(t, ctx, scramDSN(tp, "b")) // the only server: a is not pinned
+	if got := queryString(t, ctx, b, settings); got != "off read committed" {
+		t.Errorf("another client on the same server sees %q, want %q", got, "off read committed")
+	}
+	var pe *pgconn.PgError
+	if _, err := a.Exec(ctx, "CREATE TEMP TABLE t (x int)"); !errors.As(err, &pe) || pe.Code != "25006" {
+		t.Errorf("a write by the read-only client: %v, want 25006", err)
+	}
+	if got := queryString(t, ctx, a, settings); got != "on repeatable read" {
+		t.Errorf("the client then sees %q", got)
+	}
+}

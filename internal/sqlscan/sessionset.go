@@ -40,6 +40,9 @@ func SessionSetting(sql string) (name, value string, reset, ok bool) {
 	if n == nil || n.GetIsLocal() {
 		return "", "", false, false
 	}
+	if n.GetKind() == pg.VariableSetKind_VAR_SET_MULTI {
+		return sessionCharacteristics(n)
+	}
 	name = n.GetName()
 	if l := strings.ToLower(name); TrackedSettings[l] || notMovable[l] {
 		return "", "", false, false
@@ -66,6 +69,38 @@ func SessionSetting(sql string) (name, value string, reset, ok bool) {
 		return name, strconv.Itoa(int(v.Ival.GetIval())), false, true
 	case *pg.A_Const_Fval:
 		return name, v.Fval.GetFval(), false, true
+	}
+	return "", "", false, false
+}
+
+// sessionCharacteristics is SET SESSION CHARACTERISTICS AS TRANSACTION
+// with one option, the setting it sets: what pgjdbc sends for
+// Connection.setReadOnly and setTransactionIsolation (Metabase sets read
+// only on every connection). Several options at once are not moved.
+func sessionCharacteristics(n *pg.VariableSetStmt) (name, value string, reset, ok bool) {
+	if !strings.EqualFold(n.GetName(), "SESSION CHARACTERISTICS") || len(n.GetArgs()) != 1 {
+		return "", "", false, false
+	}
+	d := n.GetArgs()[0].GetDefElem()
+	c := d.GetArg().GetAConst()
+	if d == nil || c == nil {
+		return "", "", false, false
+	}
+	onOff := func() string {
+		if c.GetIval().GetIval() != 0 {
+			return "on"
+		}
+		return "off"
+	}
+	switch d.GetDefname() {
+	case "transaction_isolation":
+		if v := c.GetSval().GetSval(); v != "" {
+			return "default_transaction_isolation", v, false, true
+		}
+	case "transaction_read_only":
+		return "default_transaction_read_only", onOff(), false, true
+	case "transaction_deferrable":
+		return "default_transaction_deferrable", onOff(), false, true
 	}
 	return "", "", false, false
 }

@@ -29,7 +29,12 @@ func TestSessionSetting(t *testing.T) {
 		{"SET SESSION AUTHORIZATION app", want{}},
 		{"SET work_mem FROM CURRENT", want{}},
 		{"RESET ALL", want{}},
-		{"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", want{}},
+		// pgjdbc's setReadOnly / setTransactionIsolation (Metabase): moved.
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", want{"default_transaction_read_only", "on", false, true}},
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", want{"default_transaction_read_only", "off", false, true}},
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", want{"default_transaction_isolation", "repeatable read", false, true}},
+		{"set session characteristics as transaction deferrable", want{"default_transaction_deferrable", "on", false, true}},
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", want{}},
 		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", want{}},
 		{"SET datestyle = iso, mdy", want{}},
 		{"SET work_mem = '8MB'; SELECT 1", want{}},
