@@ -119,17 +119,69 @@ func (s *Server) credFor(user string) *pgauth.Credential {
 	return s.creds[user]
 }
 
-// dialPooled is the pool's Dialer: TCP (+TLS per backend_tls), a
-// StartupMessage with only user and database (and read-only for a
-// read-only pool: the client's own settings are applied per session),
-// login with the user's credential, then ParameterStatus, BackendKeyData
-// and ReadyForQuery.
+// forgetCred drops c as its user's newest credential (a backend refused
+// it), unless a newer one replaced it meanwhile.
+func (s *Server) forgetCred(c *pgauth.Credential) {
+	s.poolMu.Lock()
+	if s.creds[c.User] == c {
+		delete(s.creds, c.User)
+	}
+	s.poolMu.Unlock()
+}
+
+// credKey carries, in an Acquire's context, the credential of the client
+// asking: a server dialed for it logs in with it (dialPooled).
+type credKey struct{}
+
+func withCred(ctx context.Context, c *pgauth.Credential) context.Context {
+	if c == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, credKey{}, c)
+}
+
+// dialPooled is the pool's Dialer. It logs in with the credential of the
+// client asking for the server (from ctx; else the user's newest, as for
+// min_size). A refusal of class 28 (the backend's password changed, so a
+// credential recovered before is stale) forgets that credential and tries
+// once more with the user's newest, if that is another one: PgBouncer and
+// Multigres evict and retry once the same way. A second refusal reaches
+// the client with the backend's SQLSTATE.
 func (s *Server) dialPooled(ctx context.Context, key pool.Key) (*pool.Conn, error) {
-	cfg := s.cfg.Load()
-	cred := s.credFor(key.User)
+	cred, _ := ctx.Value(credKey{}).(*pgauth.Credential)
+	if cred == nil {
+		cred = s.credFor(key.User)
+	}
 	if cred == nil || !cred.CanLogin() {
 		return nil, fmt.Errorf("no credential for user %q yet (a client must log in first)", key.User)
 	}
+	c, err := s.dialWith(ctx, key, cred)
+	if err == nil || !isAuthRefusal(err) {
+		return c, err
+	}
+	s.forgetCred(cred)
+	alt := s.credFor(key.User)
+	if alt == nil || alt == cred || !alt.CanLogin() {
+		return nil, err
+	}
+	s.log.Info("backend refused a pooled login; retrying once with the user's newest credential",
+		zap.String("backend", key.Addr), zap.String("user", key.User), zap.Error(err))
+	return s.dialWith(ctx, key, alt)
+}
+
+// isAuthRefusal: a backend error of class 28 (invalid authorization).
+func isAuthRefusal(err error) bool {
+	var coded pgerr.Coded
+	return errors.As(err, &coded) && strings.HasPrefix(coded.SQLState(), "28")
+}
+
+// dialWith opens one server connection: TCP (+TLS per backend_tls), a
+// StartupMessage with only user and database (and read-only for a
+// read-only pool: the client's own settings are applied per session),
+// login with cred, then ParameterStatus, BackendKeyData and
+// ReadyForQuery.
+func (s *Server) dialWith(ctx context.Context, key pool.Key, cred *pgauth.Credential) (*pool.Conn, error) {
+	cfg := s.cfg.Load()
 	deadline := time.Now().Add(cfg.ConnectTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -361,7 +413,7 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 		ps.setParams(params)
 		key := pool.Key{Addr: t.Addr, Database: database, User: s.user, ReadOnly: t.ReadOnly}
 		actx, acancel := context.WithTimeout(context.Background(), s.cfg.Pool.MaxWait+time.Second /* the pool's own MaxWait timer answers first: 53300 */)
-		c, waited, err := s.acquireServer(actx, set, key)
+		c, waited, err := s.acquireServer(withCred(actx, cred), set, key)
 		acancel()
 		if s.srv.metrics != nil && err == nil {
 			s.srv.metrics.poolWait.Observe(waited.Seconds())

@@ -52,6 +52,9 @@ type poolWait struct {
 func (s *session) acquireServer(ctx context.Context, set *pool.Set, key pool.Key) (*pool.Conn, time.Duration, error) {
 	s.poolWait.Store(&poolWait{key: key, since: time.Now()})
 	defer s.poolWait.Store(nil)
+	if ps := s.pooled; ps != nil {
+		ctx = withCred(ctx, ps.cred)
+	}
 	return set.Acquire(ctx, key)
 }
 

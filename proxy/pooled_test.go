@@ -403,3 +403,43 @@ func TestPooledReadOnlyFallback(t *testing.T) {
 		t.Fatalf("pools %+v, want one read-only pool", st)
 	}
 }
+
+// TestPooledLoginRetriesWithNewestCredential: the role's password changes
+// while a client is connected. Its own credential (recovered from its proof
+// at login) is stale now; when its next transaction needs a new server,
+// the backend refuses that credential (28P01), and the proxy retries once
+// with the newest one, which a client that logged in with the new password
+// left: the old client goes on working.
+func TestPooledLoginRetriesWithNewestCredential(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, cluster.Primary().DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	setPassword := func(pw string) {
+		t.Helper()
+		if _, err := admin.Exec(context.Background(), "SET password_encryption = 'scram-sha-256'; ALTER ROLE "+pgcluster.ScramUser+" PASSWORD '"+pw+"'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		setPassword(pgcluster.ScramPassword)
+		admin.Close(context.Background())
+	})
+	tp := startProxy(t, pooledConfig(true, 1), staticDirector{addr: cluster.Primary().Addr()})
+
+	old := connectPooled(t, ctx, scramDSN(tp, "old"))
+	queryString(t, ctx, old, "SELECT 1::text")
+	setPassword("rotated")
+	fresh := connectPooled(t, ctx, fmt.Sprintf("postgres://%s:rotated@%s/postgres?sslmode=disable", pgcluster.ScramUser, tp.addr))
+	queryString(t, ctx, fresh, "SELECT 1::text")
+
+	// Every server goes; the old client's next transaction dials one.
+	tp.srv.DrainBackend(cluster.Primary().Addr())
+	if got := queryString(t, ctx, old, "SELECT current_user::text"); got != pgcluster.ScramUser {
+		t.Fatalf("current_user = %q", got)
+	}
+}
