@@ -1,9 +1,9 @@
 package pool
 
 import (
-	"errors"
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // peerDone reports whether the server ended an idle connection (EOF, a
@@ -27,9 +27,12 @@ func peerDone(c net.Conn) bool {
 	done := false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
-		_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// A raw call: it never blocks, so the P need not be handed off
+		// (syscall.Recvfrom enters the scheduler's syscall state).
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		switch {
-		case errors.Is(e, syscall.EAGAIN), errors.Is(e, syscall.EINTR):
+		case e == syscall.EAGAIN, e == syscall.EINTR:
 			// nothing to read: alive
 		default:
 			done = true // an error, EOF (n == 0) or bytes while idle
