@@ -69,7 +69,9 @@ func TestIdleClosedByServerNotLent(t *testing.T) {
 			}
 			s.Release(again, true)
 			tc.server(servers[len(servers)-1])
-			time.Sleep(50 * time.Millisecond) // the FIN or bytes reach our socket
+			// The FIN or bytes reach our socket, and the connection has been
+			// idle long enough to be looked at (checkAfter).
+			time.Sleep(checkAfter + 50*time.Millisecond)
 			next, _, err := s.Acquire(ctx, key)
 			if err != nil {
 				t.Fatal(err)
