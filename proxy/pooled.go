@@ -274,6 +274,10 @@ type pooledState struct {
 	// parkable: it parks when idle (startPooledRelay).
 	c2s      *pump
 	parkable bool
+	// next hands the server→client goroutine its next server (nil: none
+	// runs); s2cExit is closed when it ends (pooled_relay.go).
+	next    chan *pool.Conn
+	s2cExit chan struct{}
 
 	link link
 }

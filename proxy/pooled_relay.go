@@ -63,9 +63,12 @@ type link struct {
 	stop    bool       // the session ends: serveServer stops at the next boundary
 	desired map[string]string
 	fifo    []fifoEntry
-	s2cDone chan struct{} // closed when the current serveServer returns
-	s2cOK   bool          // it stopped at a message boundary (the server is reusable)
-	errored bool          // an ErrorResponse since the last ReadyForQuery
+	// s2cIdle holds a token while no server→client relay runs (capacity
+	// 1): the client→server side takes it before it attaches a server and
+	// the relay puts it back once it has let go of that server.
+	s2cIdle chan struct{}
+	s2cOK   bool // the last relay stopped at a message boundary (the server is reusable)
+	errored bool // an ErrorResponse since the last ReadyForQuery
 }
 
 type fifoEntry struct {
@@ -117,12 +120,7 @@ func (w *connWriter) set(c *pool.Conn) {
 	if c == nil {
 		return
 	}
-	rc, ok := c.Aux.(syscall.RawConn)
-	if !ok {
-		if rc = rawConn(c.Net); rc != nil {
-			c.Aux = rc
-		}
-	}
+	rc := connRaw(c)
 	if rc == nil {
 		w.w = c.Net
 		return
@@ -194,9 +192,25 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 func (p *clientPolicy) attach() error {
 	s, ps := p.s, p.ps
 	l := &ps.link
-	if l.s2cDone != nil {
-		<-l.s2cDone // the last server's relay has let go of the client
+	<-l.s2cIdle // the last server's relay has let go of the client
+	c, err := p.acquire()
+	if err != nil {
+		l.s2cIdle <- struct{}{}
+		return err
 	}
+	p.w.set(c)
+	l.mu.Lock()
+	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
+	l.s2cOK = false
+	l.mu.Unlock()
+	s.relayServer(c)
+	return nil
+}
+
+// acquire gets a server for the next transaction, brought to the client's
+// settings.
+func (p *clientPolicy) acquire() (*pool.Conn, error) {
+	s, ps := p.s, p.ps
 	ctx, cancel := contextWithTimeout(s.cfg.Pool.MaxWait + time.Second /* the pool's own MaxWait timer answers first: 53300 */)
 	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), ps.key)
 	cancel()
@@ -206,26 +220,19 @@ func (p *clientPolicy) attach() error {
 	if err != nil {
 		var ex *pool.ExhaustedError
 		if errors.As(err, &ex) {
-			return &pgerr.Error{Code: pgerr.TooManyConnections, Severity: "FATAL", Message: "pgproxy: " + ex.Error()}
+			return nil, &pgerr.Error{Code: pgerr.TooManyConnections, Severity: "FATAL", Message: "pgproxy: " + ex.Error()}
 		}
 		var coded pgerr.Coded
 		if errors.As(err, &coded) {
-			return err
+			return nil, err
 		}
-		return &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not get a server connection", Err: err}
+		return nil, &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not get a server connection", Err: err}
 	}
 	if err := s.syncParams(c); err != nil {
 		s.srv.poolSet().Release(c, false)
-		return err
+		return nil, err
 	}
-	p.w.set(c)
-	l.mu.Lock()
-	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
-	l.s2cDone, l.s2cOK = make(chan struct{}), false
-	done := l.s2cDone
-	l.mu.Unlock()
-	go s.serveServer(c, done)
-	return nil
+	return c, nil
 }
 
 func (p *clientPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
@@ -508,35 +515,100 @@ func (p *serverPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 	return msg, nil
 }
 
-// serveServer relays c to the client until the session gives c back
-// (link.stop, or a ReadyForQuery that ends its transaction in transaction
-// mode) or c fails, which ends the session.
-func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
+// The server→client relay runs on one goroutine per session (serverLoop)
+// that serves the servers the session holds one after the other: a
+// transaction in transaction mode costs a channel hand-off, not a new
+// goroutine (whose stack would grow again each time). The goroutine ends
+// when the session does or parks. next and s2cExit belong to the
+// client→server side (relayServer, stopServerRelay).
+
+// relayServer hands c to the session's server→client goroutine, starting
+// it if none runs.
+func (s *session) relayServer(c *pool.Conn) {
+	ps := s.pooled
+	if ps.next != nil && s.oneShotRelay() {
+		<-ps.s2cExit // the last one returned after its only server
+		ps.next = nil
+	}
+	if ps.next == nil {
+		ps.next, ps.s2cExit = make(chan *pool.Conn, 1), make(chan struct{})
+		go s.serverLoop(ps.next, ps.s2cExit)
+	}
+	ps.next <- c
+}
+
+// stopServerRelay ends the server→client goroutine; the caller holds the
+// s2cIdle token (no server is being relayed).
+func (s *session) stopServerRelay() {
+	ps := s.pooled
+	if ps.next == nil {
+		return
+	}
+	close(ps.next)
+	<-ps.s2cExit
+	ps.next, ps.s2cExit = nil, nil
+}
+
+// serverRelay is what serverLoop keeps from one server to the next.
+type serverRelay struct {
+	sp   serverPolicy
+	pol  policy
+	p    pump
+	ok   bool
+	stop func() bool
+}
+
+func (s *session) serverLoop(next <-chan *pool.Conn, exit chan<- struct{}) {
+	defer close(exit)
 	ps := s.pooled
 	l := &ps.link
-	sp := &serverPolicy{s: s, ps: ps, c: c, trx: s.cfg.Pool.Transaction}
-	var pol policy = sp
+	r := &serverRelay{sp: serverPolicy{s: s, ps: ps, trx: s.cfg.Pool.Transaction}}
+	r.pol = &r.sp
 	if base := s.pumpPolicy(); base != nil {
-		pol = &chain{ps: []policy{sp, base}, modes: make([]msgMode, 2)}
+		r.pol = &chain{ps: []policy{&r.sp, base}, modes: make([]msgMode, 2)}
 	}
-	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: rawConn(c.Net), flushEach: s.readOnly}
-	if len(c.Pending) > 0 {
-		p.pending, c.Pending = c.Pending, nil
-	}
-	ok := false
-	p.stop = func() bool {
+	r.stop = func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.stop || (sp.trx && l.owed == 0 && !l.open && l.status == 'I' && l.pinned == "" && p.typ == 'Z') {
+		if l.stop || (r.sp.trx && l.owed == 0 && !l.open && l.status == 'I' && l.pinned == "" && r.p.typ == 'Z') {
 			if !l.stop && ps.parkable {
 				s.armPark()
 			}
-			l.conn, ok = nil, true
+			l.conn, r.ok = nil, true
 			return true
 		}
 		return false
 	}
-	err := p.run()
+	oneShot := s.oneShotRelay()
+	for c := range next {
+		s.serveServer(c, r)
+		l.s2cIdle <- struct{}{}
+		if oneShot {
+			return
+		}
+	}
+}
+
+// oneShotRelay: a transaction-mode session that is never parked (TLS, an
+// enforced read-only session) gets a server→client goroutine per
+// transaction, so that while idle it holds one goroutine, not two.
+func (s *session) oneShotRelay() bool {
+	return s.cfg.Pool.Transaction && !s.pooled.parkable
+}
+
+// serveServer relays c to the client until the session gives c back
+// (link.stop, or a ReadyForQuery that ends its transaction in transaction
+// mode) or c fails, which ends the session.
+func (s *session) serveServer(c *pool.Conn, r *serverRelay) {
+	ps := s.pooled
+	l := &ps.link
+	r.sp.c, r.sp.action, r.ok = c, fifoEntry{}, false
+	r.p = pump{s: s, pol: r.pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: connRaw(c), flushEach: s.readOnly, stop: r.stop}
+	if len(c.Pending) > 0 {
+		r.p.pending, c.Pending = c.Pending, nil
+	}
+	err := r.p.run()
+	ok := r.ok
 	l.mu.Lock()
 	l.s2cOK = ok
 	if !ok {
@@ -554,7 +626,18 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 			s.closeConns() // the server failed: the session ends (c2s sees its client closed)
 		}
 	}
-	close(done)
+}
+
+// connRaw is c's RawConn (kept in c.Aux), nil when c is not plain TCP.
+func connRaw(c *pool.Conn) syscall.RawConn {
+	if rc, ok := c.Aux.(syscall.RawConn); ok {
+		return rc
+	}
+	rc := rawConn(c.Net)
+	if rc != nil {
+		c.Aux = rc
+	}
+	return rc
 }
 
 // noteEnd records why a pooled session ended when the server side ended it.
@@ -582,6 +665,10 @@ func (s *session) relayPooled() (reason string, idle bool) {
 		}
 	}
 	if err == errParked {
+		l := &ps.link
+		<-l.s2cIdle // the last transaction's relay has let go
+		s.stopServerRelay()
+		l.s2cIdle <- struct{}{}
 		return "", true
 	}
 	var re *relayEnd
@@ -626,12 +713,15 @@ func (s *session) startPooledRelay() *pump {
 		ps.parkable = true
 		c2s.park = cp.parkNow
 	}
+	l.s2cIdle = make(chan struct{}, 1)
 	if c := l.conn; c != nil { // session mode: the server is the session's
 		cp.w.set(c)
-		l.s2cDone = make(chan struct{})
-		go s.serveServer(c, l.s2cDone)
-	} else if ps.parkable {
-		s.armPark() // idle from the start
+		s.relayServer(c)
+	} else {
+		l.s2cIdle <- struct{}{} // no server yet: no relay runs
+		if ps.parkable {
+			s.armPark() // idle from the start
+		}
 	}
 	return c2s
 }
@@ -677,19 +767,17 @@ func (s *session) giveBack() {
 	ps := s.pooled
 	l := &ps.link
 	l.mu.Lock()
-	c, done := l.conn, l.s2cDone
+	c := l.conn
 	clean := l.owed == 0 && !l.open
 	pinned := l.pinned != "" || !s.cfg.Pool.Transaction
 	status := l.status
 	l.stop = true
 	l.mu.Unlock()
-	if done == nil {
-		return
-	}
 	if c != nil {
 		_ = c.Net.SetReadDeadline(time.Now()) // serveServer looks at stop
 	}
-	<-done
+	<-l.s2cIdle // the server→client relay, if one ran, has stopped
+	s.stopServerRelay()
 	l.mu.Lock()
 	ok := l.s2cOK
 	l.mu.Unlock()

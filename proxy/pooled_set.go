@@ -83,7 +83,7 @@ func (p *serverPolicy) settled(sets []Setting) {
 		return
 	}
 	// extra is read by the client→server side only when it attaches a
-	// server, after this relay has ended (link.s2cDone).
+	// server, after this relay has ended (link.s2cIdle).
 	for _, st := range sets {
 		if st.Reset {
 			delete(p.ps.extra, st.Name)
