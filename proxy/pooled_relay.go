@@ -519,7 +519,7 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{sp, base}, modes: make([]msgMode, 2)}
 	}
-	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: rawConn(c.Net), flushEach: s.readOnly}
+	p := &pump{s: s, pol: pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: rawConn(c.Net), flushEach: s.guarded()}
 	if len(c.Pending) > 0 {
 		p.pending, c.Pending = c.Pending, nil
 	}
@@ -582,7 +582,7 @@ func (s *session) relayPooled() string {
 		l.s2cDone = make(chan struct{})
 		go s.serveServer(c, l.s2cDone)
 	}
-	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.readOnly}
+	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.guarded()}
 	err := c2s.run()
 	var re *relayEnd
 	if p := s.pooledEnd.Load(); p != nil {
