@@ -23,6 +23,9 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return r.Message }
 
+// ErrParse wraps the parser's error for a statement PostgreSQL rejects too.
+var ErrParse = errors.New("syntax error")
+
 // maxViewDepth bounds views over views.
 const maxViewDepth = 8
 
@@ -45,7 +48,7 @@ var reasonText = map[string]string{
 func (s *Set) Check(ctx context.Context, cat Catalog, sql string) error {
 	tree, err := pg.Parse(sql)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrParse, err)
 	}
 	a := &analyzer{ctx: ctx, set: s, cat: cat}
 	for _, raw := range tree.Stmts {
@@ -972,4 +975,3 @@ func walkReflect(m protoreflect.Message, visit func(proto.Message) bool) {
 		return true
 	})
 }
-
