@@ -43,6 +43,7 @@ type App struct {
 	router   *router.Router
 	server   *proxy.Server
 	lineage  *lineageHolder
+	masking  *maskingHolder
 	director *director
 	admin    adminAdapter
 	auth     *authSource
@@ -110,6 +111,11 @@ func New(cfg *configs.Config, log *zap.Logger, level *zap.AtomicLevel) (a *App, 
 		return nil, fmt.Errorf("lineage: %w", err)
 	}
 	pcfg.Lineage = a.lineage.sink()
+	a.masking = newMaskingHolder()
+	if err := a.masking.set(cfg); err != nil {
+		return nil, err
+	}
+	a.masking.wire(&pcfg)
 	a.server = proxy.NewServer(pcfg, a.director, log.Named("proxy"), proxy.NewMetrics(a.reg))
 	a.reg.MustRegister(a.server.PoolCollector())
 	a.admin = adminAdapter{a.adminConsole()}
@@ -230,6 +236,7 @@ func (a *App) Run(ctx context.Context) error {
 	stopBG()
 	wg.Wait()
 	a.auth.close()
+	a.masking.close()
 	a.log.Info("stopped")
 	return runErr
 }
@@ -272,7 +279,8 @@ func (a *App) closeListeners() {
 }
 
 // Reload applies a new configuration without dropping sessions: backends,
-// routing, limits for new sessions, lineage settings, log level,
+// routing, limits for new sessions, lineage settings, masking (new
+// sessions get the new rules; every catalog cache is emptied), log level,
 // runtime.gomaxprocs. Settings
 // that need a restart (listener and HTTP addresses, runtime.event_loops,
 // auth.mode, pool.mode: see configs.Config.RestartRequired) are reported
@@ -301,11 +309,19 @@ func (a *App) Reload(cfg *configs.Config) ([]string, error) {
 			return nil, fmt.Errorf("lineage: %w", err)
 		}
 	}
+	// Masking is built before anything changes too (a bad catalog file
+	// fails the reload), put in force with the rest.
+	maskPolicy, err := maskingPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := a.monitor.Update(healthConfig(cfg)); err != nil {
 		return nil, err
 	}
 	a.router.SetConfig(routerConfig(cfg))
 	pcfg.Lineage = a.lineage.sink()
+	a.masking.store(cfg, maskPolicy)
+	a.masking.wire(&pcfg)
 	pcfg.Admin = a.admin
 	a.server.SetConfig(pcfg)
 	a.director.cfg.Store(cfg)

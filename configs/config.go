@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"maps"
 	"slices"
 	"time"
 )
@@ -84,6 +85,7 @@ type Config struct {
 	Pool       Pool       `yaml:"pool" mapstructure:"pool"`
 	Runtime    Runtime    `yaml:"runtime" mapstructure:"runtime"`
 	Lineage    Lineage    `yaml:"lineage" mapstructure:"lineage"`
+	Masking    Masking    `yaml:"masking" mapstructure:"masking"`
 	Log        Log        `yaml:"log" mapstructure:"log"`
 }
 
@@ -257,6 +259,33 @@ type Lineage struct {
 	Transport        Transport `yaml:"transport" mapstructure:"transport"`
 }
 
+// Masking is column masking for the sessions a rule matches (package
+// masking; docs/masking.md). Applied on reload.
+type Masking struct {
+	// Rules are tried in order; the first match wins.
+	Rules []MaskingRule `yaml:"rules" mapstructure:"rules"`
+	// AllowFunctions are functions other than PostgreSQL's own that masked
+	// sessions may call ("schema.name" or "name" globs): the proxy cannot
+	// see what a function reads, so any other is refused.
+	AllowFunctions []string `yaml:"allow_functions" mapstructure:"allow_functions"`
+	// Key is the secret of the hash method; required when a rule uses it.
+	// Secret: set it with PGPROXY_MASKING_KEY.
+	Key string `yaml:"key" mapstructure:"key"`
+}
+
+// MaskingRule masks columns for the sessions whose startup parameters match.
+type MaskingRule struct {
+	Match Match `yaml:"match" mapstructure:"match"`
+	// Columns maps schema.table.column to hash, redact, partial or null.
+	Columns map[string]string `yaml:"columns" mapstructure:"columns"`
+	// PIIFromCatalog is the method of the columns lineage.catalog flags
+	// pii: true; empty = those are not masked by this rule.
+	PIIFromCatalog string `yaml:"pii_from_catalog" mapstructure:"pii_from_catalog"`
+}
+
+// Masking methods (masking.rules[].columns values, pii_from_catalog).
+var MaskingMethods = []string{"hash", "redact", "partial", "null"}
+
 // Transport is where lineage events go.
 type Transport struct {
 	Type    string        `yaml:"type" mapstructure:"type"`       // http | file | console
@@ -339,11 +368,16 @@ func (c *Config) Clone() *Config {
 	out.Backends = slices.Clone(c.Backends)
 	out.Routing.Rules = slices.Clone(c.Routing.Rules)
 	out.Admin.Users = slices.Clone(c.Admin.Users)
+	out.Masking.Rules = slices.Clone(c.Masking.Rules)
+	for i, r := range out.Masking.Rules {
+		out.Masking.Rules[i].Columns = maps.Clone(r.Columns)
+	}
+	out.Masking.AllowFunctions = slices.Clone(c.Masking.AllowFunctions)
 	return &out
 }
 
 // Redacted returns a deep copy of c in which every secret that is set
-// (health.password, auth.password, lineage.transport.api_key, the password
+// (health.password, auth.password, lineage.transport.api_key, masking.key, the password
 // inside lineage.transport.url) is replaced by RedactedValue. Use it for
 // anything printed or logged.
 func (c *Config) Redacted() *Config {
@@ -359,6 +393,9 @@ func (c *Config) Redacted() *Config {
 	}
 	if out.Lineage.Transport.APIKey != "" {
 		out.Lineage.Transport.APIKey = RedactedValue
+	}
+	if out.Masking.Key != "" {
+		out.Masking.Key = RedactedValue
 	}
 	out.Lineage.Transport.URL = redactURL(out.Lineage.Transport.URL)
 	return out

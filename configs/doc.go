@@ -13,7 +13,7 @@
 //     case-sensitive and exactly those below; an unknown key anywhere is an
 //     error naming its full path (config: unknown key "routing.max_lagg").
 //     A key given twice is an error. A null value (key:) counts as absent.
-//   - Environment: every key except routing.rules (a list of mappings)
+//   - Environment: every key except routing.rules and masking.rules (lists of mappings)
 //     has a variable PGPROXY_ + the key upper-cased with dots as
 //     underscores (routing.max_lag → PGPROXY_ROUTING_MAX_LAG,
 //     health.password → PGPROXY_HEALTH_PASSWORD). Names are resolved
@@ -121,6 +121,16 @@
 //	lineage.transport.path       file: events are appended as JSON lines; required when enabled [""]
 //	lineage.transport.queue      events buffered before new ones are dropped [10000]
 //	lineage.transport.timeout    deadline of one delivery [5s]
+//	masking                      column masking for BI published to third parties (docs/masking.md)
+//	masking.rules                list of rules, first match wins [none]
+//	masking.rules[].match        globs as routing.rules: user, database, application_name
+//	masking.rules[].match.user              glob on the startup user
+//	masking.rules[].match.database          glob on the startup database
+//	masking.rules[].match.application_name  glob on application_name
+//	masking.rules[].columns      schema.table.column: hash | redact | partial | null
+//	masking.rules[].pii_from_catalog  method of the columns lineage.catalog flags pii: true [none]
+//	masking.allow_functions      functions other than PostgreSQL's own masked sessions may call [none]
+//	masking.key                  secret of the hash method (PGPROXY_MASKING_KEY) [""]
 //	log                          logger
 //	log.level                    debug | info | warn | error [info]
 //	log.format                   json | console [json]

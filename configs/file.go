@@ -294,6 +294,25 @@ func (w *walker) value(n *node, y *yaml.Node, path string) (any, bool) {
 			out = append(out, m)
 		}
 		return out, true
+	case kindStringMap:
+		if y.Kind != yaml.MappingNode {
+			w.p.add(path, w.src(y), "must be a mapping")
+			return nil, false
+		}
+		out := map[string]any{}
+		for i := 0; i+1 < len(y.Content); i += 2 {
+			k, v := y.Content[i], resolve(y.Content[i+1])
+			if _, dup := out[k.Value]; dup {
+				w.p.add(path+"."+k.Value, w.src(k), "key given twice")
+				continue
+			}
+			if v == nil || v.Kind != yaml.ScalarNode {
+				w.p.add(path+"."+k.Value, w.src(k), "must be a string")
+				continue
+			}
+			out[k.Value] = v.Value
+		}
+		return out, true
 	case kindStruct:
 		m := w.mapping(n, y, path)
 		return m, m != nil

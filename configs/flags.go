@@ -45,6 +45,8 @@ var keyHelp = map[string]string{
 	"lineage.transport.path":    "file transport: file events are appended to",
 	"lineage.transport.queue":   "events buffered before new ones are dropped",
 	"lineage.transport.timeout": "deadline of one delivery",
+	"masking.allow_functions":   "functions other than PostgreSQL's own that masked sessions may call (schema.name globs), comma-separated",
+	"masking.key":               "secret of the masking hash method (secret)",
 	"log.level":                 "debug | info | warn | error",
 	"log.format":                "json | console",
 

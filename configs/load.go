@@ -278,4 +278,10 @@ func (c *Config) normalize() {
 	if len(c.Admin.Users) == 0 {
 		c.Admin.Users = nil
 	}
+	if len(c.Masking.Rules) == 0 {
+		c.Masking.Rules = nil
+	}
+	if len(c.Masking.AllowFunctions) == 0 {
+		c.Masking.AllowFunctions = nil
+	}
 }

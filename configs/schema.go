@@ -19,6 +19,7 @@ const (
 	kindStruct          // YAML mapping of known keys
 	kindList            // YAML sequence of mappings
 	kindBackendTLS      // scalar mode or mapping {mode, ca}
+	kindStringMap       // YAML mapping of any keys to strings (masking.rules[].columns)
 )
 
 // node is one key of the schema, derived from the Config struct tags so
@@ -72,6 +73,8 @@ func buildFields(t reflect.Type, prefix string) []*node {
 			n.kind = kindInt
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.String:
 			n.kind = kindStrings
+		case ft.Kind() == reflect.Map && ft.Key().Kind() == reflect.String && ft.Elem().Kind() == reflect.String:
+			n.kind = kindStringMap
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 			n.kind = kindList
 			n.children = buildFields(ft.Elem(), n.path+"[].")

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -114,6 +116,8 @@ func (c *Config) validate(p *problems, set origins) {
 			p.add(key+".route", "", "must be \"read\" or \"write\", got %s", quote(r.Route))
 		}
 	}
+
+	c.validateMasking(p)
 
 	// tls
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
@@ -445,4 +449,55 @@ func dsnHint(s string) string {
 	return "a backend is " + where + "; the health checks' user and password go in health.user and " +
 		EnvVar("health.password") + " (the application users log in through the proxy with their own), " +
 		"or give the whole DSN of the replicas as " + EnvReadReplicaDSN
+}
+
+// validateMasking checks masking.rules: match globs as routing.rules,
+// columns named schema.table.column with a known method, pii_from_catalog
+// only with a lineage.catalog, the key when hash is used, and health.user
+// (the catalog lookups log in as it).
+func (c *Config) validateMasking(p *problems) {
+	isMethod := func(m string) bool { return slices.Contains(MaskingMethods, m) }
+	hash := false
+	for i, r := range c.Masking.Rules {
+		key := fmt.Sprintf("masking.rules[%d]", i)
+		m := r.Match
+		if m.User == "" && m.Database == "" && m.ApplicationName == "" {
+			p.add(key+".match", "", "needs at least one of user, database, application_name")
+		}
+		for _, g := range []struct{ k, v string }{
+			{"user", m.User}, {"database", m.Database}, {"application_name", m.ApplicationName},
+		} {
+			if _, err := path.Match(g.v, ""); err != nil {
+				p.add(key+".match."+g.k, "", "bad glob %s: %v", quote(g.v), err)
+			}
+		}
+		if len(r.Columns) == 0 && r.PIIFromCatalog == "" {
+			p.add(key, "", "masks nothing: give columns or pii_from_catalog")
+		}
+		for _, col := range slices.Sorted(maps.Keys(r.Columns)) {
+			parts := strings.Split(col, ".")
+			if len(parts) != 3 || slices.Contains(parts, "") {
+				p.add(key+".columns", "", "%s: want schema.table.column", quote(col))
+			}
+			if !isMethod(r.Columns[col]) {
+				p.add(key+".columns."+col, "", "must be one of hash, redact, partial, null, got %s", quote(r.Columns[col]))
+			}
+			hash = hash || r.Columns[col] == "hash"
+		}
+		if r.PIIFromCatalog != "" {
+			if !isMethod(r.PIIFromCatalog) {
+				p.add(key+".pii_from_catalog", "", "must be one of hash, redact, partial, null (or empty), got %s", quote(r.PIIFromCatalog))
+			}
+			if c.Lineage.Catalog == "" {
+				p.add(key+".pii_from_catalog", "", "needs lineage.catalog (the file whose columns say pii: true)")
+			}
+			hash = hash || r.PIIFromCatalog == "hash"
+		}
+	}
+	if hash && c.Masking.Key == "" {
+		p.add("masking.key", "", "is required when a masking rule uses hash: set %s", EnvVar("masking.key"))
+	}
+	if len(c.Masking.Rules) > 0 && c.Health.User == "" {
+		p.add("masking.rules", "", "need health.user: the proxy reads each backend's catalog as that role")
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -20,6 +21,7 @@ import (
 //     pii: false                        # true: BI publication must mask it
 //     columns:                          # optional: a schema facet
 //   - {name: fecha, type: date, description: "día del movimiento"}
+//   - {name: rut, type: text, pii: true} # masked by masking.rules' pii_from_catalog
 type CatalogEntry struct {
 	Name        string          `yaml:"name"`
 	Description string          `yaml:"description"`
@@ -33,6 +35,9 @@ type CatalogColumn struct {
 	Name        string `yaml:"name"`
 	Type        string `yaml:"type"`
 	Description string `yaml:"description"`
+	// PII flags a column holding personal data: masking.rules with
+	// pii_from_catalog mask it without naming it again.
+	PII bool `yaml:"pii"`
 }
 
 // Catalog looks datasets up by name; it is immutable once loaded and safe for
@@ -101,6 +106,24 @@ func (c *Catalog) Lookup(database, schema, table string) (*CatalogEntry, bool) {
 		}
 	}
 	return nil, false
+}
+
+// PIIColumns returns the columns flagged pii: true, as the entry's name
+// (table, schema.table or database.schema.table) + "." + the column, sorted.
+func (c *Catalog) PIIColumns() []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range c.byName {
+		for _, col := range e.Columns {
+			if col.PII {
+				out = append(out, strings.TrimSpace(e.Name)+"."+col.Name)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ownerURN turns a catalog owner into an OpenLineage owner name:

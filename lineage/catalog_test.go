@@ -82,3 +82,24 @@ func TestShippedCatalog(t *testing.T) {
 		}
 	}
 }
+
+func TestCatalogPIIColumns(t *testing.T) {
+	c, err := ParseCatalog([]byte(`
+- name: of_facturas
+  pii: true
+  columns:
+    - {name: numero, type: text}
+    - {name: contraparte, type: text, pii: true}
+- name: sales.public.res_partner
+  columns:
+    - {name: email, pii: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.PIIColumns()
+	want := []string{"of_facturas.contraparte", "sales.public.res_partner.email"}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("PIIColumns() = %v, want %v", got, want)
+	}
+}

@@ -16,6 +16,9 @@ type Metrics struct {
 	cancels       *prometheus.CounterVec
 	poolWait      prometheus.Histogram
 	poolPins      *prometheus.CounterVec
+	// masking (policy_masking.go): per masked value and per refusal
+	maskedValues    *prometheus.CounterVec
+	maskingRefusals *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's metrics on reg.
@@ -51,9 +54,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		poolPins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgproxy_pool_pins_total", Help: "Transaction-mode clients pinned to their server for the rest of their session, by reason.",
 		}, []string{"reason"}),
+		maskedValues: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_masked_values_total", Help: "Values rewritten by masking.rules, by column (schema.table.column).",
+		}, []string{"column"}),
+		maskingRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_masking_refusals_total", Help: "Statements of masked sessions refused with 42501, by reason (where, expression, function, copy, ...).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.sessionsTotal, m.bytes, m.duration, m.connectTime, m.rejected, m.cancels, m.poolWait, m.poolPins)
+		reg.MustRegister(m.sessions, m.sessionsTotal, m.bytes, m.duration, m.connectTime, m.rejected, m.cancels, m.poolWait, m.poolPins,
+			m.maskedValues, m.maskingRefusals)
 	}
 	return m
 }

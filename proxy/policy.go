@@ -22,8 +22,9 @@ import (
 // A direction's calls come from that direction's pump only, one message at
 // a time; a policy that keeps state for both directions guards what they
 // share. The policies of a session are the session tracker (always),
-// lineage (policy_lineage.go) when it is on, and the read-only guard
-// (policy_readonly.go) on a session that fell back to the primary.
+// lineage (policy_lineage.go) when it is on, the guard (policy_readonly.go)
+// on a session that fell back to the primary or is masked, and the masking
+// (policy_masking.go) on a masked one.
 type policy interface {
 	mode(toServer bool, typ byte, n int) msgMode
 	inspect(toServer bool, typ byte, body []byte, truncated bool) error
@@ -36,7 +37,12 @@ type policy interface {
 // (both pumps are made by the goroutine that starts the relay).
 func (s *session) pumpPolicy() policy {
 	if s.policies == nil {
-		if s.readOnly {
+		if s.mask != nil {
+			// First: it must see the server's answers before any other
+			// policy changes them (policy_masking.go).
+			s.policies = append(s.policies, s.mask)
+		}
+		if s.guarded() {
 			s.guard = newReadOnlyGuard(s)
 			s.policies = append(s.policies, s.guard)
 		}

@@ -212,7 +212,7 @@ func (g *readOnlyGuard) mode(toServer bool, typ byte, _ int) msgMode {
 		if g.failed {
 			return modeHold
 		}
-		g.forwardedExt()
+		g.forwardedExecute()
 	case 'C':
 		g.forwardedExt()
 		return modeInspect
@@ -221,6 +221,16 @@ func (g *readOnlyGuard) mode(toServer bool, typ byte, _ int) msgMode {
 }
 
 func (g *readOnlyGuard) forwardedExt() { g.extSinceZ++; g.extSinceSync++ }
+
+// forwardedExecute counts an Execute forwarded, and on a masked session
+// the Describe the masking sends before it (policy_masking.go), whose
+// answer the server sends too.
+func (g *readOnlyGuard) forwardedExecute() {
+	g.forwardedExt()
+	if g.s.mask != nil {
+		g.forwardedExt()
+	}
+}
 
 // inspect sees Close messages: the statement or portal is gone.
 func (g *readOnlyGuard) inspect(toServer bool, typ byte, body []byte, _ bool) error {
@@ -258,6 +268,9 @@ func (g *readOnlyGuard) decide(toServer bool, typ byte, msg []byte, tooBig bool)
 	case 'F':
 		if g.failed {
 			return g.refuseQuery(pgerr.InFailedSQLTransaction, abortedMessage)
+		}
+		if !g.s.readOnly { // a masked session: the function could read anything
+			return g.refuseQuery(pgerr.InsufficientPrivilege, "pgproxy: function calls (FunctionCall messages) are not allowed for masked user "+g.s.mask.set.User)
 		}
 		return g.refuseQuery(pgerr.ReadOnlySQLTransaction, "pgproxy: function calls are not allowed on a read-only session")
 	case 'Q':
@@ -299,12 +312,33 @@ func (g *readOnlyGuard) settle() bool {
 	return true
 }
 
-// check runs the configured read-only check (none: nothing is refused).
-func (g *readOnlyGuard) check(sql string) (string, bool, error) {
-	if g.s.cfg.ReadOnlyCheck == nil {
-		return "", false, nil
+// check runs the session's checks: the read-only check (Config.ReadOnlyCheck)
+// on an enforced read-only session, the masking check (policy_masking.go)
+// on a masked one. It returns the refusal's SQLSTATE and message; err is a
+// statement the parser rejects.
+func (g *readOnlyGuard) check(sql string) (code, message string, refused bool, err error) {
+	if g.s.readOnly && g.s.cfg.ReadOnlyCheck != nil {
+		reason, violated, err := g.s.cfg.ReadOnlyCheck(sql)
+		if err != nil {
+			return "", "", false, err
+		}
+		if violated {
+			g.s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
+			return pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: " + reason, true, nil
+		}
 	}
-	return g.s.cfg.ReadOnlyCheck(sql)
+	if g.s.mask != nil {
+		return g.s.mask.check(sql)
+	}
+	return "", "", false, nil
+}
+
+// unparsable is the refusal of a statement the parser rejects.
+func (g *readOnlyGuard) unparsable(err error) string {
+	if g.s.readOnly {
+		return "pgproxy: could not parse the statement to check it is read-only: " + err.Error()
+	}
+	return "pgproxy: could not parse the statement to check it against masking.rules: " + err.Error()
 }
 
 func (g *readOnlyGuard) sync(msg []byte, r *refusal) ([]byte, error) {
@@ -328,19 +362,19 @@ func (g *readOnlyGuard) query(msg []byte, tooBig bool) ([]byte, error) {
 		return g.refuseQuery(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string")
 	}
 	sql := pgwire.CString(msg[5:])
-	reason, violated, err := g.check(sql)
+	code, message, violated, err := g.check(sql)
 	if err != nil {
-		return g.refuseQuery(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+		return g.refuseQuery(pgerr.SyntaxError, g.unparsable(err))
 	}
 	if g.failed {
 		exit, err := sqlscan.FirstTxExit(sql)
 		switch {
 		case err != nil:
-			return g.refuseQuery(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+			return g.refuseQuery(pgerr.SyntaxError, g.unparsable(err))
 		case exit.Kind == sqlscan.NotTxExit:
 			return g.refuseQuery(pgerr.InFailedSQLTransaction, abortedMessage)
 		case violated:
-			return g.refuseViolation(reason, g.refuseQuery)
+			return g.refuseQuery(code, message)
 		}
 		if exit.Kind == sqlscan.TxCommit || exit.Kind == sqlscan.TxPrepare {
 			body := append([]byte(sql[:exit.Start]), rollbackSQL(exit.Chain)...)
@@ -349,7 +383,7 @@ func (g *readOnlyGuard) query(msg []byte, tooBig bool) ([]byte, error) {
 		}
 		g.failed, g.exitPortals = false, nil
 	} else if violated {
-		return g.refuseViolation(reason, g.refuseQuery)
+		return g.refuseQuery(code, message)
 	}
 	if len(g.exitStmts) > 0 {
 		if l := strings.ToLower(sql); strings.Contains(l, "deallocate") || strings.Contains(l, "discard") {
@@ -361,11 +395,6 @@ func (g *readOnlyGuard) query(msg []byte, tooBig bool) ([]byte, error) {
 	}
 	g.extSinceZ = 0
 	return msg, nil
-}
-
-func (g *readOnlyGuard) refuseViolation(reason string, refuse func(code, message string) ([]byte, error)) ([]byte, error) {
-	g.s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
-	return refuse(pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: "+reason)
 }
 
 func rollbackSQL(chain bool) string {
@@ -391,18 +420,18 @@ func (g *readOnlyGuard) parse(msg []byte, tooBig bool) ([]byte, error) {
 		return refuse(pgerr.ProtocolViolation, "pgproxy: malformed message on a read-only session: unterminated string")
 	}
 	sql, _ := pgwire.CutCString(rest)
-	reason, violated, err := g.check(sql)
+	code, message, violated, err := g.check(sql)
 	if err != nil {
-		return refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+		return refuse(pgerr.SyntaxError, g.unparsable(err))
 	}
 	exit, err := sqlscan.FirstTxExit(sql)
 	switch {
 	case err != nil:
-		return refuse(pgerr.SyntaxError, "pgproxy: could not parse the statement to check it is read-only: "+err.Error())
+		return refuse(pgerr.SyntaxError, g.unparsable(err))
 	case g.failed && exit.Kind == sqlscan.NotTxExit:
 		return refuse(pgerr.InFailedSQLTransaction, abortedMessage)
 	case violated:
-		return g.refuseViolation(reason, refuse)
+		return refuse(code, message)
 	}
 	if exit.Kind == sqlscan.NotTxExit {
 		delete(g.exitStmts, name)
@@ -484,7 +513,7 @@ func (g *readOnlyGuard) execute(msg []byte) ([]byte, error) {
 		return g.refuseExt(pgerr.InFailedSQLTransaction, abortedMessage)
 	}
 	g.failed, g.exitPortals = false, nil // the block ends here
-	g.forwardedExt()
+	g.forwardedExecute()
 	return msg, nil
 }
 
@@ -606,7 +635,7 @@ func (g *readOnlyGuard) decideServer(typ byte, msg []byte) ([]byte, error) {
 	switch typ {
 	case 'S':
 		if k, v, ok := pgwire.ParseParameterStatus(msg[5:]); ok {
-			if k == "default_transaction_read_only" && v != "on" {
+			if g.s.readOnly && k == "default_transaction_read_only" && v != "on" {
 				err := pgerr.New(pgerr.ReadOnlySQLTransaction, "pgproxy: terminating read-only session: default_transaction_read_only was turned off")
 				g.s.sendError(err)
 				return nil, &relayEnd{reason: "read_only_violation", err: err}

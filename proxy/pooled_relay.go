@@ -589,8 +589,8 @@ func (s *session) serverLoop(next <-chan *pool.Conn, exit chan<- struct{}) {
 	}
 }
 
-// oneShotRelay: a transaction-mode session that is never parked (TLS, an
-// enforced read-only session) gets a server→client goroutine per
+// oneShotRelay: a transaction-mode session that is never parked (TLS, a
+// guarded session) gets a server→client goroutine per
 // transaction, so that while idle it holds one goroutine, not two.
 func (s *session) oneShotRelay() bool {
 	return s.cfg.Pool.Transaction && !s.pooled.parkable
@@ -603,7 +603,7 @@ func (s *session) serveServer(c *pool.Conn, r *serverRelay) {
 	ps := s.pooled
 	l := &ps.link
 	r.sp.c, r.sp.action, r.ok = c, fifoEntry{}, false
-	r.p = pump{s: s, pol: r.pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: connRaw(c), flushEach: s.readOnly, stop: r.stop}
+	r.p = pump{s: s, pol: r.pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: connRaw(c), flushEach: s.guarded(), stop: r.stop}
 	if len(c.Pending) > 0 {
 		r.p.pending, c.Pending = c.Pending, nil
 	}
@@ -705,11 +705,11 @@ func (s *session) startPooledRelay() *pump {
 	if base := s.pumpPolicy(); base != nil {
 		pol = &chain{ps: []policy{base, cp}, modes: make([]msgMode, 2)}
 	}
-	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.readOnly}
+	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.guarded()}
 	// Parked when idle (park_linux.go): transaction mode, a plain TCP
-	// client (TLS reads go through crypto/tls), not an enforced read-only
-	// session (its guard may wait inside a read).
-	if cp.trx && c2s.rawSrc != nil && !s.readOnly {
+	// client (TLS reads go through crypto/tls), not a guarded session
+	// (read-only fallback or masked: its guard may wait inside a read).
+	if cp.trx && c2s.rawSrc != nil && !s.guarded() {
 		ps.parkable = true
 		c2s.park = cp.parkNow
 	}

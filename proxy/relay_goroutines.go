@@ -149,7 +149,7 @@ func (s *session) relay() (reason string, idle bool) {
 	// to a refusal (policy_readonly.go): on a loop that would stall every
 	// session the loop serves, so these (rare) fallback sessions keep a
 	// goroutine per direction.
-	guarded := s.readOnly
+	guarded := s.guarded() // masked sessions too: their catalog lookups block
 	if s.cfg.RelayLoops >= 0 && !guarded {
 		if l := s.srv.pickLoop(s.id); l != nil {
 			if reason, ok := s.relayLoop(l); ok {

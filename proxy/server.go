@@ -16,6 +16,7 @@ import (
 
 	"github.com/ofitec/pgproxy/internal/pgauth"
 	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/masking"
 	"github.com/ofitec/pgproxy/pool"
 )
 
@@ -103,6 +104,11 @@ type Config struct {
 	ReadOnlyCheck func(sql string) (reason string, violated bool, err error)
 	// Lineage receives tagged statements; nil disables lineage.
 	Lineage LineageSink
+	// Masking says which sessions are masked (masking.rules, through
+	// package app): the rule's column set for a session, and the catalog
+	// of its backend and database. Nil, or a nil Set: not masked
+	// (policy_masking.go). Read once per session, at its start.
+	Masking func(user, database, applicationName, backend string) (*masking.Set, masking.Catalog)
 	// RelayLoops is how many event loops relay plain TCP sessions
 	// (evloop_linux.go): 0 = one per GOMAXPROCS thread when the first
 	// session needs one; < 0 = none (a goroutine per direction). The count

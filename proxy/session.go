@@ -60,7 +60,8 @@ type session struct {
 	cancelKey        string
 	lin              *lineageState  // nil unless lineage is enabled
 	policies         []policy       // what the relay consults (policy.go), made with the first pump
-	guard            *readOnlyGuard // among them on an enforced read-only session; closeConns stops its waits
+	guard            *readOnlyGuard // among them on an enforced read-only or a masked session; closeConns stops its waits
+	mask             *maskPolicy    // among them on a masked session (policy_masking.go)
 	adminAuth        bool           // authenticating for the admin console
 	terminating      atomic.Pointer[string]
 	closeOnce        sync.Once
@@ -85,6 +86,11 @@ type session struct {
 	ends     []func()                 // what finish undoes (atEnd)
 	poolWait atomic.Pointer[poolWait] // what it waits for now (pooled_info.go); nil: not waiting
 }
+
+// guarded: the session's statements are held and checked (an enforced
+// read-only session, a masked one), so it relays on goroutines and writes
+// what precedes each message before asking about it.
+func (s *session) guarded() bool { return s.readOnly || s.mask != nil }
 
 const (
 	relayGoroutines = 1 + iota
@@ -189,6 +195,12 @@ func (s *session) run() {
 		s.atEnd(g.Dec)
 	}
 	s.log.Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
+	if s.cfg.Masking != nil {
+		if set, cat := s.cfg.Masking(s.user, s.database, s.applicationName, s.backend); set != nil {
+			s.mask = newMaskPolicy(s, set, cat)
+			s.log.Info("session masked", zap.String("user", s.user), zap.Int("rule", set.Rule))
+		}
+	}
 	if s.cfg.Lineage != nil {
 		s.mu.Lock()
 		s.lin = &lineageState{sink: s.cfg.Lineage, info: LineageSession{

@@ -33,6 +33,7 @@ var layers = map[string]int{
 	"lineage":             1,
 	"lineage/lineagetest": 2,
 	"router":              2,
+	"masking":             2, // rules, column resolver, rewriters, refusal analysis (pg_query, pgx)
 
 	"pool":  3, // server connections; knows no wire protocol
 	"proxy": 4,

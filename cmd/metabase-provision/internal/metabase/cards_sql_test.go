@@ -2,8 +2,10 @@ package metabase_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +29,32 @@ func readAddr(t *testing.T) string {
 	return proxytest.Start(t, cluster, nil).ReadAddr()
 }
 
+var (
+	demoOnce sync.Once
+	demoErr  error
+)
+
+// loadDemoSchema loads deploy/demo/marts.sql on the primary once for the
+// package's tests and waits for the replica.
+func loadDemoSchema(ctx context.Context, t *testing.T) {
+	t.Helper()
+	demoOnce.Do(func() {
+		schema, err := os.ReadFile("../../../../deploy/demo/marts.sql")
+		if err != nil {
+			demoErr = err
+			return
+		}
+		if err := cluster.Primary().Exec(ctx, string(schema)); err != nil {
+			demoErr = fmt.Errorf("loading deploy/demo/marts.sql: %w", err)
+			return
+		}
+		demoErr = cluster.WaitReplicasCaughtUp(ctx)
+	})
+	if demoErr != nil {
+		t.Fatal(demoErr)
+	}
+}
+
 // Every card of configs/metabase.yaml runs against deploy/demo/marts.sql
 // through pgproxy's read listener (so on a replica, as Metabase's queries
 // will) and returns rows with the columns its visualization_settings name.
@@ -35,16 +63,7 @@ func TestCardSQLOnDemoSchema(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	schema, err := os.ReadFile("../../../../deploy/demo/marts.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.Primary().Exec(ctx, string(schema)); err != nil {
-		t.Fatalf("loading deploy/demo/marts.sql: %v", err)
-	}
-	if err := cluster.WaitReplicasCaughtUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	loadDemoSchema(ctx, t)
 	cfg, err := metabase.LoadConfig("../../../../configs/metabase.yaml", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,289 @@
+package masking
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Method is how a masked value is rewritten.
+type Method uint8
+
+// Methods. None is the zero value: not masked.
+const (
+	None    Method = iota
+	Hash           // a keyed, stable hash of the value (equal values, equal hashes)
+	Redact         // a fixed text ("***") for string types, NULL for the rest
+	Partial        // the last 4 characters of a string kept after "***"; NULL for other types
+	Null           // NULL
+)
+
+// String returns the method's configuration name.
+func (m Method) String() string {
+	switch m {
+	case Hash:
+		return "hash"
+	case Redact:
+		return "redact"
+	case Partial:
+		return "partial"
+	case Null:
+		return "null"
+	}
+	return "none"
+}
+
+// ParseMethod parses hash, redact, partial or null.
+func ParseMethod(s string) (Method, error) {
+	switch s {
+	case "hash":
+		return Hash, nil
+	case "redact":
+		return Redact, nil
+	case "partial":
+		return Partial, nil
+	case "null":
+		return Null, nil
+	}
+	return None, fmt.Errorf("unknown masking method %q (want hash, redact, partial or null)", s)
+}
+
+// Rule is one masking.rules entry. The match fields are globs, as in
+// routing.rules ('*' any run of bytes, '?' one byte, '\' escapes the next
+// byte); an empty field matches anything.
+type Rule struct {
+	User, Database, ApplicationName string
+	// Columns maps "schema.table.column" to its method.
+	Columns map[string]Method
+	// PIIFromCatalog is the method of the columns Config.CatalogPII names
+	// (None: they are not masked by this rule).
+	PIIFromCatalog Method
+}
+
+// Config is what a Policy is built from.
+type Config struct {
+	Rules []Rule
+	// CatalogPII are the columns lineage.catalog flags pii: true, as
+	// "table.column", "schema.table.column" or "database.schema.table.column"
+	// (a name without schema matches the table in every schema).
+	CatalogPII []string
+	// AllowFunctions are functions a masked session may call although they
+	// are not PostgreSQL's own ("schema.name" or "name" globs).
+	AllowFunctions []string
+	// Key is the secret of the hash method (PGPROXY_MASKING_KEY). Required
+	// when a rule uses hash.
+	Key []byte
+}
+
+// Policy is a built masking configuration: immutable, safe for concurrent use.
+type Policy struct {
+	rules []builtRule
+	allow []string
+	key   []byte
+}
+
+type builtRule struct {
+	Rule
+	index int
+	cols  []colRule
+}
+
+// colRule is one masked column; empty Database or Schema match any.
+type colRule struct {
+	database, schema, table, column string
+	method                          Method
+	name                            string // as configured, for messages
+}
+
+// ErrNoKey is returned by New when a rule uses hash without a key.
+var ErrNoKey = errors.New("masking: the hash method needs a key (PGPROXY_MASKING_KEY)")
+
+// New validates cfg and builds its Policy.
+func New(cfg Config) (*Policy, error) {
+	p := &Policy{allow: append([]string(nil), cfg.AllowFunctions...), key: append([]byte(nil), cfg.Key...)}
+	needKey := false
+	for i, r := range cfg.Rules {
+		br := builtRule{Rule: r, index: i}
+		for name, m := range r.Columns {
+			parts := strings.Split(name, ".")
+			if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+				return nil, fmt.Errorf("masking.rules[%d].columns: %q: want schema.table.column", i, name)
+			}
+			if m == None {
+				return nil, fmt.Errorf("masking.rules[%d].columns: %q: no method", i, name)
+			}
+			needKey = needKey || m == Hash
+			br.cols = append(br.cols, colRule{schema: parts[0], table: parts[1], column: parts[2], method: m, name: name})
+		}
+		if r.PIIFromCatalog != None {
+			needKey = needKey || r.PIIFromCatalog == Hash
+			for _, name := range cfg.CatalogPII {
+				c, err := catalogColumn(name)
+				if err != nil {
+					return nil, err
+				}
+				c.method = r.PIIFromCatalog
+				br.cols = append(br.cols, c)
+			}
+		}
+		p.rules = append(p.rules, br)
+	}
+	if needKey && len(p.key) == 0 {
+		return nil, ErrNoKey
+	}
+	return p, nil
+}
+
+func catalogColumn(name string) (colRule, error) {
+	parts := strings.Split(name, ".")
+	for _, s := range parts {
+		if s == "" {
+			return colRule{}, fmt.Errorf("masking: catalog column %q: empty name part", name)
+		}
+	}
+	c := colRule{name: name}
+	switch len(parts) {
+	case 2:
+		c.table, c.column = parts[0], parts[1]
+	case 3:
+		c.schema, c.table, c.column = parts[0], parts[1], parts[2]
+	case 4:
+		c.database, c.schema, c.table, c.column = parts[0], parts[1], parts[2], parts[3]
+	default:
+		return colRule{}, fmt.Errorf("masking: catalog column %q: want [[database.]schema.]table.column", name)
+	}
+	return c, nil
+}
+
+// Match returns the masking of a session: the first rule whose globs match,
+// or nil when none does or the rule masks nothing.
+func (p *Policy) Match(user, database, applicationName string) *Set {
+	if p == nil {
+		return nil
+	}
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.User == "" && r.Database == "" && r.ApplicationName == "" {
+			continue // validated away by configs; never matches everything by accident
+		}
+		if !globOK(r.User, user) || !globOK(r.Database, database) || !globOK(r.ApplicationName, applicationName) {
+			continue
+		}
+		s := &Set{Rule: r.index, User: user, allow: p.allow, key: p.key}
+		for _, c := range r.cols {
+			if c.database == "" || c.database == database {
+				s.cols = append(s.cols, c)
+			}
+		}
+		if len(s.cols) == 0 {
+			return nil
+		}
+		return s
+	}
+	return nil
+}
+
+func globOK(pattern, s string) bool { return pattern == "" || Glob(pattern, s) }
+
+// Set is the masking of one session: the columns its rule masks. Immutable.
+type Set struct {
+	Rule  int    // 0-based index in masking.rules
+	User  string // the session's user, for messages
+	cols  []colRule
+	allow []string
+	key   []byte
+}
+
+// Column is a masked column as the analysis and the resolver report it.
+type Column struct {
+	Name   string // schema.table.column
+	Method Method
+}
+
+// Lookup returns how schema.table.column is masked (None: it is not).
+func (s *Set) Lookup(schema, table, column string) Method {
+	for _, c := range s.cols {
+		if c.table == table && c.column == column && (c.schema == "" || schema == "" || c.schema == schema) {
+			return c.method
+		}
+	}
+	return None
+}
+
+// tableColumns returns the masked columns of schema.table (schema "" = any).
+func (s *Set) tableColumns(schema, table string) map[string]Method {
+	var m map[string]Method
+	for _, c := range s.cols {
+		if c.table == table && (c.schema == "" || schema == "" || c.schema == schema) {
+			if m == nil {
+				m = make(map[string]Method)
+			}
+			if _, ok := m[c.column]; !ok {
+				m[c.column] = c.method
+			}
+		}
+	}
+	return m
+}
+
+// allowed reports whether the function schema.name is allow-listed.
+func (s *Set) allowed(schema, name string) bool {
+	for _, a := range s.allow {
+		if Glob(a, name) || (schema != "" && Glob(a, schema+"."+name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// mac is the keyed hash (HMAC-SHA-256) of a value's canonical form, the
+// same in text and binary format (canonical).
+func (s *Set) mac(canonical []byte) []byte {
+	h := hmac.New(sha256.New, s.key)
+	_, _ = h.Write(canonical)
+	return h.Sum(nil)
+}
+
+// Glob matches s against pattern: '*' any run of bytes, '?' one byte, '\'
+// makes the next byte literal (the globs of routing.rules).
+func Glob(pattern, s string) bool {
+	p, i := 0, 0
+	starP, starI := -1, 0
+	for i < len(s) {
+		if p < len(pattern) {
+			switch c := pattern[p]; c {
+			case '*':
+				starP, starI = p, i
+				p++
+				continue
+			case '?':
+				p++
+				i++
+				continue
+			case '\\':
+				if p+1 < len(pattern) && pattern[p+1] == s[i] {
+					p += 2
+					i++
+					continue
+				}
+			default:
+				if c == s[i] {
+					p++
+					i++
+					continue
+				}
+			}
+		}
+		if starP < 0 {
+			return false
+		}
+		starI++
+		p, i = starP+1, starI
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
