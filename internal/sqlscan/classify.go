@@ -329,7 +329,7 @@ func isProxySetting(name string) bool {
 // ('...' without backslashes) folded to '?': statements that differ only
 // in such literals have the same class (a literal never names a function or
 // a table). ok is false for SQL whose lexing here could be ambiguous
-// (backslashes in a string, E” or dollar quoting, unterminated quotes or
+// (backslashes in a string, E-prefixed strings, dollar quoting, unterminated quotes or
 // comments): it is then not cached.
 func cacheKey(sql string) (string, bool) {
 	if len(sql) > 64<<10 {
