@@ -97,6 +97,7 @@ func (s *Server) DrainBackend(addr string) int {
 	s.poolMu.Lock()
 	p := s.pools
 	s.poolMu.Unlock()
+	s.replay.forget(addr)
 	if p == nil {
 		return 0
 	}
@@ -218,6 +219,7 @@ type pooledState struct {
 	proxyKey [8]byte   // the BackendKeyData the client got: pid, secret
 	doneKey  func()    // uncounts the client from its pool (SHOW POOLS)
 	clientW  io.Writer // what the server→client relays write with
+	route    *txRoute  // per-transaction routing (pooled_route.go); nil: none
 
 	link link
 }
@@ -393,6 +395,13 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 			s.log.Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
 		}
 		s.release = t.Release
+		if t.Tx != nil && s.cfg.Pool.Transaction && s.cfg.Routing.Classify != nil {
+			level := t.Consistency
+			if level == "" {
+				level = s.cfg.Routing.Consistency
+			}
+			ps.route = newTxRoute(t.Tx, level)
+		}
 		if err := s.syncParams(c); err != nil {
 			set.Release(c, false)
 			return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/internal/sqlscan"
 	"github.com/ofitec/pgproxy/pool"
 )
 
@@ -84,8 +85,9 @@ const noSuchStatement = "pgproxy_no_such_statement"
 
 // clientStmt is a named statement of a transaction-mode client.
 type clientStmt struct {
-	server string // server-side name
-	parse  []byte // the Parse message under that name
+	server string        // server-side name
+	parse  []byte        // the Parse message under that name
+	class  sqlscan.Class // per-transaction routing: what it does (pooled_route.go)
 }
 
 // clientPolicy is the client→server policy of a pooled session.
@@ -153,12 +155,24 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	l.mu.Lock()
 	if l.conn == nil {
 		l.mu.Unlock()
-		if err := p.attach(); err != nil {
+		if m, held := p.holdForRoute(typ, n); held { // per-transaction routing (pooled_route.go)
+			return m
+		}
+		if err := p.attach(p.nextKey()); err != nil {
 			p.err = err
 			return modeHold
 		}
 		l.mu.Lock()
 	}
+	p.countLocked(typ)
+	l.mu.Unlock()
+	return p.sentMode(typ)
+}
+
+// countLocked counts, under link.mu, what sending a message of type typ
+// makes the server owe.
+func (p *clientPolicy) countLocked(typ byte) {
+	l := &p.ps.link
 	switch typ {
 	case 'Q', 'S', 'F':
 		l.owed++
@@ -170,7 +184,10 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	default:
 		l.open = true
 	}
-	l.mu.Unlock()
+}
+
+// sentMode is how a message of type typ, counted, is relayed.
+func (p *clientPolicy) sentMode(typ byte) msgMode {
 	if !p.trx {
 		return modePass
 	}
@@ -189,16 +206,25 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	return modePass
 }
 
-// attach gets the session a server for its next transaction and starts
-// relaying what it sends.
-func (p *clientPolicy) attach() error {
-	s, ps := p.s, p.ps
-	l := &ps.link
+// attach gets the session a server of key for its next transaction and
+// starts relaying what it sends.
+func (p *clientPolicy) attach(key pool.Key) error {
+	c, err := p.acquire(key)
+	if err != nil {
+		return err
+	}
+	return p.attachConn(c)
+}
+
+// acquire waits until the last server's relay has let go of the client,
+// then gets a server of key from the pool.
+func (p *clientPolicy) acquire(key pool.Key) (*pool.Conn, error) {
+	s, l := p.s, &p.ps.link
 	if l.s2cDone != nil {
 		<-l.s2cDone // the last server's relay has let go of the client
 	}
 	ctx, cancel := contextWithTimeout(s.cfg.Pool.MaxWait + time.Second /* the pool's own MaxWait timer answers first: 53300 */)
-	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), ps.key)
+	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), key)
 	cancel()
 	if m := s.srv.metrics; m != nil && err == nil {
 		m.poolWait.Observe(waited.Seconds())
@@ -206,14 +232,21 @@ func (p *clientPolicy) attach() error {
 	if err != nil {
 		var ex *pool.ExhaustedError
 		if errors.As(err, &ex) {
-			return &pgerr.Error{Code: pgerr.TooManyConnections, Severity: "FATAL", Message: "pgproxy: " + ex.Error()}
+			return nil, &pgerr.Error{Code: pgerr.TooManyConnections, Severity: "FATAL", Message: "pgproxy: " + ex.Error()}
 		}
 		var coded pgerr.Coded
 		if errors.As(err, &coded) {
-			return err
+			return nil, err
 		}
-		return &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not get a server connection", Err: err}
+		return nil, &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not get a server connection", Err: err}
 	}
+	return c, nil
+}
+
+// attachConn makes c the session's server for its next transaction.
+func (p *clientPolicy) attachConn(c *pool.Conn) error {
+	s, ps := p.s, p.ps
+	l := &ps.link
 	if err := s.syncParams(c); err != nil {
 		s.srv.poolSet().Release(c, false)
 		return err
@@ -285,10 +318,19 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 		p.s.sendError(err)
 		return nil, &relayEnd{reason: "pool_error", err: err}
 	}
+	if r := p.ps.route; r != nil && r.holding {
+		return p.routeHeld(typ, msg) // pooled_route.go
+	}
 	if tooBig {
 		p.exch.other = true
 		return msg, nil // passed as it came (at most maxHeld is held): statement names are not rewritten
 	}
+	return p.rewrite(typ, msg)
+}
+
+// rewrite is what the server gets for a held Parse, Bind, Describe or
+// Close of a transaction-mode client.
+func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 	body := msg[5:]
 	switch typ {
 	case 'P':
@@ -303,6 +345,9 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 		}
 		server := serverStmtName(rest)
 		st := &clientStmt{server: server, parse: pgwire.AppendMessage(nil, 'P', append(append([]byte(server), 0), rest...))}
+		if p.ps.route != nil {
+			st.class = p.s.cfg.Routing.Classify(sql) // cached by its text
+		}
 		p.remember(name, st)
 		l := &p.ps.link
 		l.mu.Lock()
@@ -543,7 +588,7 @@ func (s *session) serveServer(c *pool.Conn, done chan struct{}) {
 	l.mu.Unlock()
 	switch {
 	case ok && !stopping:
-		s.srv.poolSet().Release(c, true)
+		s.srv.poolSet().Release(c, s.afterTransaction(c)) // pooled_route.go
 	case !ok:
 		s.srv.poolSet().Release(c, false)
 		if err != nil && !stopping {

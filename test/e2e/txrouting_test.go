@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ofitec/pgproxy/test/pgcluster"
+	"github.com/ofitec/pgproxy/test/proxytest"
+)
+
+// Per-transaction routing (routing.unit: transaction, issue 18).
+
+// txProxy starts pgproxy with auth.mode proxy, transaction pools and
+// per-transaction routing at consistency level, and makes the objects the
+// tests use (as postgres, on the primary, replicated before it returns).
+func txProxy(t *testing.T, level string, extra string) *proxytest.Proxy {
+	t.Helper()
+	reset(t)
+	ctx := ctxT(t, time.Minute)
+	primary := cluster.Primary()
+	for _, sql := range []string{
+		"DROP TABLE IF EXISTS rt, rw_counter",
+		"DROP SEQUENCE IF EXISTS rt_seq",
+		"CREATE TABLE rt (id int PRIMARY KEY, v int NOT NULL)",
+		"INSERT INTO rt SELECT g, 0 FROM generate_series(1, 10) g",
+		"CREATE SEQUENCE rt_seq",
+		"CREATE TABLE rw_counter (id int PRIMARY KEY, v bigint NOT NULL)",
+		"INSERT INTO rw_counter SELECT g, 0 FROM generate_series(1, 16) g",
+		"CREATE OR REPLACE FUNCTION report_total() RETURNS bigint STABLE LANGUAGE sql AS 'SELECT sum(v) FROM rt'",
+		"CREATE OR REPLACE FUNCTION volatile_fn() RETURNS int VOLATILE LANGUAGE sql AS 'SELECT 1'",
+		"GRANT ALL ON rt, rw_counter, rt_seq TO " + pgcluster.ScramUser,
+	} {
+		if err := primary.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := cluster.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	userlist := proxytest.Userlist(t, cluster, pgcluster.ScramUser)
+	return proxytest.Start(t, cluster, &proxytest.Options{YAML: fmt.Sprintf(`auth:
+  mode: proxy
+  file: %s
+pool:
+  mode: transaction
+  size: 8
+  max_client_wait: 20s
+routing:
+  max_lag: 30s
+  unit: transaction
+  consistency: %s
+  consistency_wait: 200ms
+  read_functions: [report_total, pg_is_in_recovery, inet_server_port]
+%s`, userlist, level, extra)})
+}
+
+func txDSN(p *proxytest.Proxy, extra string) string {
+	return fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable%s",
+		pgcluster.ScramUser, url.QueryEscape(pgcluster.ScramPassword), p.WriteAddr(), extra)
+}
+
+// routed returns pgproxy_transactions_routed_total by target.
+func routed(t *testing.T, p *proxytest.Proxy) map[string]float64 {
+	t.Helper()
+	return counterByLabel(t, p, "pgproxy_transactions_routed_total", "target")
+}
+
+func counterByLabel(t *testing.T, p *proxytest.Proxy, name, label string) map[string]float64 {
+	t.Helper()
+	mfs, err := p.App.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[labelOf(m, label)] += m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func labelOf(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func metricSum(t *testing.T, p *proxytest.Proxy, name string) (sum float64, count uint64) {
+	t.Helper()
+	mfs, err := p.App.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if h := m.GetHistogram(); h != nil {
+				sum += h.GetSampleSum()
+				count += h.GetSampleCount()
+			} else {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum, count
+}
+
+// TestTransactionRoutingTable: each statement or transaction lands on the
+// role it must, in the simple protocol and with named prepared statements
+// (pgx's statement cache: Parse/Describe/Sync once, then Bind/Execute/Sync
+// by name, classified from the name). A read routed to the primary would
+// only cost load; a write or a lock routed to a replica fails (25006), so
+// every case must also succeed.
+func TestTransactionRoutingTable(t *testing.T) {
+	p := txProxy(t, "eventual", "")
+	ctx := ctxT(t, 2*time.Minute)
+	type tc struct {
+		stmts   []string
+		replica bool
+		simple  bool // simple protocol only (several statements in one Query)
+	}
+	cases := []tc{
+		{stmts: []string{"SELECT 1"}, replica: true},
+		{stmts: []string{"SELECT v FROM rt WHERE id = 1"}, replica: true},
+		{stmts: []string{"VALUES (1), (2)"}, replica: true},
+		{stmts: []string{"TABLE rt"}, replica: true},
+		{stmts: []string{"SHOW work_mem"}, replica: true},
+		{stmts: []string{"SELECT now(), lower('A'), count(*) FROM rt"}, replica: true},
+		{stmts: []string{"WITH r AS (SELECT 1 AS x) SELECT x FROM r"}, replica: true},
+		{stmts: []string{"SELECT report_total()"}, replica: true},
+		{stmts: []string{"EXPLAIN SELECT * FROM rt"}, replica: true},
+		{stmts: []string{"SELECT * FROM generate_series(1, 3)"}, replica: true},
+		{stmts: []string{"SELECT pg_catalog.upper('x'), pg_is_in_recovery()"}, replica: true},
+		{stmts: []string{"BEGIN READ ONLY", "SELECT 1", "COMMIT"}, replica: true},
+		{stmts: []string{"START TRANSACTION READ ONLY", "SELECT count(*) FROM rt", "COMMIT"}, replica: true},
+		{stmts: []string{"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "SELECT 1", "SELECT 2", "COMMIT"}, replica: true},
+		{stmts: []string{"BEGIN; SET TRANSACTION READ ONLY; SELECT 1; COMMIT"}, replica: true, simple: true},
+		{stmts: []string{"SELECT 1; SELECT 2"}, replica: true, simple: true},
+		{stmts: []string{"BEGIN; SELECT 1; COMMIT"}, replica: true, simple: true},
+
+		{stmts: []string{"INSERT INTO rt VALUES (100, 1) ON CONFLICT (id) DO UPDATE SET v = rt.v + 1"}},
+		{stmts: []string{"UPDATE rt SET v = v + 1 WHERE id = 1"}},
+		{stmts: []string{"DELETE FROM rt WHERE id = 999"}},
+		{stmts: []string{"SELECT * FROM rt FOR UPDATE"}},
+		{stmts: []string{"SELECT * FROM rt FOR SHARE"}},
+		{stmts: []string{"SELECT * FROM (SELECT * FROM rt FOR UPDATE) s"}},
+		{stmts: []string{"WITH d AS (UPDATE rt SET v = v WHERE id = 1 RETURNING *) SELECT * FROM d"}},
+		{stmts: []string{"WITH r AS (INSERT INTO rt VALUES (101, 1) ON CONFLICT DO NOTHING RETURNING *) SELECT * FROM r"}},
+		{stmts: []string{"SELECT nextval('rt_seq')"}},
+		{stmts: []string{"VALUES (nextval('rt_seq'))"}},
+		{stmts: []string{"SELECT setval('rt_seq', 10)"}},
+		{stmts: []string{"SELECT random()"}},
+		{stmts: []string{"SELECT txid_current()"}},
+		{stmts: []string{"SELECT volatile_fn()"}},
+		{stmts: []string{"SELECT pg_advisory_xact_lock(1)"}},
+		{stmts: []string{"SELECT set_config('work_mem', '64MB', true)"}},
+		{stmts: []string{"SELECT pg_sleep(0)"}},
+		{stmts: []string{"EXPLAIN ANALYZE UPDATE rt SET v = v WHERE id = 1"}},
+		{stmts: []string{"BEGIN", "LOCK TABLE rt IN SHARE MODE", "COMMIT"}},
+		{stmts: []string{"BEGIN", "SELECT 1", "COMMIT"}},
+		{stmts: []string{"BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT count(*) FROM rt", "COMMIT"}},
+		{stmts: []string{"BEGIN READ ONLY ISOLATION LEVEL SERIALIZABLE", "SELECT 1", "COMMIT"}},
+		{stmts: []string{"BEGIN", "SELECT 1", "SET TRANSACTION READ ONLY", "COMMIT"}},
+		{stmts: []string{"SELECT 1; INSERT INTO rt VALUES (102, 1) ON CONFLICT DO NOTHING"}, simple: true},
+		{stmts: []string{"BEGIN; SELECT 1", "COMMIT"}, simple: true},
+		{stmts: []string{"DO $$BEGIN PERFORM 1; END$$"}, simple: true},
+		{stmts: []string{"MERGE INTO rt USING (VALUES (1)) s(id) ON rt.id = s.id WHEN MATCHED THEN UPDATE SET v = rt.v"}},
+	}
+	modes := []struct {
+		name string
+		mode pgx.QueryExecMode
+	}{{"simple", pgx.QueryExecModeSimpleProtocol}, {"prepared", pgx.QueryExecModeCacheStatement}}
+	n := 0
+	for _, m := range modes {
+		cfg, err := pgx.ParseConfig(txDSN(p, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = m.mode
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		for _, c := range cases {
+			if c.simple && m.mode != pgx.QueryExecModeSimpleProtocol {
+				continue
+			}
+			for run := 0; run < 2; run++ { // the second run Binds the prepared statements by name
+				before := routed(t, p)
+				for _, sql := range c.stmts {
+					rows, err := conn.Query(ctx, sql)
+					if err == nil {
+						for rows.Next() {
+						}
+						rows.Close()
+						err = rows.Err()
+					}
+					if err != nil {
+						t.Fatalf("%s %q (in %q): %v", m.name, sql, c.stmts, err)
+					}
+				}
+				after := routed(t, p)
+				replicas := after["replica"] - before["replica"]
+				others := 0.0
+				for k, v := range after {
+					if k != "replica" {
+						others += v - before[k]
+					}
+				}
+				switch {
+				case c.replica && (replicas == 0 || others != 0):
+					t.Errorf("%s %q: %v replica and %v primary transactions, want replica only", m.name, c.stmts, replicas, others)
+				case !c.replica && (replicas != 0 || others == 0):
+					t.Errorf("%s %q: %v replica and %v primary transactions, want primary only", m.name, c.stmts, replicas, others)
+				}
+			}
+			n++
+		}
+	}
+	t.Logf("%d cases (statements or transactions) over both protocols, each run twice", n)
+	if n < 40 {
+		t.Fatalf("only %d cases", n)
+	}
+}
