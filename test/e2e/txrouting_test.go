@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,5 +238,189 @@ func TestTransactionRoutingTable(t *testing.T) {
 	t.Logf("%d cases (statements or transactions) over both protocols, each run twice", n)
 	if n < 40 {
 		t.Fatalf("only %d cases", n)
+	}
+}
+
+// staleReads runs the stale-read detector at level: clients that each
+// commit to their own row and then read it back together with a row a
+// separate writer commits to every 2 ms, while replay is paused on one
+// replica and then the other in turn. A read misses its own write when it
+// returns an older value of the client's row than its UPDATE ... RETURNING
+// said; it misses an acknowledged write when it returns an older value of
+// the writer's row than the writer had seen acknowledged before the read
+// was sent.
+type detector struct {
+	reads, onReplica, ownMisses, ackedMisses int64
+}
+
+func staleReads(t *testing.T, level string, minReads int64, stopAtMiss bool) detector {
+	p := txProxy(t, level, "")
+	ctx := ctxT(t, 90*time.Second)
+	const clients = 4
+	var acked atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errc := make(chan error, clients+2)
+
+	// The writer: id 16, every 2 ms, through the proxy.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		conn, err := pgx.Connect(ctx, txDSN(p, "&application_name=writer"))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer conn.Close(context.Background())
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			var v int64
+			if err := conn.QueryRow(ctx, "UPDATE rw_counter SET v = v + 1 WHERE id = 16 RETURNING v").Scan(&v); err != nil {
+				errc <- fmt.Errorf("writer: %w", err)
+				return
+			}
+			acked.Store(v)
+		}
+	}()
+	// Replay paused on one replica, then on the other, in turn.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reps := cluster.Replicas()
+		defer func() {
+			for _, r := range reps {
+				_ = r.ResumeReplay(context.Background())
+			}
+		}()
+		for i := 0; ; i++ {
+			paused, other := reps[i%len(reps)], reps[(i+1)%len(reps)]
+			if err := other.ResumeReplay(ctx); err != nil {
+				errc <- err
+				return
+			}
+			if err := paused.PauseReplay(ctx); err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	var d detector
+	var mu sync.Mutex
+	var readers sync.WaitGroup
+	deadline := time.Now().Add(45 * time.Second)
+	for i := 1; i <= clients; i++ {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			cfg, err := pgx.ParseConfig(txDSN(p, fmt.Sprintf("&application_name=client%d", i)))
+			if err != nil {
+				errc <- err
+				return
+			}
+			if i%2 == 0 {
+				cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+			}
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			var local detector
+			defer func() {
+				mu.Lock()
+				d.reads += local.reads
+				d.onReplica += local.onReplica
+				d.ownMisses += local.ownMisses
+				d.ackedMisses += local.ackedMisses
+				mu.Unlock()
+			}()
+			for local.reads < minReads/clients && time.Now().Before(deadline) {
+				if stopAtMiss && local.ownMisses+local.ackedMisses > 0 {
+					return
+				}
+				var wrote, own, shared int64
+				var rec bool
+				if err := conn.QueryRow(ctx, "UPDATE rw_counter SET v = v + 1 WHERE id = $1 RETURNING v", i).Scan(&wrote); err != nil {
+					errc <- fmt.Errorf("client %d write: %w", i, err)
+					return
+				}
+				seen := acked.Load()
+				if err := conn.QueryRow(ctx, "SELECT (SELECT v FROM rw_counter WHERE id = $1), (SELECT v FROM rw_counter WHERE id = 16), pg_is_in_recovery()", i).Scan(&own, &shared, &rec); err != nil {
+					errc <- fmt.Errorf("client %d read: %w", i, err)
+					return
+				}
+				local.reads++
+				if rec {
+					local.onReplica++
+				}
+				if own < wrote {
+					local.ownMisses++
+				}
+				if shared < seen {
+					local.ackedMisses++
+				}
+			}
+		}()
+	}
+	readers.Wait()
+	close(stop)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	waits, nwaits := metricSum(t, p, "pgproxy_consistency_waits_seconds")
+	fallbacks, _ := metricSum(t, p, "pgproxy_consistency_fallbacks_total")
+	mean := 0.0
+	if nwaits > 0 {
+		mean = waits / float64(nwaits) * 1000
+	}
+	t.Logf("%s: %d reads, %d on replicas (%.0f%%), %d missed their own write, %d missed an acknowledged write; %d waits for a replica (mean %.2f ms), %.0f fallbacks to the primary; routed %v",
+		level, d.reads, d.onReplica, 100*float64(d.onReplica)/float64(max(d.reads, 1)), d.ownMisses, d.ackedMisses, nwaits, mean, fallbacks, routed(t, p))
+	return d
+}
+
+func TestStaleReadsSession(t *testing.T) {
+	d := staleReads(t, "session", 5000, false)
+	if d.reads < 5000 {
+		t.Fatalf("only %d reads", d.reads)
+	}
+	if d.ownMisses != 0 {
+		t.Errorf("%d reads missed the client's own last write", d.ownMisses)
+	}
+	if d.onReplica < d.reads/4 {
+		t.Errorf("only %d of %d reads ran on a replica: the detector proves little", d.onReplica, d.reads)
+	}
+}
+
+func TestStaleReadsGlobal(t *testing.T) {
+	d := staleReads(t, "global", 5000, false)
+	if d.reads < 5000 {
+		t.Fatalf("only %d reads", d.reads)
+	}
+	if d.ownMisses != 0 || d.ackedMisses != 0 {
+		t.Errorf("%d reads missed their own write, %d an acknowledged write", d.ownMisses, d.ackedMisses)
+	}
+	if d.onReplica < d.reads/4 {
+		t.Errorf("only %d of %d reads ran on a replica: the detector proves little", d.onReplica, d.reads)
+	}
+}
+
+// TestStaleReadsEventual: the detector does find stale reads when nothing
+// holds reads back (it can fail).
+func TestStaleReadsEventual(t *testing.T) {
+	d := staleReads(t, "eventual", 5000, true)
+	if d.ownMisses+d.ackedMisses == 0 {
+		t.Errorf("no stale read in %d reads (%d on replicas) at eventual: the detector cannot see one", d.reads, d.onReplica)
 	}
 }
