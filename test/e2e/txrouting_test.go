@@ -424,3 +424,177 @@ func TestStaleReadsEventual(t *testing.T) {
 		t.Errorf("no stale read in %d reads (%d on replicas) at eventual: the detector cannot see one", d.reads, d.onReplica)
 	}
 }
+
+func simpleConn(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func show(t *testing.T, ctx context.Context, c *pgx.Conn, sql string) string {
+	t.Helper()
+	var v string
+	if err := c.QueryRow(ctx, sql).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
+// TestFloorIsTheCommitEnd: on an idle primary the floor a write leaves
+// (SHOW pgproxy.last_lsn) is exactly where a replica's replay stops once it
+// has replayed that commit, and a read at that floor runs on a replica
+// without waiting out consistency_wait: "caught up" is replay ≥ floor. With
+// > (or a floor past the commit's end, e.g. the next page's first record)
+// the read would fall back to the primary.
+func TestFloorIsTheCommitEnd(t *testing.T) {
+	p := txProxy(t, "session", "")
+	ctx := ctxT(t, time.Minute)
+	c := simpleConn(t, ctx, txDSN(p, ""))
+	if got := show(t, ctx, c, "SHOW pgproxy.last_lsn"); got != "0/0" {
+		t.Fatalf("last_lsn before any write = %q, want 0/0", got)
+	}
+	for attempt := 1; ; attempt++ {
+		if _, err := c.Exec(ctx, "UPDATE rt SET v = v + 1 WHERE id = 2"); err != nil {
+			t.Fatal(err)
+		}
+		floor := show(t, ctx, c, "SHOW pgproxy.last_lsn")
+		var insert string
+		if err := cluster.Primary().QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text", &insert); err != nil {
+			t.Fatal(err)
+		}
+		if insert != floor {
+			// A background record (a standby snapshot, a checkpoint)
+			// came after the commit: the primary is not idle; again.
+			if attempt == 5 {
+				t.Fatalf("the primary never stayed idle after a commit (floor %s, insert position %s)", floor, insert)
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		// Each replica's replay stops exactly at the floor.
+		for _, r := range cluster.Replicas() {
+			var replay string
+			for i := 0; ; i++ {
+				if err := r.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text", &replay); err != nil {
+					t.Fatal(err)
+				}
+				if replay == floor || i == 200 {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if replay != floor {
+				t.Fatalf("replica %s replayed to %s, floor %s", r.Addr(), replay, floor)
+			}
+		}
+		_, waitsBefore := metricSum(t, p, "pgproxy_consistency_waits_seconds")
+		fallbacks, _ := metricSum(t, p, "pgproxy_consistency_fallbacks_total")
+		start := time.Now()
+		var rec bool
+		if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		fallbacksAfter, _ := metricSum(t, p, "pgproxy_consistency_fallbacks_total")
+		_, waitsAfter := metricSum(t, p, "pgproxy_consistency_waits_seconds")
+		if !rec || fallbacksAfter != fallbacks {
+			t.Fatalf("a read at floor %s with every replica replayed to exactly %s ran on the primary (fallbacks %v -> %v, %s)", floor, floor, fallbacks, fallbacksAfter, took)
+		}
+		t.Logf("floor %s = insert position = replay position; the read ran on a replica in %s (%d replay checks)", floor, took, waitsAfter-waitsBefore)
+		return
+	}
+}
+
+// TestProxySettings: SHOW pgproxy.last_lsn / SET pgproxy.min_lsn (and
+// pgproxy.consistency) are answered by the proxy; a floor given to
+// another session holds its reads back.
+func TestProxySettings(t *testing.T) {
+	p := txProxy(t, "session", "")
+	ctx := ctxT(t, time.Minute)
+	a := simpleConn(t, ctx, txDSN(p, ""))
+	if _, err := a.Exec(ctx, "UPDATE rt SET v = v + 1 WHERE id = 3"); err != nil {
+		t.Fatal(err)
+	}
+	lsn := show(t, ctx, a, "SHOW pgproxy.last_lsn")
+	if lsn == "0/0" {
+		t.Fatal("last_lsn after a write is 0/0")
+	}
+	if got := show(t, ctx, a, "SHOW pgproxy.consistency"); got != "session" {
+		t.Errorf("pgproxy.consistency = %q", got)
+	}
+
+	b := simpleConn(t, ctx, txDSN(p, "&options=-c%20pgproxy.consistency%3Deventual"))
+	if got := show(t, ctx, b, "SHOW pgproxy.consistency"); got != "eventual" {
+		t.Errorf("options pgproxy.consistency=eventual: SHOW = %q", got)
+	}
+	if _, err := b.Exec(ctx, "SET pgproxy.min_lsn = '"+lsn+"'"); err != nil {
+		t.Fatal(err)
+	}
+	if got := show(t, ctx, b, "SHOW pgproxy.last_lsn"); got != lsn {
+		t.Errorf("after SET pgproxy.min_lsn = %s: last_lsn = %s", lsn, got)
+	}
+	// A floor no replica reaches: the read runs on the primary after
+	// consistency_wait, even at eventual.
+	if _, err := b.Exec(ctx, "SET pgproxy.min_lsn = 'FFFF/0'"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := metricSum(t, p, "pgproxy_consistency_fallbacks_total")
+	start := time.Now()
+	var rec bool
+	if err := b.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := metricSum(t, p, "pgproxy_consistency_fallbacks_total")
+	if rec || after != before+1 || time.Since(start) < 200*time.Millisecond {
+		t.Errorf("read with an unreachable floor: in recovery %v, fallbacks %v -> %v, after %s", rec, before, after, time.Since(start))
+	}
+	if _, err := b.Exec(ctx, "RESET pgproxy.min_lsn"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil || !rec {
+		t.Errorf("after RESET pgproxy.min_lsn: in recovery %v, %v", rec, err)
+	}
+	if _, err := b.Exec(ctx, "SET pgproxy.consistency = global"); err != nil {
+		t.Fatal(err)
+	}
+	if got := show(t, ctx, b, "SHOW pgproxy.consistency"); got != "global" {
+		t.Errorf("SET pgproxy.consistency = global: SHOW = %q", got)
+	}
+
+	for _, tc := range []struct{ sql, code string }{
+		{"SET pgproxy.min_lsn = 'soon'", "22023"},
+		{"SET pgproxy.consistency = strong", "22023"},
+		{"SET pgproxy.last_lsn = '0/1'", "55P02"},
+		{"SHOW pgproxy.nothing", "42704"},
+		{"SET pgproxy.min_lsn = '0/1'; SELECT 1", "0A000"},
+	} {
+		_, err := b.Exec(ctx, tc.sql)
+		if got := sqlState(err); got != tc.code {
+			t.Errorf("%s: %v, want %s", tc.sql, err, tc.code)
+		}
+	}
+	// The extended protocol: refused at its Sync, the session goes on.
+	ext := connect(t, txDSN(p, ""))
+	var v string
+	err := ext.QueryRow(ctx, "SHOW pgproxy.last_lsn").Scan(&v)
+	if got := sqlState(err); got != "0A000" {
+		t.Errorf("SHOW pgproxy.last_lsn in the extended protocol: %v, want 0A000", err)
+	}
+	if err := ext.QueryRow(ctx, "SELECT 1::text").Scan(&v); err != nil || v != "1" {
+		t.Errorf("after the refusal: %q, %v", v, err)
+	}
+	// Not forwarded: the servers never saw a pgproxy.* setting.
+	var n int
+	if err := cluster.Primary().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%pgproxy.%' AND pid <> pg_backend_pid()", &n); err != nil || n != 0 {
+		t.Errorf("servers running pgproxy.* statements: %d, %v", n, err)
+	}
+}
