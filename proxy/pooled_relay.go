@@ -252,6 +252,9 @@ func (p *clientPolicy) attachConn(c *pool.Conn) error {
 		return err
 	}
 	p.w.set(c)
+	if r := ps.route; r != nil {
+		r.learn.Store(r.nextLearn) // the last server's relay has ended (acquire)
+	}
 	l.mu.Lock()
 	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
 	l.s2cDone, l.s2cOK = make(chan struct{}), false

@@ -129,6 +129,9 @@ type txRoute struct {
 	lastLSN atomic.Int64
 	lost    atomic.Bool // the last write's position could not be learned
 	learn   atomic.Bool // the server held now runs a write: learn its position at the end
+	// nextLearn is learn for the server being attached: stored once the
+	// last server's relay (which reads learn) has ended (attachConn).
+	nextLearn bool
 }
 
 func newTxRoute(r TxRouter, level string) *txRoute {
@@ -143,7 +146,7 @@ func (p *clientPolicy) nextKey() pool.Key {
 		if a := r.router.Primary(); a != "" {
 			k.Addr, k.ReadOnly = a, false
 		}
-		r.learn.Store(r.level != ConsistencyEventual)
+		r.nextLearn = r.level != ConsistencyEventual
 		p.s.srv.metrics.routed("primary")
 	}
 	return k
@@ -249,7 +252,7 @@ func (p *clientPolicy) routeHeld(typ byte, msg []byte) ([]byte, error) {
 		p.s.sendError(err)
 		return nil, &relayEnd{reason: "pool_error", err: err}
 	}
-	r.learn.Store(false)
+	r.nextLearn = false
 	if c == nil { // a read on the primary
 		return p.replayHeld(p.nextPrimaryKey(), nil)
 	}
