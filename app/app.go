@@ -47,6 +47,10 @@ type App struct {
 	director *director
 	admin    adminAdapter
 	auth     *authSource
+	// classifier serves routing.unit transaction (its cache survives
+	// reloads that keep routing.read_functions).
+	classifier      *sqlscan.Classifier
+	classifierFuncs []string
 
 	mu         sync.Mutex
 	cfg        *configs.Config

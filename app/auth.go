@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,13 @@ func (a *App) withAuth(pc *proxy.Config, cfg *configs.Config, on bool) {
 	pc.SessionSetting = func(sql string) (proxy.Setting, bool) {
 		name, value, reset, ok := sqlscan.SessionSetting(sql)
 		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
+	}
+	if cfg.Routing.Unit == configs.UnitTransaction {
+		if a.classifier == nil || !slices.Equal(a.classifierFuncs, cfg.Routing.ReadFunctions) {
+			a.classifier = sqlscan.NewClassifier(cfg.Routing.ReadFunctions)
+			a.classifierFuncs = slices.Clone(cfg.Routing.ReadFunctions)
+		}
+		pc.Routing = proxy.TxRouting{Classify: a.classifier.Classify, Consistency: cfg.Routing.Consistency, Wait: cfg.Routing.ConsistencyWait}
 	}
 }
 

@@ -67,11 +67,55 @@ func (d *director) Direct(l proxy.Listener, params []proxy.Param, exclude []stri
 		}
 	}
 	backend := dec.Backend
-	return &proxy.Target{
+	t := &proxy.Target{
 		Addr: backend, Params: fwd, ReadOnly: dec.Fallback,
 		Route: dec.Route.String(), Reason: dec.Reason, Job: sess.Job, Fallback: dec.Why,
 		Release: func() { d.router.Release(backend) },
-	}, nil
+	}
+	if cfg := d.cfg.Load(); cfg.Routing.Unit == configs.UnitTransaction && dec.Route == router.RouteWrite && !l.Admin {
+		// Routed per transaction: reads to replicas, the rest to the
+		// primary. A session the listener, a rule or its startup
+		// parameters made a read session stays one.
+		t.Tx = &txRouter{d: d, sess: sess}
+		t.Consistency = sess.Consistency
+	}
+	return t, nil
+}
+
+// txRouter is a session's proxy.TxRouter: the primary and the readable
+// replicas of the latest snapshot, with the PAUSEs in force now.
+type txRouter struct {
+	d    *director
+	sess router.Session
+}
+
+var _ proxy.TxRouter = (*txRouter)(nil)
+
+func (t *txRouter) paused() []string {
+	var out []string
+	t.d.paused.Range(func(k, _ any) bool {
+		out = append(out, k.(string))
+		return true
+	})
+	return out
+}
+
+func (t *txRouter) Primary() string {
+	p := t.d.snapshot().Primary()
+	if p == nil {
+		return ""
+	}
+	return p.Addr
+}
+
+func (t *txRouter) Replicas(dst []proxy.Replica) []proxy.Replica {
+	s := t.sess
+	s.Paused = t.paused()
+	var buf [4]router.Candidate
+	for _, c := range t.d.router.Readable(&s, buf[:0]) {
+		dst = append(dst, proxy.Replica{Addr: c.Addr, ReplayLSN: c.ReplayLSN})
+	}
+	return dst
 }
 
 func routerConfig(cfg *configs.Config) router.Config {

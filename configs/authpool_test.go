@@ -119,16 +119,15 @@ func TestAuthPoolErrors(t *testing.T) {
 			want: []string{"config: pool.mode: " + pass, "config: pool.max_client_wait: " + pass},
 			not:  []string{"pool.size"}},
 		{name: "unit transaction with session pools", yaml: "routing: {unit: transaction}\n",
-			want: []string{`config: routing.unit: transaction needs pool.mode: transaction, got pool.mode "session"`,
-				"config: routing.unit: transaction is not implemented yet in this version (issue 18)"}},
-		{name: "unit transaction, everything it needs", yaml: proxy + "pool: {mode: transaction}\nrouting: {unit: transaction}\n",
-			want: []string{"config: routing.unit: transaction is not implemented yet in this version (issue 18)"},
-			not:  []string{"needs pool.mode"}},
+			want: []string{`config: routing.unit: transaction needs pool.mode: transaction, got pool.mode "session"`}},
+		{name: "bad read function", yaml: proxy + "pool: {mode: transaction}\nrouting: {unit: transaction, read_functions: [ok_fn, 'a.b.c', 'f()']}\n",
+			want: []string{`config: routing.read_functions[1]: must be a function name or schema.name, got "a.b.c"`,
+				`config: routing.read_functions[2]: must be a function name or schema.name, got "f()"`},
+			not: []string{"read_functions[0]"}},
 		{name: "unknown unit", yaml: "routing: {unit: statement}\n",
 			want: []string{`config: routing.unit: must be "session" or "transaction", got "statement"`}},
 		{name: "consistency without unit transaction", yaml: "routing: {consistency: session}\n",
-			want: []string{"config: routing.consistency: session needs routing.unit: transaction",
-				"config: routing.consistency: session is not implemented yet in this version (issue 18)"}},
+			want: []string{"config: routing.consistency: session needs routing.unit: transaction"}},
 		{name: "global consistency", env: []string{"PGPROXY_ROUTING_CONSISTENCY=global"},
 			want: []string{"config: routing.consistency: global needs routing.unit: transaction"}},
 		{name: "unknown consistency", yaml: "routing: {consistency: strong}\n",
@@ -215,7 +214,13 @@ func TestAuthPoolAccepted(t *testing.T) {
 				t.Errorf("pool = %+v auth = %+v", c.Pool, c.Auth)
 			}
 		}},
-		{"reserved routing keys at their defaults", "routing: {unit: session, consistency: eventual, consistency_wait: 0s}\n", nil, func(t *testing.T, c *Config) {
+		{"per-transaction routing", "auth: {mode: proxy, file: " + userlist + "}\n" + "pool: {mode: transaction}\nrouting: {unit: transaction, consistency: global, consistency_wait: 50ms, read_functions: [report_total, billing.safe_sum]}\n", nil, func(t *testing.T, c *Config) {
+			if c.Routing.Unit != UnitTransaction || c.Routing.Consistency != ConsistencyGlobal || c.Routing.ConsistencyWait != 50*time.Millisecond ||
+				len(c.Routing.ReadFunctions) != 2 || c.Routing.ReadFunctions[1] != "billing.safe_sum" {
+				t.Errorf("routing = %+v", c.Routing)
+			}
+		}},
+		{"routing keys at their defaults", "routing: {unit: session, consistency: eventual, consistency_wait: 0s}\n", nil, func(t *testing.T, c *Config) {
 			if c.Routing.Unit != UnitSession || c.Routing.Consistency != ConsistencyEventual || c.Routing.ConsistencyWait != 0 {
 				t.Errorf("routing = %+v", c.Routing)
 			}

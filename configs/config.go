@@ -43,7 +43,7 @@ const (
 // Units of Routing.Unit: what one routing decision covers.
 const (
 	UnitSession     = "session"     // the whole session (today's behaviour)
-	UnitTransaction = "transaction" // each transaction; needs PoolTransaction; not implemented yet
+	UnitTransaction = "transaction" // each transaction; needs PoolTransaction
 )
 
 // Levels of Routing.Consistency: what a read on a replica is sure to see.
@@ -124,16 +124,19 @@ type Routing struct {
 	// Fallback is FallbackPrimary or FallbackReject.
 	Fallback string `yaml:"fallback" mapstructure:"fallback"`
 	// Unit is UnitSession or UnitTransaction (needs Pool.Mode
-	// PoolTransaction). Validate refuses UnitTransaction for now: the
-	// key is reserved for per-transaction routing (issue 18).
+	// PoolTransaction and Auth.Mode AuthProxy).
 	Unit string `yaml:"unit" mapstructure:"unit"`
 	// Consistency is ConsistencyEventual, ConsistencySession or
-	// ConsistencyGlobal; the last two need UnitTransaction and are refused
-	// for now, like it.
+	// ConsistencyGlobal; the last two need UnitTransaction.
 	Consistency string `yaml:"consistency" mapstructure:"consistency"`
 	// ConsistencyWait is how long a read may wait for a replica to reach
 	// its LSN floor before it runs on the primary; 0 = no wait.
 	ConsistencyWait time.Duration `yaml:"consistency_wait" mapstructure:"consistency_wait"`
+	// ReadFunctions are the user's functions that only read (immutable
+	// or stable): a statement calling them may still go to a replica
+	// with UnitTransaction. "name" matches a call with or without a
+	// schema, "schema.name" a call written so.
+	ReadFunctions []string `yaml:"read_functions" mapstructure:"read_functions"`
 	// Rules are tried in order; the first match wins.
 	Rules []Rule `yaml:"rules" mapstructure:"rules"`
 }
@@ -367,6 +370,7 @@ func (c *Config) Clone() *Config {
 	out.Listen = slices.Clone(c.Listen)
 	out.Backends = slices.Clone(c.Backends)
 	out.Routing.Rules = slices.Clone(c.Routing.Rules)
+	out.Routing.ReadFunctions = slices.Clone(c.Routing.ReadFunctions)
 	out.Admin.Users = slices.Clone(c.Admin.Users)
 	out.Masking.Rules = slices.Clone(c.Masking.Rules)
 	for i, r := range out.Masking.Rules {

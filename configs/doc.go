@@ -65,9 +65,10 @@
 //	routing.max_lag              a replica staler than this gets no new read session; > 0 [5s]
 //	routing.max_lag_bytes        a replica further behind in WAL bytes gets no new read session; 0 = no limit [0]
 //	routing.fallback             read session with no fit replica: primary (forced read-only) | reject [primary]
-//	routing.unit                 what one routing decision covers: session | transaction (needs pool.mode transaction); reserved: transaction is refused, not implemented yet (issue 18) [session]
-//	routing.consistency          what a replica read sees: eventual | session | global (needs routing.unit transaction); reserved: only eventual is accepted [eventual]
+//	routing.unit                 what one routing decision covers: session | transaction (needs pool.mode transaction) [session]
+//	routing.consistency          what a replica read sees: eventual | session | global (needs routing.unit transaction) [eventual]
 //	routing.consistency_wait     how long a read waits for a replica to reach its LSN floor, then the primary; 0 = no wait [100ms]
+//	routing.read_functions       user functions that only read: calls may go to replicas with routing.unit transaction [none]
 //	routing.rules                list of rules, first match wins [none]
 //	routing.rules[].match        globs; every field given must match, at least one field
 //	routing.rules[].match.user              glob on the startup user

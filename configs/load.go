@@ -275,6 +275,9 @@ func (c *Config) normalize() {
 	if len(c.Routing.Rules) == 0 {
 		c.Routing.Rules = nil
 	}
+	if len(c.Routing.ReadFunctions) == 0 {
+		c.Routing.ReadFunctions = nil
+	}
 	if len(c.Admin.Users) == 0 {
 		c.Admin.Users = nil
 	}

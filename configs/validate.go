@@ -214,9 +214,8 @@ func (c *Config) validate(p *problems, set origins) {
 	}
 }
 
-// validateUnit checks routing.unit, routing.consistency and
-// routing.consistency_wait. Per-transaction routing is not implemented
-// yet: its values are refused, after the checks they will keep.
+// validateUnit checks routing.unit, routing.consistency,
+// routing.consistency_wait and routing.read_functions.
 func (c *Config) validateUnit(p *problems) {
 	r := c.Routing
 	switch r.Unit {
@@ -225,7 +224,6 @@ func (c *Config) validateUnit(p *problems) {
 		if c.Pool.Mode != PoolTransaction {
 			p.add("routing.unit", "", "transaction needs pool.mode: transaction, got pool.mode %s", quote(c.Pool.Mode))
 		}
-		p.add("routing.unit", "", "transaction is not implemented yet in this version (issue 18)")
 	default:
 		p.add("routing.unit", "", "must be \"session\" or \"transaction\", got %s", quote(r.Unit))
 	}
@@ -235,12 +233,17 @@ func (c *Config) validateUnit(p *problems) {
 		if r.Unit != UnitTransaction {
 			p.add("routing.consistency", "", "%s needs routing.unit: transaction", r.Consistency)
 		}
-		p.add("routing.consistency", "", "%s is not implemented yet in this version (issue 18)", r.Consistency)
 	default:
 		p.add("routing.consistency", "", "must be one of eventual, session, global, got %s", quote(r.Consistency))
 	}
 	if r.ConsistencyWait < 0 {
 		p.add("routing.consistency_wait", "", "must be >= 0 (0 = no wait), got %s", r.ConsistencyWait)
+	}
+	for i, f := range r.ReadFunctions {
+		parts := strings.Split(f, ".")
+		if len(parts) > 2 || slices.Contains(parts, "") || strings.ContainsAny(f, " \t\n\"'();") {
+			p.add(fmt.Sprintf("routing.read_functions[%d]", i), "", "must be a function name or schema.name, got %s", quote(f))
+		}
 	}
 }
 

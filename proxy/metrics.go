@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,6 +21,9 @@ type Metrics struct {
 	// masking (policy_masking.go): per masked value and per refusal
 	maskedValues    *prometheus.CounterVec
 	maskingRefusals *prometheus.CounterVec
+	consWait        prometheus.Histogram
+	consFallback    prometheus.Counter
+	routedTx        *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's metrics on reg.
@@ -60,10 +65,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		maskingRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgproxy_masking_refusals_total", Help: "Statements of masked sessions refused with 42501, by reason (where, expression, function, copy, ...).",
 		}, []string{"reason"}),
+		consWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pgproxy_consistency_waits_seconds", Help: "Time a read routed per transaction waited for a replica to reach its LSN floor (reads no replica was known to have reached), until it did or routing.consistency_wait passed.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}),
+		consFallback: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgproxy_consistency_fallbacks_total", Help: "Reads routed per transaction that ran on the primary because no replica reached their LSN floor within routing.consistency_wait (or the floor could not be known).",
+		}),
+		routedTx: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgproxy_transactions_routed_total", Help: "Transactions routed per transaction (routing.unit: transaction), by target: replica, primary (writes), primary_fallback (a read no replica could serve at its LSN floor), primary_no_replica (a read with no replica fit).",
+		}, []string{"target"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.sessionsTotal, m.bytes, m.duration, m.connectTime, m.rejected, m.cancels, m.poolWait, m.poolPins,
-			m.maskedValues, m.maskingRefusals)
+			m.maskedValues, m.maskingRefusals, m.consWait, m.consFallback, m.routedTx)
 	}
 	return m
+}
+
+func (m *Metrics) routed(target string) {
+	if m != nil {
+		m.routedTx.WithLabelValues(target).Inc()
+	}
+}
+
+func (m *Metrics) consistencyWait(d time.Duration) {
+	if m != nil {
+		m.consWait.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) consistencyFallback() {
+	if m != nil {
+		m.consFallback.Inc()
+	}
 }

@@ -97,6 +97,7 @@ func (s *Server) DrainBackend(addr string) int {
 	s.poolMu.Lock()
 	p := s.pools
 	s.poolMu.Unlock()
+	s.replay.forget(addr)
 	if p == nil {
 		return 0
 	}
@@ -278,6 +279,10 @@ type pooledState struct {
 	// runs); s2cExit is closed when it ends (pooled_relay.go).
 	next    chan *pool.Conn
 	s2cExit chan struct{}
+	// relayIdle: no server→client relay runs, and the client→server side
+	// knows it (it took link.s2cIdle's token).
+	relayIdle bool
+	route     *txRoute // per-transaction routing (pooled_route.go); nil: none
 
 	link link
 }
@@ -453,6 +458,13 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 			s.log.Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
 		}
 		s.release = t.Release
+		if t.Tx != nil && s.cfg.Pool.Transaction && s.cfg.Routing.Classify != nil {
+			level := t.Consistency
+			if level == "" {
+				level = s.cfg.Routing.Consistency
+			}
+			ps.route = newTxRoute(t.Tx, level)
+		}
 		if err := s.syncParams(c); err != nil {
 			set.Release(c, false)
 			return err

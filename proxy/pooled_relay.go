@@ -15,6 +15,7 @@ import (
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/internal/sqlscan"
 	"github.com/ofitec/pgproxy/pool"
 )
 
@@ -63,9 +64,9 @@ type link struct {
 	stop    bool       // the session ends: serveServer stops at the next boundary
 	desired map[string]string
 	fifo    []fifoEntry
-	// s2cIdle holds a token while no server→client relay runs (capacity
-	// 1): the client→server side takes it before it attaches a server and
-	// the relay puts it back once it has let go of that server.
+	// s2cIdle (capacity 1) gets a token when the server→client relay has
+	// let go of a server; the client→server side takes it before it
+	// attaches the next one (waitRelayIdle, pooledState.relayIdle).
 	s2cIdle chan struct{}
 	s2cOK   bool // the last relay stopped at a message boundary (the server is reusable)
 	errored bool // an ErrorResponse since the last ReadyForQuery
@@ -87,8 +88,9 @@ const noSuchStatement = "pgproxy_no_such_statement"
 
 // clientStmt is a named statement of a transaction-mode client.
 type clientStmt struct {
-	server string // server-side name
-	parse  []byte // the Parse message under that name
+	server string        // server-side name
+	parse  []byte        // the Parse message under that name
+	class  sqlscan.Class // per-transaction routing: what it does (pooled_route.go)
 }
 
 // clientPolicy is the client→server policy of a pooled session.
@@ -151,12 +153,24 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	l.mu.Lock()
 	if l.conn == nil {
 		l.mu.Unlock()
-		if err := p.attach(); err != nil {
+		if m, held := p.holdForRoute(typ, n); held { // per-transaction routing (pooled_route.go)
+			return m
+		}
+		if err := p.attach(p.nextKey()); err != nil {
 			p.err = err
 			return modeHold
 		}
 		l.mu.Lock()
 	}
+	p.countLocked(typ)
+	l.mu.Unlock()
+	return p.sentMode(typ)
+}
+
+// countLocked counts, under link.mu, what sending a message of type typ
+// makes the server owe.
+func (p *clientPolicy) countLocked(typ byte) {
+	l := &p.ps.link
 	switch typ {
 	case 'Q', 'S', 'F':
 		l.owed++
@@ -168,7 +182,10 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	default:
 		l.open = true
 	}
-	l.mu.Unlock()
+}
+
+// sentMode is how a message of type typ, counted, is relayed.
+func (p *clientPolicy) sentMode(typ byte) msgMode {
 	if !p.trx {
 		return modePass
 	}
@@ -187,32 +204,23 @@ func (p *clientPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	return modePass
 }
 
-// attach gets the session a server for its next transaction and starts
-// relaying what it sends.
-func (p *clientPolicy) attach() error {
-	s, ps := p.s, p.ps
-	l := &ps.link
-	<-l.s2cIdle // the last server's relay has let go of the client
-	c, err := p.acquire()
+// attach gets the session a server of key for its next transaction and
+// starts relaying what it sends.
+func (p *clientPolicy) attach(key pool.Key) error {
+	c, err := p.acquire(key)
 	if err != nil {
-		l.s2cIdle <- struct{}{}
 		return err
 	}
-	p.w.set(c)
-	l.mu.Lock()
-	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
-	l.s2cOK = false
-	l.mu.Unlock()
-	s.relayServer(c)
-	return nil
+	return p.attachConn(c)
 }
 
-// acquire gets a server for the next transaction, brought to the client's
-// settings.
-func (p *clientPolicy) acquire() (*pool.Conn, error) {
-	s, ps := p.s, p.ps
+// acquire waits until the last server's relay has let go of the client,
+// then gets a server of key from the pool.
+func (p *clientPolicy) acquire(key pool.Key) (*pool.Conn, error) {
+	s := p.s
+	s.waitRelayIdle()
 	ctx, cancel := contextWithTimeout(s.cfg.Pool.MaxWait + time.Second /* the pool's own MaxWait timer answers first: 53300 */)
-	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), ps.key)
+	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), key)
 	cancel()
 	if m := s.srv.metrics; m != nil && err == nil {
 		m.poolWait.Observe(waited.Seconds())
@@ -228,11 +236,39 @@ func (p *clientPolicy) acquire() (*pool.Conn, error) {
 		}
 		return nil, &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not get a server connection", Err: err}
 	}
+	return c, nil
+}
+
+// attachConn makes c (acquired) the session's server for its next
+// transaction, brought to the client's settings, and starts relaying it.
+func (p *clientPolicy) attachConn(c *pool.Conn) error {
+	s, ps := p.s, p.ps
+	l := &ps.link
 	if err := s.syncParams(c); err != nil {
 		s.srv.poolSet().Release(c, false)
-		return nil, err
+		return err
 	}
-	return c, nil
+	p.w.set(c)
+	if r := ps.route; r != nil {
+		r.learn.Store(r.nextLearn) // the last server's relay has ended (acquire)
+	}
+	l.mu.Lock()
+	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
+	l.s2cOK = false
+	l.mu.Unlock()
+	s.relayServer(c)
+	return nil
+}
+
+// waitRelayIdle returns once no server→client relay runs: at once when the
+// client→server side already knows (it holds link.s2cIdle's token), else
+// when the relay hands the token back.
+func (s *session) waitRelayIdle() {
+	ps := s.pooled
+	if !ps.relayIdle {
+		<-ps.link.s2cIdle
+		ps.relayIdle = true
+	}
 }
 
 func (p *clientPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
@@ -292,10 +328,19 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 		p.s.sendError(err)
 		return nil, &relayEnd{reason: "pool_error", err: err}
 	}
+	if r := p.ps.route; r != nil && r.holding {
+		return p.routeHeld(typ, msg) // pooled_route.go
+	}
 	if tooBig {
 		p.exch.other = true
 		return msg, nil // passed as it came (at most maxHeld is held): statement names are not rewritten
 	}
+	return p.rewrite(typ, msg)
+}
+
+// rewrite is what the server gets for a held Parse, Bind, Describe or
+// Close of a transaction-mode client.
+func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 	body := msg[5:]
 	switch typ {
 	case 'P':
@@ -310,6 +355,9 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 		}
 		server := serverStmtName(rest)
 		st := &clientStmt{server: server, parse: pgwire.AppendMessage(nil, 'P', append(append([]byte(server), 0), rest...))}
+		if p.ps.route != nil {
+			st.class = p.s.cfg.Routing.Classify(sql) // cached by its text
+		}
 		p.remember(name, st)
 		l := &p.ps.link
 		l.mu.Lock()
@@ -526,6 +574,7 @@ func (p *serverPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 // it if none runs.
 func (s *session) relayServer(c *pool.Conn) {
 	ps := s.pooled
+	ps.relayIdle = false // the relay puts link.s2cIdle's token back when it lets go of c
 	if ps.next != nil && s.oneShotRelay() {
 		<-ps.s2cExit // the last one returned after its only server
 		ps.next = nil
@@ -537,8 +586,8 @@ func (s *session) relayServer(c *pool.Conn) {
 	ps.next <- c
 }
 
-// stopServerRelay ends the server→client goroutine; the caller holds the
-// s2cIdle token (no server is being relayed).
+// stopServerRelay ends the server→client goroutine; no server is being
+// relayed (waitRelayIdle).
 func (s *session) stopServerRelay() {
 	ps := s.pooled
 	if ps.next == nil {
@@ -618,7 +667,7 @@ func (s *session) serveServer(c *pool.Conn, r *serverRelay) {
 	l.mu.Unlock()
 	switch {
 	case ok && !stopping:
-		s.srv.poolSet().Release(c, true)
+		s.srv.poolSet().Release(c, s.afterTransaction(c)) // pooled_route.go
 	case !ok:
 		s.srv.poolSet().Release(c, false)
 		if err != nil && !stopping {
@@ -665,10 +714,8 @@ func (s *session) relayPooled() (reason string, idle bool) {
 		}
 	}
 	if err == errParked {
-		l := &ps.link
-		<-l.s2cIdle // the last transaction's relay has let go
+		s.waitRelayIdle() // the last transaction's relay has let go
 		s.stopServerRelay()
-		l.s2cIdle <- struct{}{}
 		return "", true
 	}
 	var re *relayEnd
@@ -718,7 +765,7 @@ func (s *session) startPooledRelay() *pump {
 		cp.w.set(c)
 		s.relayServer(c)
 	} else {
-		l.s2cIdle <- struct{}{} // no server yet: no relay runs
+		ps.relayIdle = true // no server yet: no relay runs
 		if ps.parkable {
 			s.armPark() // idle from the start
 		}
@@ -776,7 +823,7 @@ func (s *session) giveBack() {
 	if c != nil {
 		_ = c.Net.SetReadDeadline(time.Now()) // serveServer looks at stop
 	}
-	<-l.s2cIdle // the server→client relay, if one ran, has stopped
+	s.waitRelayIdle() // the server→client relay, if one ran, has stopped
 	s.stopServerRelay()
 	l.mu.Lock()
 	ok := l.s2cOK

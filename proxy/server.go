@@ -56,6 +56,13 @@ type Target struct {
 	// Release is called once when the session ends or the target is
 	// abandoned (connect failure). May be nil.
 	Release func()
+	// Tx routes each transaction of a transaction-mode pooled session
+	// (routing.unit: transaction; pooled_route.go). Nil: the session stays
+	// on Addr's pool.
+	Tx TxRouter
+	// Consistency is the session's routing.consistency ("" = the
+	// config's), from its startup option pgproxy.consistency.
+	Consistency string
 }
 
 // Param is one startup parameter.
@@ -129,6 +136,9 @@ type Config struct {
 	// being pinned for it (sqlscan.SessionSetting; pooled_set.go). Nil:
 	// every SessionState "set" pins.
 	SessionSetting func(sql string) (Setting, bool)
+	// Routing routes transactions of sessions whose Target has a TxRouter
+	// (pooled_route.go).
+	Routing TxRouting
 	// Admin answers the admin console (database "pgproxy") for AdminUsers,
 	// after they authenticated at the primary. Nil disables the console.
 	Admin      AdminConsole
@@ -177,6 +187,8 @@ type Server struct {
 	pools   *pool.Set                     // made on the first pooled session
 	creds   map[string]*pgauth.Credential // per user, the newest: what the pools log in with
 	fakeKey [32]byte                      // fake secrets of unknown users
+	replay  replayCache                   // replay positions seen by the proxy's own checks (pooled_route.go)
+	wal     walFetcher                    // the primary's WAL position for global reads
 
 	loopMu      sync.Mutex
 	loops       []*evLoop // started on first use, stopped after the last session

@@ -76,6 +76,9 @@ type Session struct {
 	MaxLag time.Duration
 	// Job is pgproxy.job ("" = none).
 	Job string
+	// Consistency is pgproxy.consistency: eventual, session or global
+	// ("" = routing.consistency).
+	Consistency string
 	// Paused are backends PAUSEd in the admin console: Pick skips them and
 	// says so when nothing else fits.
 	Paused []string
@@ -91,6 +94,7 @@ const (
 	pgproxyPrefix             = "pgproxy."
 	settingMaxLag             = "pgproxy.max_lag"
 	settingJob                = "pgproxy.job"
+	settingConsistency        = "pgproxy.consistency"
 	settingDefaultTxnReadOnly = "default_transaction_read_only"
 )
 
@@ -249,9 +253,17 @@ func (s *Session) applySetting(name, value, param string) error {
 				Message: fmt.Sprintf("invalid value for parameter %q: must be 1 to %d bytes", settingJob, maxJobLen)}
 		}
 		s.Job = value
+	case settingConsistency:
+		switch v := strings.ToLower(strings.TrimSpace(value)); v {
+		case "eventual", "session", "global":
+			s.Consistency = v
+		default:
+			return &ParamError{Code: SQLStateInvalidParameter, Param: param,
+				Message: fmt.Sprintf("invalid value for parameter %q: %q (want eventual, session or global)", settingConsistency, value)}
+		}
 	default:
 		return &ParamError{Code: SQLStateUndefinedObject, Param: param,
-			Message: fmt.Sprintf("unrecognized configuration parameter %q (pgproxy knows %s and %s)", name, settingMaxLag, settingJob)}
+			Message: fmt.Sprintf("unrecognized configuration parameter %q (pgproxy knows %s, %s and %s)", name, settingMaxLag, settingJob, settingConsistency)}
 	}
 	return nil
 }

@@ -135,6 +135,7 @@ func TestClassifyErrors(t *testing.T) {
 		{"pgproxy setting without value", "", p("options", "-c pgproxy.max_lag"), SQLStateProtocolViolation},
 		{"pgproxy setting grouped behind a flag", "", p("options", "-ecpgproxy.max_lag=1s"), SQLStateProtocolViolation},
 		{"empty job", "", p("options", "-c pgproxy.job="), SQLStateInvalidParameter},
+		{"unknown consistency", "", p("options", "-c pgproxy.consistency=strong"), SQLStateInvalidParameter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,4 +213,11 @@ func p(kv ...string) map[string]string {
 		m[kv[i]] = kv[i+1]
 	}
 	return m
+}
+
+func TestClassifyConsistency(t *testing.T) {
+	s, err := Classify(&Config{}, "", map[string]string{"user": "u", "options": "-c pgproxy.consistency=Global -c work_mem=1MB"})
+	if err != nil || s.Consistency != "global" || s.Params["options"] != "-c work_mem=1MB" {
+		t.Fatalf("session %+v, err %v", s, err)
+	}
 }

@@ -438,3 +438,47 @@ func (r *Router) Status() Status {
 	}
 	return st
 }
+
+// Candidate is a replica a read may use, with the replay position health
+// last saw (Backend.LSN).
+type Candidate struct {
+	Addr      string
+	ReplayLSN int64
+}
+
+// Readable appends to dst the replicas a read of s may use now, for
+// per-transaction routing: up, not paused (s.Paused), within MaxLag,
+// MaxLagBytes and s.MaxLag; best first (lag in steps of one probe interval,
+// then round-robin among equals so reads spread). It counts nothing: the
+// caller counts what it chose.
+func (r *Router) Readable(s *Session, dst []Candidate) []Candidate {
+	snap := r.snap()
+	if snap == nil {
+		return dst
+	}
+	maxLag, maxBytes, _ := r.limits(s)
+	start := len(dst)
+	for i := range snap.Backends {
+		b := &snap.Backends[i]
+		if fits(b, maxLag, maxBytes) && !slices.Contains(s.Paused, b.Addr) {
+			dst = append(dst, Candidate{Addr: b.Addr, ReplayLSN: b.LSN})
+		}
+	}
+	found := dst[start:]
+	if len(found) > 1 {
+		k := int(r.rr.Add(1) % uint64(len(found)))
+		rotated := append(slices.Clone(found[k:]), found[:k]...)
+		copy(found, rotated)
+		slices.SortStableFunc(found, func(a, b Candidate) int {
+			sa, sb := lagStep(snap.Backend(a.Addr), snap.Interval), lagStep(snap.Backend(b.Addr), snap.Interval)
+			switch {
+			case sa < sb:
+				return -1
+			case sa > sb:
+				return 1
+			}
+			return 0
+		})
+	}
+	return dst
+}

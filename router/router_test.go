@@ -339,3 +339,34 @@ func TestMessageHasNoTrailingSeparators(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestReadable(t *testing.T) {
+	snap := mkSnap(prim(pg1), repl(pg2, 0.1, 10), repl(pg3, 0.2, 20), lagging(pg4, 30, "lag 30s > 5s"))
+	snap.Backends[1].LSN, snap.Backends[2].LSN = 1000, 2000
+	r := New(Config{MaxLag: 5 * time.Second}, func() *health.Snapshot { return snap }, nil)
+	seen := map[string]int{}
+	for i := 0; i < 10; i++ {
+		got := r.Readable(&Session{Route: RouteRead}, nil)
+		if len(got) != 2 {
+			t.Fatalf("Readable = %+v, want the two fit replicas", got)
+		}
+		for _, c := range got {
+			if want := map[string]int64{pg2: 1000, pg3: 2000}[c.Addr]; c.ReplayLSN != want {
+				t.Errorf("%s replay %d, want %d", c.Addr, c.ReplayLSN, want)
+			}
+		}
+		seen[got[0].Addr]++
+	}
+	if seen[pg2] == 0 || seen[pg3] == 0 {
+		t.Errorf("first choices %v: equally lagged replicas must take turns", seen)
+	}
+	if got := r.Readable(&Session{Route: RouteRead, Paused: []string{pg2}, MaxLag: time.Second}, nil); len(got) != 1 || got[0].Addr != pg3 {
+		t.Errorf("with %s paused: %+v", pg2, got)
+	}
+	snap.Backends[2].LagSeconds = 2
+	for i := 0; i < 4; i++ {
+		if got := r.Readable(&Session{Route: RouteRead}, nil); got[0].Addr != pg2 {
+			t.Errorf("less lagged replica not first: %+v", got)
+		}
+	}
+}

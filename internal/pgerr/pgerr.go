@@ -37,6 +37,7 @@ const (
 	SuccessfulCompletion       = "00000"
 	InvalidCatalogName         = "3D000" // invalid_catalog_name
 	ObjectNotInPrerequisiteSta = "55000" // object_not_in_prerequisite_state
+	CantChangeRuntimeParam     = "55P02" // cant_change_runtime_param
 )
 
 // Coded is implemented by errors that carry the SQLSTATE the client should see.
