@@ -56,7 +56,8 @@ import (
 // refusals in between. What PostgreSQL answers with no ReadyForQuery is
 // accounted for: a Query forwarded in the middle of an extended batch is
 // skipped after an error earlier in that batch (known by counting the
-// batch's completed responses). COPY FROM STDIN, whose copy mode ignores
+// batch's completed responses, and decided at the ReadyForQuery that
+// follows, not when the error arrives: readyForQuery). COPY FROM STDIN, whose copy mode ignores
 // Syncs, cannot start on a read-only session (nor can the temporary table it
 // could write to be created), so the guard does not follow it. The list is
 // bounded (maxEntries, consecutive plain entries counted in one); a client
@@ -119,7 +120,7 @@ type readOnlyGuard struct {
 	// server→client only
 	terms    int  // completed responses since the last ReadyForQuery
 	errInSeg bool // an ErrorResponse since the last ReadyForQuery
-	skipping bool // the server is skipping to the next Sync
+	errAt    int  // if so, how many completed responses came before the first one
 }
 
 var _ policy = (*readOnlyGuard)(nil)
@@ -567,26 +568,20 @@ func (g *readOnlyGuard) serverMode(typ byte) msgMode {
 	case 'S', 'Z': // ParameterStatus, ReadyForQuery
 		return modeHold
 	case 'E':
+		// Only noted here: what the error means for the entries (a Query
+		// the server skipped) is decided at the ReadyForQuery, when the
+		// list surely holds them (below).
+		if !g.errInSeg {
+			g.errInSeg, g.errAt = true, g.terms
+		}
 		g.mu.Lock()
-		g.errInSeg = true
-		if h := g.headLocked(); h != nil {
-			switch h.kind {
-			case 'S':
-				g.skipping = true
-			case 'Q': // from the Query itself, unless the batch before it failed
-				if h.maybe && g.terms < h.ext {
-					g.skipping = true
-				}
-			case 'H', 'W': // the error came first: PostgreSQL skips what the entry stands for
-				if g.terms < h.ext {
-					g.skipping = true
-					if h.ref != nil {
-						h.ref.done = true
-					}
-					g.popLocked()
-					g.signalLocked()
-				}
+		if h := g.headLocked(); h != nil && (h.kind == 'H' || h.kind == 'W') && g.terms < h.ext {
+			// the error came first: PostgreSQL skips what the entry stands for
+			if h.ref != nil {
+				h.ref.done = true
 			}
+			g.popLocked()
+			g.signalLocked()
 		}
 		g.mu.Unlock()
 	case '1', '2', '3', 'n', 'T', 'C', 'I', 's': // what completes an extended message's answer
@@ -638,22 +633,35 @@ func (g *readOnlyGuard) decideServer(typ byte, msg []byte) ([]byte, error) {
 
 // readyForQuery pairs a ReadyForQuery with the entry it answers and returns
 // what the client gets instead.
+//
+// Ordering rule: whether the server skipped a Query sent inside an unsynced
+// batch ('Q' entry, maybe) is decided here, never when the server's
+// ErrorResponse arrives. The batch's messages before the Query reach the
+// server before the client→server direction has decided the Query and
+// listed its entry, so their error may come while the list does not hold
+// it yet; this ReadyForQuery answers the Query or something sent after it,
+// so the entry is listed by now. The first `ext` completed responses since
+// the last ReadyForQuery answer the batch before the Query: an error among
+// them (errAt < ext) made the server skip the Query, and every later one up
+// to the Sync.
 func (g *readOnlyGuard) readyForQuery(msg []byte) []byte {
 	if len(msg) != 6 {
 		return msg
 	}
 	st := msg[5]
+	errInSeg, errAt := g.errInSeg, g.errAt
+	g.terms, g.errInSeg = 0, false
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	defer g.signalLocked()
-	errInSeg := g.errInSeg
-	g.terms, g.errInSeg = 0, false
 	var pre []byte
-	paired := false
+	paired, skipping := false, false
 	for len(g.q) > 0 && !paired { // drop what no ReadyForQuery answers
 		h := &g.q[0]
 		switch {
-		case h.kind == 'W', g.skipping && h.kind == 'Q':
+		case h.kind == 'W':
+		case h.kind == 'Q' && h.maybe && (skipping || errInSeg && errAt < h.ext):
+			skipping = true // the server skips on to the Sync
 		case h.kind == 'H': // its batch ended short of it (not expected): the error goes first
 			pre = append(pre, errorResponse(h.ref.code, h.ref.message)...)
 			h.ref.done = true
@@ -663,7 +671,6 @@ func (g *readOnlyGuard) readyForQuery(msg []byte) []byte {
 		}
 		g.popLocked()
 	}
-	g.skipping = false
 	if !paired {
 		return append(pre, msg...) // not one the guard counted: forwarded as it is
 	}
