@@ -198,6 +198,23 @@ func TestReadOnlyRefusalsAsPostgreSQL(t *testing.T) {
 	compareRefusals(t, func(t *testing.T) *pgconn.PgConn { return rawSession(t, tp) })
 }
 
+// TestReadOnlyRefusalsSlowCheck: the same with a read-only check slow
+// enough for the server to have answered, by the time the guard decides a
+// statement, everything sent before it (an error at once, the rest at a
+// Flush): what the guard makes of those answers must not depend on whether
+// the statement's entry was listed yet (the ordering rule in
+// policy_readonly.go).
+func TestReadOnlyRefusalsSlowCheck(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	slow := func(sql string) (string, bool, error) {
+		time.Sleep(30 * time.Millisecond)
+		return sqlscan.ReadOnlyViolation(sql)
+	}
+	tp := startProxy(t, proxy.Config{ReadOnlyCheck: slow}, staticDirector{addr: cluster.Primary().Addr(), readOnly: true})
+	compareRefusals(t, func(t *testing.T) *pgconn.PgConn { return rawSession(t, tp) })
+}
+
 // TestPooledReadOnlyRefusalsAsPostgreSQL: the same through a pooled
 // read-only session, whose relay rewrites what the guard forwards (in
 // transaction mode: statement names, Parses the server already has).
