@@ -60,7 +60,10 @@ func (s *session) pumpPolicy() policy {
 // chain runs several policies over one direction. Each message gets the
 // strongest mode any of them asks for; a held message goes through the
 // holders' decide in order, and the policies that only wanted to inspect it
-// see what is finally forwarded. A chain belongs to one pump.
+// see what is finally forwarded. A holder that gets a replacement from the
+// holders before it decides on each of its messages, by their own type (the
+// read-only guard's Close and Flush in place of a refused Parse are no
+// Parse to the pooled relay after it). A chain belongs to one pump.
 type chain struct {
 	ps    []policy
 	modes []msgMode // what each policy asked for the current message
@@ -89,11 +92,17 @@ func (c *chain) inspect(toServer bool, typ byte, body []byte, truncated bool) er
 func (c *chain) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte, error) {
 	out := msg
 	for i, p := range c.ps {
-		if c.modes[i] == modeHold {
-			var err error
-			if out, err = p.decide(toServer, typ, out, tooBig); err != nil {
-				return nil, err
-			}
+		if c.modes[i] != modeHold {
+			continue
+		}
+		var err error
+		if len(out) == 0 || len(out) == len(msg) && &out[0] == &msg[0] {
+			out, err = p.decide(toServer, typ, out, tooBig) // the message itself (or nothing)
+		} else {
+			out, err = decideEach(p, toServer, out)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if tooBig && len(out) == len(msg) && len(out) >= 5 && &out[0] == &msg[0] {
@@ -108,6 +117,27 @@ func (c *chain) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte
 		if err := c.inspectHeld(toServer, b[0], b[5:n], false); err != nil {
 			return out, err
 		}
+		b = b[n:]
+	}
+	return out, nil
+}
+
+// decideEach has p decide on each whole message of a replacement in turn.
+func decideEach(p policy, toServer bool, repl []byte) ([]byte, error) {
+	var out []byte
+	for b := repl; len(b) > 0; {
+		n := 0
+		if len(b) >= 5 {
+			n = 1 + int(binary.BigEndian.Uint32(b[1:5]))
+		}
+		if n < 5 || n > len(b) {
+			return append(out, b...), nil // not whole messages (not expected): as it is
+		}
+		o, err := p.decide(toServer, b[0], b[:n], false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o...)
 		b = b[n:]
 	}
 	return out, nil

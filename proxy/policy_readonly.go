@@ -42,25 +42,44 @@ import (
 //     of a batch, the guard sends a Sync of its own and replaces its
 //     ReadyForQuery by the ErrorResponse alone (nothing was sent since the
 //     last Query or Sync, so that Sync changes nothing on the server); inside
-//     a batch (Parse/Bind/Execute already forwarded), it sends a Flush and the
-//     ErrorResponse goes right after the response that completes the last
-//     message forwarded (each extended message but Flush ends its answer with
-//     one of ParseComplete, BindComplete, CloseComplete, RowDescription,
-//     NoData, CommandComplete, EmptyQueryResponse, PortalSuspended, or an
-//     ErrorResponse). If the server reported an error first, PostgreSQL
-//     would have skipped the refused message: the client gets no second
-//     error.
+//     a batch (Parse/Bind/Execute already forwarded), it sends, in the
+//     refused message's place, a Close of a portal that never exists
+//     (markerPortal) and a Flush. The server answers that Close with a
+//     CloseComplete where it would have answered the refused message, and
+//     the guard puts the ErrorResponse in its stead; or, when a message
+//     before it in the batch failed, the server skips the Close as
+//     PostgreSQL would have skipped the refused message, the batch's
+//     ReadyForQuery comes without it, and the refusal is dropped: the client
+//     gets the server's error alone, as from PostgreSQL.
 //
 // The server→client direction pairs each ReadyForQuery with what was sent
 // (entry): the Syncs, Queries and FunctionCalls forwarded, in order, and the
-// refusals in between. What PostgreSQL answers with no ReadyForQuery is
-// accounted for: a Query forwarded in the middle of an extended batch is
-// skipped after an error earlier in that batch (known by counting the
-// batch's completed responses). COPY FROM STDIN, whose copy mode ignores
-// Syncs, cannot start on a read-only session (nor can the temporary table it
-// could write to be created), so the guard does not follow it. The list is
-// bounded (maxEntries, consecutive plain entries counted in one); a client
-// that pipelines beyond it waits.
+// refusals in between. Each extended message but Flush ends its answer with
+// one of ParseComplete, BindComplete, CloseComplete, RowDescription, NoData,
+// CommandComplete, EmptyQueryResponse, PortalSuspended, or an ErrorResponse
+// after which the server skips to the Sync: counting them (since the last
+// ReadyForQuery) places the entries no ReadyForQuery answers (a marker, the
+// guard's own ParseComplete), and tells whether a Query forwarded in the
+// middle of an extended batch was skipped after an error earlier in that
+// batch (PostgreSQL answers it with nothing then). COPY FROM STDIN, whose
+// copy mode ignores Syncs, cannot start on a read-only session (nor can the
+// temporary table it could write to be created), so the guard does not
+// follow it. The list is bounded (maxEntries, consecutive plain entries
+// counted in one); a client that pipelines beyond it waits.
+//
+// # Ordering rule
+//
+// An entry is listed before the message it stands for is sent to the
+// server, but after the messages before it were: the server's answers to
+// those may arrive before the entry is listed (an ErrorResponse, which the
+// server sends at once, or answers a client's earlier Flush asked for). So
+// the server→client direction decides an entry only on an answer to its own
+// message or to a later one (the marker's CloseComplete, the guard's
+// ParseComplete, a ReadyForQuery), never on the list's head at the time an
+// earlier answer passes; of those it notes what a decision needs (how many
+// completed responses, where the first error came: serverMode), and the
+// ReadyForQuery that ends the batch settles what the server skipped
+// (readyForQuery).
 //
 // # Failed transactions
 //
@@ -87,11 +106,13 @@ import (
 // extended batch leaves that batch's implicit transaction to the Sync that
 // follows (the server commits it, PostgreSQL would roll it back: on a
 // read-only session nothing was written, but a SET made earlier in that
-// batch stays). While the client→server direction waits for a ReadyForQuery
-// it reads nothing from the client: a client that goes away meanwhile is
-// noticed once the server has answered what came before. The waits need
-// the server→client direction on a goroutine of its own: enforced read-only
-// sessions never run on an event loop (relay_goroutines.go).
+// batch stays); a portal of the client's named like the marker's
+// (markerPortal) would be closed by a refusal after it in its batch. While
+// the client→server direction waits for a ReadyForQuery it reads nothing
+// from the client: a client that goes away meanwhile is noticed once the
+// server has answered what came before. The waits need the server→client
+// direction on a goroutine of its own: enforced read-only sessions never
+// run on an event loop (relay_goroutines.go).
 //
 // The client→server methods own the fields marked so; the shared ones are
 // under mu; the server→client methods own theirs.
@@ -119,7 +140,7 @@ type readOnlyGuard struct {
 	// server→client only
 	terms    int  // completed responses since the last ReadyForQuery
 	errInSeg bool // an ErrorResponse since the last ReadyForQuery
-	skipping bool // the server is skipping to the next Sync
+	errAt    int  // if so, how many completed responses came before the first one
 }
 
 var _ policy = (*readOnlyGuard)(nil)
@@ -135,7 +156,7 @@ const (
 
 // A refusal is one refused message, and how its answer is placed.
 type refusal struct {
-	how           byte // refQuery, refBatch, refFlush, refSync
+	how           byte // refQuery, refBatch, refMarker, refSync
 	code, message string
 
 	// set by the server→client direction under mu
@@ -145,10 +166,10 @@ type refusal struct {
 }
 
 const (
-	refQuery = 'Q' // the guard's Sync stands for a refused Query or FunctionCall: ErrorResponse + ReadyForQuery
-	refBatch = 'P' // the guard's Sync before a refused extended message at a batch's start: ErrorResponse alone
-	refFlush = 'H' // the guard's Flush after a refused message inside a batch: ErrorResponse after the batch's answers so far
-	refSync  = 'S' // the client's Sync after a discarded batch: its ReadyForQuery says whether the block failed
+	refQuery  = 'Q' // the guard's Sync stands for a refused Query or FunctionCall: ErrorResponse + ReadyForQuery
+	refBatch  = 'P' // the guard's Sync before a refused extended message at a batch's start: ErrorResponse alone
+	refMarker = 'H' // the guard's marker (Close, Flush) for a refused message inside a batch: ErrorResponse in place of its CloseComplete
+	refSync   = 'S' // the client's Sync after a discarded batch: its ReadyForQuery says whether the block failed
 )
 
 // An entry is what the server will answer. Kinds 'S' (a Sync) and 'Q' (a
@@ -172,9 +193,18 @@ func newReadOnlyGuard(s *session) *readOnlyGuard {
 // closing).
 func (g *readOnlyGuard) end() { g.endOnce.Do(func() { close(g.gone) }) }
 
+// markerPortal is the portal the guard's marker closes: a name no client
+// portal has (it would be closed), for a Close that changes nothing on the
+// server (closing a portal that does not exist is not an error).
+const markerPortal = "pgproxy_no_such_portal"
+
 var (
-	syncMsg  = []byte{'S', 0, 0, 0, 4}
-	flushMsg = []byte{'H', 0, 0, 0, 4}
+	syncMsg = []byte{'S', 0, 0, 0, 4}
+	// markerMsg stands in for a refused message inside a batch: its
+	// CloseComplete marks the refused message's place in the server's
+	// answers, and the Flush has the server send them (the client may wait
+	// for the error before its Sync).
+	markerMsg = append(closeMsg('P', markerPortal), 'H', 0, 0, 0, 4)
 	// errGuardEnded ends client→server when a wait is cut by the session's close.
 	errGuardEnded = &relayEnd{reason: "server_closed"}
 )
@@ -530,8 +560,9 @@ func (g *readOnlyGuard) refuseQuery(code, message string) ([]byte, error) {
 }
 
 // refuseExt answers a refused extended-protocol message: the error is placed
-// by a Sync at the start of a batch (refBatch) or a Flush inside one
-// (refFlush), and the rest of the batch is dropped up to the client's Sync.
+// by a Sync at the start of a batch (refBatch) or by the marker inside one
+// (refMarker, answered as the next extended message would be), and the rest
+// of the batch is dropped up to the client's Sync.
 func (g *readOnlyGuard) refuseExt(code, message string) ([]byte, error) {
 	g.discard, g.discardRef = true, &refusal{how: refSync}
 	if g.extSinceZ == 0 {
@@ -542,11 +573,11 @@ func (g *readOnlyGuard) refuseExt(code, message string) ([]byte, error) {
 		g.extSinceSync = 0
 		return syncMsg, nil
 	}
-	r := &refusal{how: refFlush, code: code, message: message}
-	if !g.push(entry{kind: 'H', ext: g.extSinceZ, ref: r}) {
+	r := &refusal{how: refMarker, code: code, message: message}
+	if !g.push(entry{kind: 'H', ext: g.extSinceZ + 1, ref: r}) {
 		return nil, errGuardEnded
 	}
-	return flushMsg, nil
+	return markerMsg, nil
 }
 
 // push appends e to the list (merged into the last entry when both are
@@ -596,28 +627,12 @@ func (g *readOnlyGuard) serverMode(typ byte) msgMode {
 	case 'S', 'Z': // ParameterStatus, ReadyForQuery
 		return modeHold
 	case 'E':
-		g.mu.Lock()
-		g.errInSeg = true
-		if h := g.headLocked(); h != nil {
-			switch h.kind {
-			case 'S':
-				g.skipping = true
-			case 'Q': // from the Query itself, unless the batch before it failed
-				if h.maybe && g.terms < h.ext {
-					g.skipping = true
-				}
-			case 'H', 'W': // the error came first: PostgreSQL skips what the entry stands for
-				if g.terms < h.ext {
-					g.skipping = true
-					if h.ref != nil {
-						h.ref.done = true
-					}
-					g.popLocked()
-					g.signalLocked()
-				}
-			}
+		// Only noted (the ordering rule): what the error means for the
+		// entries (a Query, a marker, the guard's Parse the server skipped)
+		// is decided at the ReadyForQuery, when the list surely holds them.
+		if !g.errInSeg {
+			g.errInSeg, g.errAt = true, g.terms
 		}
-		g.mu.Unlock()
 	case '1', '2', '3', 'n', 'T', 'C', 'I', 's': // what completes an extended message's answer
 		g.terms++
 		g.mu.Lock()
@@ -645,17 +660,17 @@ func (g *readOnlyGuard) decideServer(typ byte, msg []byte) ([]byte, error) {
 	case 'Z':
 		return g.readyForQuery(msg), nil
 	}
-	// the response a refusal inside a batch, or a swallowed ParseComplete, waited for
+	// the marker's CloseComplete, or the guard's ParseComplete (swallowed)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	h := g.headLocked()
-	if h == nil || h.ext != g.terms {
+	if h == nil || h.kind != 'H' && h.kind != 'W' || h.ext != g.terms {
 		return msg, nil
 	}
 	out := msg
 	switch h.kind {
-	case 'H':
-		out = append(append([]byte(nil), msg...), errorResponse(h.ref.code, h.ref.message)...)
+	case 'H': // the marker's CloseComplete: the refused message's place
+		out = errorResponse(h.ref.code, h.ref.message)
 		h.ref.done = true
 	case 'W':
 		out = nil
@@ -667,42 +682,58 @@ func (g *readOnlyGuard) decideServer(typ byte, msg []byte) ([]byte, error) {
 
 // readyForQuery pairs a ReadyForQuery with the entry it answers and returns
 // what the client gets instead.
+//
+// What the server skipped after an error in a batch is settled here, never
+// when its ErrorResponse arrives (the ordering rule, readOnlyGuard): the
+// batch's messages before a refusal or a Query reach the server before the
+// client→server direction has decided that one and listed its entry, so
+// their error may come while the list does not hold it yet. This
+// ReadyForQuery answers a message sent after every entry it settles was
+// listed. An entry placed by a completed response ('H', 'W') and still
+// listed was skipped: its answer would have come first. Of the responses
+// since the last ReadyForQuery, the first `ext` of a 'Q' entry (maybe)
+// answer the batch before the Query: an error among them (errAt < ext) made
+// the server skip the Query, and every later one up to the Sync.
 func (g *readOnlyGuard) readyForQuery(msg []byte) []byte {
 	if len(msg) != 6 {
 		return msg
 	}
 	st := msg[5]
+	errInSeg, errAt := g.errInSeg, g.errAt
+	g.terms, g.errInSeg = 0, false
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	defer g.signalLocked()
-	errInSeg := g.errInSeg
-	g.terms, g.errInSeg = 0, false
-	var pre []byte
-	paired := false
-	for len(g.q) > 0 && !paired { // drop what no ReadyForQuery answers
+	// Drop what the server skipped after an error in the batch, so that no
+	// ReadyForQuery answers it: the guard's Parse ('W') and marker ('H')
+	// not answered by now (a marker skipped is a refusal PostgreSQL would
+	// have skipped: the client gets the server's error alone), and the
+	// batch's Queries from the first one its error came before.
+	paired, skipping := false, false
+	for len(g.q) > 0 && !paired {
 		h := &g.q[0]
 		switch {
-		case h.kind == 'W', g.skipping && h.kind == 'Q':
-		case h.kind == 'H': // its batch ended short of it (not expected): the error goes first
-			pre = append(pre, errorResponse(h.ref.code, h.ref.message)...)
+		case h.kind == 'W':
+		case h.kind == 'H':
 			h.ref.done = true
+		case h.kind == 'Q' && h.maybe && (skipping || errInSeg && errAt < h.ext):
+			skipping = true // the server skips on to the Sync
 		default:
 			paired = true
 			continue
 		}
 		g.popLocked()
 	}
-	g.skipping = false
 	if !paired {
-		return append(pre, msg...) // not one the guard counted: forwarded as it is
+		return msg // not one the guard counted: forwarded as it is
 	}
 	e := g.q[0]
 	g.popLocked()
 	if e.ref == nil {
 		if e.forceE && st == 'T' {
-			return append(pre, readyForQueryMsg('E')...)
+			return readyForQueryMsg('E')
 		}
-		return append(pre, msg...)
+		return msg
 	}
 	r := e.ref
 	r.status, r.done = st, true
@@ -718,16 +749,16 @@ func (g *readOnlyGuard) readyForQuery(msg []byte) []byte {
 	case refQuery:
 		if errInSeg {
 			r.skipped = true
-			return pre
+			return nil
 		}
-		return append(append(pre, errorResponse(code, message)...), readyForQueryMsg(merged)...)
+		return append(errorResponse(code, message), readyForQueryMsg(merged)...)
 	case refBatch:
 		if errInSeg {
-			return pre
+			return nil
 		}
-		return append(pre, errorResponse(code, message)...)
+		return errorResponse(code, message)
 	}
-	return append(pre, readyForQueryMsg(merged)...) // refSync
+	return readyForQueryMsg(merged) // refSync
 }
 
 // headLocked is the first entry the server has yet to answer.

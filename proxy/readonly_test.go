@@ -30,7 +30,8 @@ const refusedSQL, failingSQL = "SET default_transaction_read_only = off", "SELEC
 type roStep struct {
 	send []pgproto3.FrontendMessage
 	// until: read until this many ReadyForQuery messages; 0: until an
-	// ErrorResponse (a client that waits for the error before its Sync).
+	// ErrorResponse (a client that waits for the error before its Sync);
+	// -1: until a CommandComplete (one that reads a result after a Flush).
 	until int
 }
 
@@ -84,6 +85,11 @@ var roScripts = []struct {
 		{msgs(syncM), 1},
 		{msgs(&pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Execute{}, syncM), 1},
 	}},
+	{"extended: error before Sync, after a Flush answered", []roStep{
+		{msgs(ext("SELECT 1"), flushM), -1},
+		{msgs(ext("REFUSED"), flushM), 0},
+		{msgs(syncM, ext("SELECT 2"), syncM), 2},
+	}},
 	{"extended: the server failed first in the batch", []roStep{{msgs(ext("SELECT 1/0"), ext("REFUSED"), syncM, ext("SELECT 2"), syncM), 2}}},
 	{"extended in a block", []roStep{{msgs("BEGIN", ext("SELECT 1"), syncM, ext("REFUSED"), syncM, ext("SELECT 2"), syncM, &pgproto3.Describe{ObjectType: 'S'}, syncM, ext("COMMIT"), syncM, "SELECT 3"), 7}}},
 	{"extended: ROLLBACK TO SAVEPOINT", []roStep{{msgs("BEGIN", "SAVEPOINT s", ext("REFUSED"), syncM, ext("ROLLBACK TO SAVEPOINT s"), ext("SELECT 1"), syncM, "COMMIT"), 5}}},
@@ -97,6 +103,7 @@ var roScripts = []struct {
 		"BEGIN", &pgproto3.Bind{PreparedStatement: "c"}, &pgproto3.Execute{}, syncM), 12}}},
 	{"extended: unnamed statement of a refused Parse", []roStep{{msgs(parse("", "SELECT 1"), syncM, parse("", "REFUSED"), syncM, &pgproto3.Bind{}, &pgproto3.Execute{}, syncM,
 		&pgproto3.Describe{ObjectType: 'S'}, syncM, ext("SELECT 2"), syncM), 5}}},
+	{"Queries after an unsynced batch that failed", []roStep{{msgs(ext("SELECT 1/0"), "SELECT 2", "SELECT 3", syncM, ext("SELECT 1/0"), "SELECT 4", "REFUSED", "SELECT 5", syncM, "SELECT 6"), 3}}},
 	{"a Query inside an unsynced batch", []roStep{{msgs(ext("SELECT 1"), "REFUSED", syncM, ext("SELECT 1/0"), "SELECT 2", syncM, "REFUSED", ext("SELECT 3"), "SELECT 4", syncM), 6}}},
 }
 
@@ -166,7 +173,7 @@ func runScript(t *testing.T, pc *pgconn.PgConn, steps []roStep, refused string) 
 				s = fmt.Sprintf("%T", msg)
 			}
 			got = append(got, s)
-			if st.until == 0 && s[0] == 'E' || st.until > 0 && zs == st.until {
+			if st.until == 0 && s[0] == 'E' || st.until > 0 && zs == st.until || st.until < 0 && s[0] == 'C' {
 				break
 			}
 		}
@@ -188,6 +195,53 @@ func primaryErrors() int { return strings.Count(cluster.Primary().Log(), "ERROR:
 
 func TestReadOnlyRefusalsAsPostgreSQL(t *testing.T) {
 	tp := readOnlyProxy(t)
+	compareRefusals(t, func(t *testing.T) *pgconn.PgConn { return rawSession(t, tp) })
+}
+
+// TestReadOnlyRefusalsSlowCheck: the same with a read-only check slow
+// enough for the server to have answered, by the time the guard decides a
+// statement, everything sent before it (an error at once, the rest at a
+// Flush): what the guard makes of those answers must not depend on whether
+// the statement's entry was listed yet (the ordering rule in
+// policy_readonly.go).
+func TestReadOnlyRefusalsSlowCheck(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	slow := func(sql string) (string, bool, error) {
+		time.Sleep(30 * time.Millisecond)
+		return sqlscan.ReadOnlyViolation(sql)
+	}
+	tp := startProxy(t, proxy.Config{ReadOnlyCheck: slow}, staticDirector{addr: cluster.Primary().Addr(), readOnly: true})
+	compareRefusals(t, func(t *testing.T) *pgconn.PgConn { return rawSession(t, tp) })
+}
+
+// TestPooledReadOnlyRefusalsAsPostgreSQL: the same through a pooled
+// read-only session, whose relay rewrites what the guard forwards (in
+// transaction mode: statement names, Parses the server already has).
+func TestPooledReadOnlyRefusalsAsPostgreSQL(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	for _, mode := range []struct {
+		name string
+		trx  bool
+	}{{"session", false}, {"transaction", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			checkLeaks(t)
+			tp := startProxy(t, pooledConfig(mode.trx, 2), staticDirector{addr: cluster.Primary().Addr(), readOnly: true})
+			compareRefusals(t, func(t *testing.T) *pgconn.PgConn {
+				pc, err := pgconn.Connect(ctxT(t, 10*time.Second), scramDSN(tp, "ro"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { pc.Close(context.Background()) })
+				return pc
+			})
+		})
+	}
+}
+
+// compareRefusals runs each of roScripts on PostgreSQL directly and on a
+// session that connect opens through the proxy.
+func compareRefusals(t *testing.T, connect func(*testing.T) *pgconn.PgConn) {
 	ctx := ctxT(t, 60*time.Second)
 	cfg, err := pgconn.ParseConfig(cluster.Primary().DSN("postgres"))
 	if err != nil {
@@ -196,18 +250,6 @@ func TestReadOnlyRefusalsAsPostgreSQL(t *testing.T) {
 	cfg.RuntimeParams["default_transaction_read_only"] = "on"
 	for _, sc := range roScripts {
 		t.Run(sc.name, func(t *testing.T) {
-			if sc.name == "extended: the server failed first in the batch" {
-				// Known race: when the server's own error has not reached
-				// pgproxy before the refusal is decided, the client gets
-				// both errors. Open in issue 16's note.
-				t.Skip("known race of the read-only guard: refusal after a server error in the same batch")
-			}
-			if sc.name == "a Query inside an unsynced batch" {
-				// Known bug: through the guard this script hangs in about
-				// half the runs (a refusal's reply is never placed); seen on
-				// the guard's own branch too. Open in issue 16's note.
-				t.Skip("known hang of the read-only guard with a Query inside an unsynced batch")
-			}
 			direct, err := pgconn.ConnectConfig(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -216,7 +258,7 @@ func TestReadOnlyRefusalsAsPostgreSQL(t *testing.T) {
 			want, _ := runScript(t, direct, sc.steps, failingSQL)
 
 			before := len(cluster.Primary().Log())
-			got, errs := runScript(t, rawSession(t, tp), sc.steps, refusedSQL)
+			got, errs := runScript(t, connect(t), sc.steps, refusedSQL)
 			t.Logf("%v", got)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("through the proxy:\n got  %v\nPostgreSQL:\n want %v", got, want)
