@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ofitec/pgproxy/internal/glob"
+
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -910,7 +912,7 @@ func (a *analyzer) function(fc *pg.FuncCall) error {
 			full, a.set.User, a.set.Rule)}
 	}
 	for _, d := range deniedFunctions {
-		if Glob(d, name) {
+		if glob.Match(d, name) {
 			return refuse()
 		}
 	}

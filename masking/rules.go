@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ofitec/pgproxy/internal/glob"
 )
 
 // Method is how a masked value is rewritten.
@@ -185,7 +187,7 @@ func (p *Policy) Match(user, database, applicationName string) *Set {
 	return nil
 }
 
-func globOK(pattern, s string) bool { return pattern == "" || Glob(pattern, s) }
+func globOK(pattern, s string) bool { return pattern == "" || glob.Match(pattern, s) }
 
 // Set is the masking of one session: the columns its rule masks. Immutable.
 type Set struct {
@@ -231,7 +233,7 @@ func (s *Set) tableColumns(schema, table string) map[string]Method {
 // allowed reports whether the function schema.name is allow-listed.
 func (s *Set) allowed(schema, name string) bool {
 	for _, a := range s.allow {
-		if Glob(a, name) || (schema != "" && Glob(a, schema+"."+name)) {
+		if glob.Match(a, name) || (schema != "" && glob.Match(a, schema+"."+name)) {
 			return true
 		}
 	}
@@ -244,46 +246,4 @@ func (s *Set) mac(canonical []byte) []byte {
 	h := hmac.New(sha256.New, s.key)
 	_, _ = h.Write(canonical)
 	return h.Sum(nil)
-}
-
-// Glob matches s against pattern: '*' any run of bytes, '?' one byte, '\'
-// makes the next byte literal (the globs of routing.rules).
-func Glob(pattern, s string) bool {
-	p, i := 0, 0
-	starP, starI := -1, 0
-	for i < len(s) {
-		if p < len(pattern) {
-			switch c := pattern[p]; c {
-			case '*':
-				starP, starI = p, i
-				p++
-				continue
-			case '?':
-				p++
-				i++
-				continue
-			case '\\':
-				if p+1 < len(pattern) && pattern[p+1] == s[i] {
-					p += 2
-					i++
-					continue
-				}
-			default:
-				if c == s[i] {
-					p++
-					i++
-					continue
-				}
-			}
-		}
-		if starP < 0 {
-			return false
-		}
-		starI++
-		p, i = starP+1, starI
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ofitec/pgproxy/internal/glob"
 )
 
 // Route is where a session goes: the primary or a replica.
@@ -169,9 +171,9 @@ func Classify(cfg *Config, listenerRoute string, params map[string]string) (Sess
 	ruleIdx := -1
 	for i := range cfg.Rules {
 		r := &cfg.Rules[i]
-		if (r.User == "" || globMatch(r.User, user)) &&
-			(r.Database == "" || globMatch(r.Database, db)) &&
-			(r.ApplicationName == "" || globMatch(r.ApplicationName, params["application_name"])) {
+		if (r.User == "" || glob.Match(r.User, user)) &&
+			(r.Database == "" || glob.Match(r.Database, db)) &&
+			(r.ApplicationName == "" || glob.Match(r.ApplicationName, params["application_name"])) {
 			ruleIdx = i
 			break
 		}
@@ -342,46 +344,4 @@ func parseBool(v string) (value, ok bool) {
 		return false, l == "0"
 	}
 	return false, false
-}
-
-// globMatch matches s against pattern: '*' any run of bytes, '?' one byte,
-// '\' makes the next byte literal. Linear backtracking on the last '*'.
-func globMatch(pattern, s string) bool {
-	p, i := 0, 0
-	starP, starI := -1, 0
-	for i < len(s) {
-		if p < len(pattern) {
-			switch c := pattern[p]; c {
-			case '*':
-				starP, starI = p, i
-				p++
-				continue
-			case '?':
-				p++
-				i++
-				continue
-			case '\\':
-				if p+1 < len(pattern) && pattern[p+1] == s[i] {
-					p += 2
-					i++
-					continue
-				}
-			default:
-				if c == s[i] {
-					p++
-					i++
-					continue
-				}
-			}
-		}
-		if starP < 0 {
-			return false
-		}
-		starI++
-		p, i = starP+1, starI
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

@@ -23,6 +23,7 @@ var layers = map[string]int{
 	"internal/pgerr":     0,
 	"internal/buildinfo": 0,
 	"internal/sqlscan":   0,
+	"internal/glob":      0,
 	"internal/pgcluster": 0,
 	"internal/pgwire":    1, // over pgerr
 	"internal/pgauth":    2, // over pgwire, pgerr
