@@ -615,10 +615,17 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // ReadyForQuery, keeping the ParameterStatus values it reports. The first
 // ErrorResponse is returned.
 func execSimple(c *pool.Conn, sql string, timeout time.Duration) error {
+	_, err := queryValue(c, sql, timeout)
+	return err
+}
+
+// queryValue runs sql (one row, one column, or none) on c, which nobody
+// else reads now, and returns the value ("" for NULL or no row).
+func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error) {
 	_ = c.Net.SetDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.Net.SetDeadline(time.Time{}) }()
 	if _, err := c.Net.Write(pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
-		return err
+		return "", err
 	}
 	var src io.Reader = c.Net
 	if len(c.Pending) > 0 {
@@ -627,15 +634,24 @@ func execSimple(c *pool.Conn, sql string, timeout time.Duration) error {
 	}
 	br := bufio.NewReaderSize(src, 4096)
 	var first error
+	value := ""
 	for {
 		typ, body, err := pgwire.ReadMessage(br, largeMessageLimit)
 		if err != nil {
-			return fmt.Errorf("server %s: %w", c.Key.Addr, err)
+			return "", fmt.Errorf("server %s: %w", c.Key.Addr, err)
 		}
 		switch typ {
 		case 'S':
 			if k, v, ok := pgwire.ParseParameterStatus(body); ok {
 				c.Params[k] = v
+			}
+		case 'D':
+			// int16 column count, int32 length, bytes.
+			if len(body) >= 6 && body[0] == 0 && body[1] == 1 {
+				n := int32(uint32(body[2])<<24 | uint32(body[3])<<16 | uint32(body[4])<<8 | uint32(body[5]))
+				if n >= 0 && int(n) <= len(body)-6 {
+					value = string(body[6 : 6+n])
+				}
 			}
 		case 'E':
 			if first == nil {
@@ -649,7 +665,7 @@ func execSimple(c *pool.Conn, sql string, timeout time.Duration) error {
 			if first == nil && (len(body) != 1 || body[0] != 'I') {
 				first = fmt.Errorf("server %s not idle after %q", c.Key.Addr, sql)
 			}
-			return first
+			return value, first
 		}
 	}
 }

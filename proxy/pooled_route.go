@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -538,57 +535,6 @@ func ParseLSN(s string) (int64, error) {
 // FormatLSN is PostgreSQL's text form of a pg_lsn.
 func FormatLSN(lsn int64) string {
 	return fmt.Sprintf("%X/%X", uint64(lsn)>>32, uint32(lsn))
-}
-
-// queryValue runs sql (one row, one column, or none) on c, which nobody
-// else reads now, and returns the value ("" for NULL or no row).
-func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error) {
-	_ = c.Net.SetDeadline(time.Now().Add(timeout))
-	defer func() { _ = c.Net.SetDeadline(time.Time{}) }()
-	if _, err := c.Net.Write(pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
-		return "", err
-	}
-	var src io.Reader = c.Net
-	if len(c.Pending) > 0 {
-		src = io.MultiReader(bytes.NewReader(c.Pending), c.Net)
-		c.Pending = nil
-	}
-	br := bufio.NewReaderSize(src, 512)
-	var first error
-	value := ""
-	for {
-		typ, body, err := pgwire.ReadMessage(br, largeMessageLimit)
-		if err != nil {
-			return "", fmt.Errorf("server %s: %w", c.Key.Addr, err)
-		}
-		switch typ {
-		case 'S':
-			if k, v, ok := pgwire.ParseParameterStatus(body); ok {
-				c.Params[k] = v
-			}
-		case 'D':
-			// int16 column count, int32 length, bytes.
-			if len(body) >= 6 && body[0] == 0 && body[1] == 1 {
-				n := int32(uint32(body[2])<<24 | uint32(body[3])<<16 | uint32(body[4])<<8 | uint32(body[5]))
-				if n >= 0 && int(n) <= len(body)-6 {
-					value = string(body[6 : 6+n])
-				}
-			}
-		case 'E':
-			if first == nil {
-				first = backendError(body)
-			}
-		case 'Z':
-			if n := br.Buffered(); n > 0 {
-				b, _ := br.Peek(n)
-				c.Pending = bytes.Clone(b)
-			}
-			if first == nil && (len(body) != 1 || body[0] != 'I') {
-				first = fmt.Errorf("server %s not idle after %q", c.Key.Addr, sql)
-			}
-			return value, first
-		}
-	}
 }
 
 // replayCache is the highest replay position the proxy has seen each
