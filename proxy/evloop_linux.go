@@ -234,36 +234,47 @@ func (w *loopWriter) flushBlocking(timeout time.Duration) {
 }
 
 func newEvLoop(log *zap.Logger) (*evLoop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, efd, f, rc, err := pollableEpoll("pgproxy-relay-loop", unix.EPOLLIN|unix.EPOLLET)
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(efd)}); err != nil {
-		unix.Close(epfd)
-		unix.Close(efd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
-	}
-	// Non-blocking, so that os.NewFile registers it with Go's poller.
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(efd)
-		return nil, err
-	}
-	f := os.NewFile(uintptr(epfd), "pgproxy-relay-loop")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		unix.Close(efd)
 		return nil, err
 	}
 	l := &evLoop{log: log, epfd: epfd, efd: efd, file: f, rc: rc, buf: make([]byte, relayBufSize), done: make(chan struct{})}
 	go l.run()
 	return l, nil
+}
+
+// pollableEpoll makes an epoll set holding an eventfd (registered with
+// efdEvents) whose own descriptor is registered with Go's poller, so the
+// goroutine that waits on it parks and wakes like any other (an event
+// loop here, the parker in park_linux.go).
+func pollableEpoll(name string, efdEvents uint32) (epfd, efd int, f *os.File, rc syscall.RawConn, err error) {
+	epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return 0, 0, nil, nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return 0, 0, nil, nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: efdEvents, Fd: int32(efd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return 0, 0, nil, nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	// Non-blocking, so that os.NewFile registers it with Go's poller.
+	if err = unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return 0, 0, nil, nil, err
+	}
+	f = os.NewFile(uintptr(epfd), name)
+	if rc, err = f.SyscallConn(); err != nil {
+		f.Close()
+		unix.Close(efd)
+		return 0, 0, nil, nil, err
+	}
+	return epfd, efd, f, rc, nil
 }
 
 func (l *evLoop) run() {

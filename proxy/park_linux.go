@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"os"
 	"sync"
 	"syscall"
@@ -62,30 +61,8 @@ type parker struct {
 }
 
 func newParker(log *zap.Logger) (*parker, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, efd, f, rc, err := pollableEpoll("pgproxy-parker", unix.EPOLLIN)
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
-		unix.Close(epfd)
-		unix.Close(efd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(efd)
-		return nil, err
-	}
-	f := os.NewFile(uintptr(epfd), "pgproxy-parker")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		unix.Close(efd)
 		return nil, err
 	}
 	p := &parker{log: log, epfd: epfd, efd: efd, file: f, rc: rc, byFd: make(map[int32]*session), done: make(chan struct{})}
