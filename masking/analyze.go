@@ -6,10 +6,10 @@ import (
 	"fmt"
 
 	"github.com/ofitec/pgproxy/internal/glob"
+	"github.com/ofitec/pgproxy/internal/sqlscan"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Refusal is a statement a masked session may not run (42501). Reason is
@@ -854,7 +854,7 @@ func (a *analyzer) walk(m proto.Message, sc *scope, reason string) error {
 		}
 		return true
 	}
-	walkReflect(m.ProtoReflect(), visit)
+	sqlscan.Walk(m, visit)
 	return err
 }
 
@@ -949,31 +949,4 @@ func nodeMsg(n *pg.Node) proto.Message {
 		return nil
 	}
 	return m.Get(fd).Message().Interface()
-}
-
-// walkReflect visits m and, depth first, every message below it; visit
-// returns false to skip a message's children.
-func walkReflect(m protoreflect.Message, visit func(proto.Message) bool) {
-	if !m.IsValid() {
-		return
-	}
-	if !visit(m.Interface()) {
-		return
-	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap():
-		case fd.IsList():
-			if fd.Message() == nil {
-				return true
-			}
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				walkReflect(l.Get(i).Message(), visit)
-			}
-		case fd.Message() != nil:
-			walkReflect(v.Message(), visit)
-		}
-		return true
-	})
 }

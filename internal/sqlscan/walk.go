@@ -5,8 +5,11 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// walk visits m and, depth first, every message below it. visit returns false
-// to skip the children of the message it was given.
+// Walk visits m (a pg_query parse tree node) and, depth first, every
+// message below it. visit returns false to skip the children of the
+// message it was given.
+func Walk(m proto.Message, visit func(proto.Message) bool) { walk(m, visit) }
+
 func walk(m proto.Message, visit func(proto.Message) bool) {
 	if m == nil {
 		return
