@@ -56,7 +56,7 @@ func (s *session) adminLogin(deadline time.Time) error {
 		out = pgwire.AppendMessage(out, 'S', append(append(append([]byte(kv[0]), 0), kv[1]...), 0))
 	}
 	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
-	_, err := s.client.Write(out)
+	_, err := s.clientIO().Write(out)
 	return err
 }
 
@@ -99,10 +99,10 @@ func (s *session) serveAdmin(sp *pgwire.StartupPacket, deadline time.Time) error
 	s.mu.Unlock()
 	s.log.Info("admin console session", zap.String("user", s.user))
 
-	br := bufio.NewReaderSize(s.client, 4096)
+	br := bufio.NewReaderSize(s.clientIO(), 4096)
 	out := make([]byte, 0, 4096)
 	flush := func() error {
-		_, err := s.client.Write(out)
+		_, err := s.clientIO().Write(out)
 		out = out[:0]
 		return err
 	}

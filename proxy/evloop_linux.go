@@ -620,8 +620,8 @@ func takeFd(rc syscall.RawConn) (int, error) {
 func (s *session) relayLoop(l *evLoop) (reason string, ok bool) {
 	ctc, ok1 := s.client.(*net.TCPConn)
 	stc, ok2 := s.server.(*net.TCPConn)
-	if !ok1 || !ok2 || s.client != s.raw {
-		return "", false
+	if !ok1 || !ok2 || s.client != s.raw || len(s.clientPending) > 0 {
+		return "", false // (a client that sent ahead of the handshake's end: rare, the goroutine relay takes it)
 	}
 	crc, err1 := ctc.SyscallConn()
 	src, err2 := stc.SyscallConn()

@@ -302,7 +302,7 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 	}
 	failed := &pgerr.Error{Code: pgerr.InvalidPassword, Severity: "FATAL", Message: fmt.Sprintf("password authentication failed for user %q", s.user)}
 	readPassword := func() ([]byte, error) {
-		typ, body, err := pgwire.ReadMessage(s.client, maxAuthMessage)
+		typ, body, err := pgwire.ReadMessage(s.clientIO(), maxAuthMessage)
 		if err != nil {
 			return nil, err
 		}
@@ -312,7 +312,7 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 		return body, nil
 	}
 	write := func(body []byte) error {
-		_, err := s.client.Write(pgwire.AppendMessage(nil, 'R', body))
+		_, err := s.clientIO().Write(pgwire.AppendMessage(nil, 'R', body))
 		return err
 	}
 	var cred pgauth.Credential
@@ -353,12 +353,14 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 		if !found { // cannot happen: nobody knows a fake secret's password
 			return nil, s.loginFailed(failed, found, errors.New("unknown user"))
 		}
-		if err := write(out); err != nil {
+		// AuthenticationSASLFinal and AuthenticationOk go out with the
+		// welcome: the client answers neither.
+		if err := s.queueClient(pgwire.AppendMessage(nil, 'R', out)); err != nil {
 			return nil, err
 		}
 		cred = sc.Credential()
 	}
-	if err := write(binary.BigEndian.AppendUint32(nil, 0)); err != nil {
+	if err := s.queueClient(pgwire.AppendMessage(nil, 'R', binary.BigEndian.AppendUint32(nil, 0))); err != nil {
 		return nil, err
 	}
 	return &cred, nil
@@ -538,7 +540,7 @@ func (s *session) welcome(c *pool.Conn) error {
 	key := cancelKeyOf(binary.BigEndian.Uint32(ps.proxyKey[:4]), ps.proxyKey[4:])
 	s.cancelKey = key
 	s.srv.cancels.addSession(key, s)
-	_, err := s.client.Write(out)
+	_, err := s.clientIO().Write(out)
 	s.bytesOut.Add(int64(len(out)))
 	return err
 }

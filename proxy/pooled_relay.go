@@ -753,6 +753,7 @@ func (s *session) startPooledRelay() *pump {
 		pol = &chain{ps: []policy{base, cp}, modes: make([]msgMode, 2)}
 	}
 	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.guarded()}
+	c2s.pending, s.clientPending = s.clientPending, nil
 	// Parked when idle (park_linux.go): transaction mode, a plain TCP
 	// client (TLS reads go through crypto/tls), not a guarded session
 	// (read-only fallback or masked: its guard may wait inside a read).

@@ -164,6 +164,8 @@ func (s *session) relay() (reason string, idle bool) {
 	useRaw(s2c, s.server, s.client)
 	s2c.pending = s.serverPending
 	s.serverPending = nil
+	c2s.pending = s.clientPending
+	s.clientPending = nil
 	// The server→client direction gets its own goroutine; client→server runs
 	// on the session's goroutine. Whichever ends first closes both sockets,
 	// which ends the other; the session waits for both. Except when

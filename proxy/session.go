@@ -43,6 +43,11 @@ type session struct {
 	// serverPending is what the authentication phase read ahead from the
 	// server; the relay forwards it first.
 	serverPending []byte
+	// hs is how the handshake reads and writes a plain TCP client
+	// (handshake.go); clientPending is what it read ahead of the client,
+	// which the relay forwards first.
+	hs            *handshakeIO
+	clientPending []byte
 
 	mu              sync.Mutex
 	user, database  string
@@ -143,7 +148,7 @@ func (s *session) run() {
 	}
 	if unrec, need := sp.Negotiation(); need {
 		msg, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrec}).Encode(nil)
-		if _, err := s.client.Write(msg); err != nil {
+		if err := s.queueClient(msg); err != nil { // goes out with the authentication request
 			return
 		}
 	}
@@ -169,6 +174,9 @@ func (s *session) run() {
 	}
 	if err := connect(sp, deadline); err != nil {
 		s.failStartup(err)
+		return
+	}
+	if err := s.endHandshake(); err != nil {
 		return
 	}
 	if s.pooled != nil && s.pooled.doneKey != nil {
@@ -274,6 +282,10 @@ func (s *session) finish() {
 		s.ends[i]()
 	}
 	s.ends = nil
+	if s.hs != nil { // ended during the handshake
+		s.hs.release()
+		s.hs = nil
+	}
 	s.closeConns()
 	if s.cancelKey != "" {
 		s.srv.cancels.remove(s.cancelKey)
@@ -329,23 +341,31 @@ func (s *session) sendError(err error) {
 		_, _ = s.clientW.Write(b)
 		return
 	}
-	_, _ = s.client.Write(b)
+	_, _ = s.clientIO().Write(b)
 }
 
 // startup negotiates SSL/GSS encryption and returns the StartupMessage or
 // CancelRequest.
 func (s *session) startup() (*pgwire.StartupPacket, error) {
+	var r io.Reader = s.raw
+	if s.hs = newHandshakeIO(s.raw); s.hs != nil {
+		r = s.hs
+	}
 	var first [1]byte
-	if _, err := io.ReadFull(s.raw, first[:]); err != nil {
+	if _, err := io.ReadFull(r, first[:]); err != nil {
 		return nil, err
 	}
 	tlsDone := false
-	var r io.Reader
 	if first[0] == 0x16 { // TLS ClientHello: direct TLS (PostgreSQL 17 sslnegotiation=direct)
 		if s.cfg.TLS == nil {
 			return nil, errors.New("direct TLS connection but no tls configured")
 		}
-		tc := tls.Server(&prefixConn{Conn: s.raw, prefix: first[:]}, directTLSConfig(s.cfg.TLS))
+		prefix := first[:]
+		if s.hs != nil { // the rest of what the first read brought
+			prefix = append(prefix, s.hs.release()...)
+			s.hs = nil
+		}
+		tc := tls.Server(&prefixConn{Conn: s.raw, prefix: prefix}, directTLSConfig(s.cfg.TLS))
 		if err := tc.Handshake(); err != nil {
 			return nil, fmt.Errorf("direct TLS handshake: %w", err)
 		}
@@ -354,7 +374,7 @@ func (s *session) startup() (*pgwire.StartupPacket, error) {
 		}
 		s.client, r, tlsDone = tc, tc, true
 	} else {
-		r = io.MultiReader(bytes.NewReader(first[:]), s.raw)
+		r = io.MultiReader(bytes.NewReader(first[:]), r)
 	}
 	gssDone := false
 	for {
@@ -368,18 +388,25 @@ func (s *session) startup() (*pgwire.StartupPacket, error) {
 				return nil, pgerr.New(pgerr.ProtocolViolation, "SSLRequest received after TLS was established")
 			}
 			if s.cfg.TLS == nil {
-				if _, err := s.raw.Write([]byte{'N'}); err != nil {
+				if _, err := s.clientIO().Write([]byte{'N'}); err != nil {
 					return nil, err
 				}
 				tlsDone = true // a second SSLRequest is refused all the same
 				continue
 			}
-			if _, err := s.raw.Write([]byte{'S'}); err != nil {
+			// Plaintext the client sent after the request and before the
+			// TLS handshake would be taken as the session's: refused, as
+			// PostgreSQL does.
+			if s.hs != nil && s.hs.buffered() > 0 {
+				return nil, pgerr.New(pgerr.ProtocolViolation, "received unencrypted data after SSL request")
+			}
+			if _, err := s.clientIO().Write([]byte{'S'}); err != nil {
 				return nil, err
 			}
-			// pgwire.ReadStartupPacket consumed exactly the 8 request bytes, so any
-			// plaintext the client pipelined after it goes into the TLS
-			// handshake and fails it, never into the session.
+			if s.hs != nil {
+				s.hs.release()
+				s.hs = nil
+			}
 			tc := tls.Server(s.raw, s.cfg.TLS)
 			if err := tc.Handshake(); err != nil {
 				return nil, fmt.Errorf("TLS handshake: %w", err)
@@ -390,7 +417,7 @@ func (s *session) startup() (*pgwire.StartupPacket, error) {
 				return nil, pgerr.New(pgerr.ProtocolViolation, "unexpected GSSENCRequest")
 			}
 			gssDone = true
-			if _, err := s.raw.Write([]byte{'N'}); err != nil {
+			if _, err := s.clientIO().Write([]byte{'N'}); err != nil {
 				return nil, err
 			}
 		default:
@@ -647,7 +674,7 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 		if len(out) == 0 {
 			return nil
 		}
-		_, err := s.client.Write(out)
+		_, err := s.clientIO().Write(out)
 		s.bytesOut.Add(int64(len(out)))
 		out = out[:0]
 		return err
@@ -743,7 +770,7 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 			}
 		}
 		if needReply {
-			ctyp, cbody, err := pgwire.ReadMessage(s.client, maxAuthMessage)
+			ctyp, cbody, err := pgwire.ReadMessage(s.clientIO(), maxAuthMessage)
 			if err != nil {
 				return err
 			}
