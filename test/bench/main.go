@@ -81,6 +81,8 @@ type options struct {
 	largeServers    int
 	largeThreads    int
 	largeDuration   time.Duration
+
+	routing routingOptions // issue 18 (routing.go)
 }
 
 func main() {
@@ -145,6 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.largeThreads, "large-threads", 2, "pgbench -j of the large run")
 	fs.DurationVar(&o.largeDuration, "large-duration", 30*time.Second, "pgbench -T of the large run")
 	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with pgproxy's default; PGPROXY_RUNTIME_EVENT_LOOPS=-1 compares the goroutine relay")
+	finishRouting := routingFlags(fs, &o.routing)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -175,6 +178,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !set["large-duration"] {
 			o.largeDuration = 3 * time.Second
 		}
+	}
+	if err := finishRouting(set, o.quick); err != nil {
+		return nil, err
 	}
 	var err error
 	if o.proxyEnv, err = envList(proxyEnv); err != nil {
@@ -311,7 +317,7 @@ func (o *options) estimate() time.Duration {
 			}
 		}
 	}
-	est := time.Duration(runs)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls
+	est := time.Duration(runs)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls + o.routing.estimate(o)
 	if o.pooled && o.largeClients > 0 {
 		// two relays: start, warm-up, connecting the clients (a SCRAM
 		// login each), the run
@@ -525,6 +531,13 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			ptargets = append(ptargets, pt)
 		}
 	}
+	var rb *routingBench
+	if o.routing.on {
+		if rb, err = startRouting(ctx, o, st, logf); err != nil {
+			return fmt.Errorf("routing targets: %w", err)
+		}
+		defer rb.stop()
+	}
 	var pnames []string
 	for _, t := range ptargets {
 		pnames = append(pnames, t.name)
@@ -632,6 +645,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 				}
 			}
 		}
+		if rb != nil {
+			if err := rb.round(ctx, round, logf); err != nil {
+				return err
+			}
+		}
 	}
 
 	load[1] = loadAvg()
@@ -712,6 +730,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		pooled = &PooledReport{Table: ptable, Idle: pooledIdle, Large: large}
 		fmt.Fprintf(stdout, "\n%s\n", pooled.Markdown(o))
 	}
+	var routing *RoutingReport
+	if rb != nil {
+		routing = rb.report()
+		fmt.Fprintf(stdout, "\n%s\n", routing.Markdown())
+	}
 	if profile != "" {
 		fmt.Fprintf(stdout, "\n%s\n", profile)
 	}
@@ -730,6 +753,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		Profile: profile,
 		LoadAvg: load,
 		Pooled:  pooled,
+		Routing: routing,
 	})
 	if err := os.WriteFile(o.out, []byte(doc), 0o644); err != nil {
 		return err
