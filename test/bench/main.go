@@ -13,6 +13,11 @@
 // -pooled-idle clients on -pool-size servers in transaction mode, and
 // -large-clients clients on -large-servers servers for -large-duration.
 //
+// With -routing (the default) the rounds also measure per-transaction
+// routing (issue 18, routing.go): -S through routing.unit transaction at
+// each consistency level against session routing and the direct replica,
+// and a mixed read/write script with the share of reads on the replica.
+//
 //	go run ./test/bench [-duration 10s] [-rounds 2] [-quick] [-pooled=false] [-perf 10s] [-out docs/benchmarks.md]
 //
 // Every process it starts (the cluster, pgproxy, PgBouncer, pgbench) is
