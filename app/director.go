@@ -118,6 +118,12 @@ func (t *txRouter) Replicas(dst []proxy.Replica) []proxy.Replica {
 	return dst
 }
 
+func (t *txRouter) NoReplica() error {
+	s := t.sess
+	s.Paused = t.paused()
+	return t.d.router.NoReadable(&s) // a *router.NoBackendError (57P03) with fallback: reject
+}
+
 func routerConfig(cfg *configs.Config) router.Config {
 	rc := router.Config{
 		MaxLag: cfg.Routing.MaxLag, MaxLagBytes: cfg.Routing.MaxLagBytes, Fallback: cfg.Routing.Fallback,

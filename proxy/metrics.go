@@ -73,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pgproxy_consistency_fallbacks_total", Help: "Reads routed per transaction that ran on the primary because no replica reached their LSN floor within routing.consistency_wait (or the floor could not be known).",
 		}),
 		routedTx: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgproxy_transactions_routed_total", Help: "Transactions routed per transaction (routing.unit: transaction), by target: replica, primary (writes), primary_fallback (a read no replica could serve at its LSN floor), primary_no_replica (a read with no replica fit).",
+			Name: "pgproxy_transactions_routed_total", Help: "Transactions routed per transaction (routing.unit: transaction), by target: replica, primary (writes), primary_fallback (a read no replica could serve at its LSN floor), primary_no_replica (a read with no replica fit, routing.fallback: primary), rejected (the same with routing.fallback: reject: 57P03).",
 		}, []string{"target"}),
 	}
 	if reg != nil {

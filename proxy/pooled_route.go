@@ -75,6 +75,11 @@ type TxRouter interface {
 	// the lag limits, not paused), best first, each with the replay
 	// position the health probes last saw.
 	Replicas(dst []Replica) []Replica
+	// NoReplica is called when a read finds no replica it may use (none
+	// in Replicas, or no server on the one chosen): nil lets the read run
+	// on the primary (routing.fallback: primary); an error refuses it
+	// (fallback: reject), with the SQLSTATE and message the client gets.
+	NoReplica() error
 }
 
 // Replica is a replica a read may use.
@@ -244,6 +249,9 @@ func (p *clientPolicy) routeHeld(typ byte, msg []byte) ([]byte, error) {
 		return p.replayHeld(p.nextKey(), nil)
 	}
 	c, err := p.readServer()
+	if rr, ok := err.(*readRefused); ok {
+		return nil, p.refuseRead(rr.err)
+	}
 	if err != nil {
 		p.resetHeld()
 		p.s.sendError(err)
@@ -352,8 +360,7 @@ func (p *clientPolicy) readServer() (*pool.Conn, error) {
 	cands := r.router.Replicas(r.cands[:0])
 	r.cands = cands
 	if len(cands) == 0 {
-		s.srv.metrics.routed("primary_no_replica")
-		return nil, nil
+		return p.noReplica(nil)
 	}
 	floor, ok := p.floor()
 	if !ok {
@@ -382,12 +389,56 @@ func (p *clientPolicy) readServer() (*pool.Conn, error) {
 	key.Addr = cands[0].Addr
 	c, err := p.acquire(key)
 	if err != nil {
-		s.log.Debug("no server on the replica; the read runs on the primary", zap.String("backend", key.Addr), zap.Error(err))
-		s.srv.metrics.routed("primary_no_replica")
-		return nil, nil
+		return p.noReplica(fmt.Errorf("no server on replica %s: %w", key.Addr, err))
 	}
 	s.srv.metrics.routed("replica")
 	return c, nil
+}
+
+// readRefused is readServer's answer to a read routing.fallback: reject
+// keeps off the primary: the client gets err (an ERROR, 57P03) for its
+// batch and the session goes on.
+type readRefused struct{ err error }
+
+func (e *readRefused) Error() string { return e.err.Error() }
+func (e *readRefused) Unwrap() error { return e.err }
+
+// noReplica decides a read no replica can take (none fits; or failed, no
+// server on the chosen one): the primary (nil, nil) or, with
+// routing.fallback: reject, a *readRefused. A failed server is refused
+// with its own error (e.g. 53300), otherwise the router says why no
+// replica fits.
+func (p *clientPolicy) noReplica(failed error) (*pool.Conn, error) {
+	s := p.s
+	err := p.ps.route.router.NoReplica()
+	if err == nil {
+		if failed != nil {
+			s.log.Debug("the read runs on the primary", zap.Error(failed))
+		}
+		s.srv.metrics.routed("primary_no_replica")
+		return nil, nil
+	}
+	if failed != nil {
+		err = failed
+	}
+	s.srv.metrics.routed("rejected")
+	return nil, &readRefused{err: err}
+}
+
+// refuseRead answers the held batch with err instead of running it: an
+// ErrorResponse (its SQLSTATE, 57P03 when it has none) and ReadyForQuery
+// 'I', as PostgreSQL answers a batch whose first message failed.
+func (p *clientPolicy) refuseRead(err error) error {
+	p.resetHeld()
+	p.s.waitRelayIdle()
+	resp := pgerr.Response(err, pgerr.CannotConnectNow, err.Error())
+	resp.Severity, resp.SeverityUnlocalized = "ERROR", "ERROR"
+	out, encErr := resp.Encode(nil)
+	if encErr != nil {
+		return encErr
+	}
+	out = pgwire.AppendMessage(out, 'Z', []byte{'I'})
+	return p.toClient(out)
 }
 
 // waitReplica takes a server on the replica seen furthest ahead and asks
@@ -408,9 +459,7 @@ func (p *clientPolicy) waitReplica(floor int64, cands []Replica) (*pool.Conn, er
 	key.Addr, key.ReadOnly = cands[0].Addr, false
 	c, err := p.acquire(key)
 	if err != nil {
-		s.log.Debug("no server on the replica; the read runs on the primary", zap.String("backend", key.Addr), zap.Error(err))
-		s.srv.metrics.routed("primary_no_replica")
-		return nil, nil
+		return p.noReplica(fmt.Errorf("no server on replica %s: %w", key.Addr, err))
 	}
 	wait := s.cfg.Routing.Wait
 	step := time.Millisecond

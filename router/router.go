@@ -439,6 +439,28 @@ func (r *Router) Status() Status {
 	return st
 }
 
+// NoReadable is what a read of s routed per transaction gets when
+// Readable found no replica: nil with fallback "primary" (the read runs on
+// the primary), or a *NoBackendError naming every replica and why it is
+// unfit with fallback "reject" (the read is refused with 57P03, as a read
+// session would be at startup). It counts pgproxy_fallbacks_total as Pick
+// does.
+func (r *Router) NoReadable(s *Session) error {
+	snap := r.snap()
+	maxLag, maxBytes, cfg := r.limits(s)
+	if snap != nil {
+		r.fallbacks.WithLabelValues(fallbackReason(snap, nil, s.Paused)).Inc()
+	}
+	if cfg.Fallback != FallbackReject {
+		return nil
+	}
+	msg := "no replica available: no health snapshot yet"
+	if snap != nil {
+		msg = describeReplicas(snap, nil, s.Paused, maxLag, maxBytes, s.MaxLag > 0 && maxLag == s.MaxLag)
+	}
+	return &NoBackendError{Route: RouteRead, Message: msg}
+}
+
 // Candidate is a replica a read may use, with the replay position health
 // last saw (Backend.LSN).
 type Candidate struct {

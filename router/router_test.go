@@ -370,3 +370,19 @@ func TestReadable(t *testing.T) {
 		}
 	}
 }
+
+// TestNoReadable: a per-transaction read with no fit replica may run on
+// the primary with fallback primary; with reject it gets a 57P03 naming
+// each replica and why it is unfit.
+func TestNoReadable(t *testing.T) {
+	snap := mkSnap(prim(pg1), lagging(pg2, 30, "lag 30s > 5s"), repl(pg3, 0.1, 10))
+	s := &Session{Route: RouteWrite, Paused: []string{pg3}}
+	if err := New(Config{MaxLag: 5 * time.Second}, func() *health.Snapshot { return snap }, nil).NoReadable(s); err != nil {
+		t.Errorf("fallback primary: %v", err)
+	}
+	err := New(Config{MaxLag: 5 * time.Second, Fallback: FallbackReject}, func() *health.Snapshot { return snap }, nil).NoReadable(s)
+	var nb *NoBackendError
+	if !errors.As(err, &nb) || nb.SQLState() != "57P03" || !strings.Contains(nb.Message, pg2+" lag 30s > 5s") || !strings.Contains(nb.Message, pg3+" "+pausedText) {
+		t.Errorf("fallback reject: %v", err)
+	}
+}

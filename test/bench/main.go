@@ -13,6 +13,11 @@
 // -pooled-idle clients on -pool-size servers in transaction mode, and
 // -large-clients clients on -large-servers servers for -large-duration.
 //
+// With -routing (the default) the rounds also measure per-transaction
+// routing (issue 18, routing.go): -S through routing.unit transaction at
+// each consistency level against session routing and the direct replica,
+// and a mixed read/write script with the share of reads on the replica.
+//
 //	go run ./test/bench [-duration 10s] [-rounds 2] [-quick] [-pooled=false] [-perf 10s] [-out docs/benchmarks.md]
 //
 // Every process it starts (the cluster, pgproxy, PgBouncer, pgbench) is
@@ -81,6 +86,8 @@ type options struct {
 	largeServers    int
 	largeThreads    int
 	largeDuration   time.Duration
+
+	routing routingOptions // issue 18 (routing.go)
 }
 
 func main() {
@@ -145,6 +152,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.largeThreads, "large-threads", 2, "pgbench -j of the large run")
 	fs.DurationVar(&o.largeDuration, "large-duration", 30*time.Second, "pgbench -T of the large run")
 	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with pgproxy's default; PGPROXY_RUNTIME_EVENT_LOOPS=-1 compares the goroutine relay")
+	finishRouting := routingFlags(fs, &o.routing)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -175,6 +183,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !set["large-duration"] {
 			o.largeDuration = 3 * time.Second
 		}
+	}
+	if err := finishRouting(set, o.quick); err != nil {
+		return nil, err
 	}
 	var err error
 	if o.proxyEnv, err = envList(proxyEnv); err != nil {
@@ -311,7 +322,7 @@ func (o *options) estimate() time.Duration {
 			}
 		}
 	}
-	est := time.Duration(runs)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls
+	est := time.Duration(runs)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls + o.routing.estimate(o)
 	if o.pooled && o.largeClients > 0 {
 		// two relays: start, warm-up, connecting the clients (a SCRAM
 		// login each), the run
@@ -525,6 +536,13 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			ptargets = append(ptargets, pt)
 		}
 	}
+	var rb *routingBench
+	if o.routing.on {
+		if rb, err = startRouting(ctx, o, st, logf); err != nil {
+			return fmt.Errorf("routing targets: %w", err)
+		}
+		defer rb.stop()
+	}
 	var pnames []string
 	for _, t := range ptargets {
 		pnames = append(pnames, t.name)
@@ -632,6 +650,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 				}
 			}
 		}
+		if rb != nil {
+			if err := rb.round(ctx, round, logf); err != nil {
+				return err
+			}
+		}
 	}
 
 	load[1] = loadAvg()
@@ -712,6 +735,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		pooled = &PooledReport{Table: ptable, Idle: pooledIdle, Large: large}
 		fmt.Fprintf(stdout, "\n%s\n", pooled.Markdown(o))
 	}
+	var routing *RoutingReport
+	if rb != nil {
+		routing = rb.report()
+		fmt.Fprintf(stdout, "\n%s\n", routing.Markdown())
+	}
 	if profile != "" {
 		fmt.Fprintf(stdout, "\n%s\n", profile)
 	}
@@ -730,6 +758,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		Profile: profile,
 		LoadAvg: load,
 		Pooled:  pooled,
+		Routing: routing,
 	})
 	if err := os.WriteFile(o.out, []byte(doc), 0o644); err != nil {
 		return err

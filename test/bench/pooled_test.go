@@ -109,7 +109,7 @@ func TestParseFlagsPooled(t *testing.T) {
 	}
 	// 28 pooled runs per round: 4 targets × 8 cases, less prepared on
 	// PgBouncer-txn (2) and the SCRAM -C in session mode (2); 33 pass-through.
-	if got, want := o.estimate(), time.Duration(2*(33+28))*11*time.Second+5*time.Minute+2*(30*time.Second+20*time.Second+30*time.Second); got != want {
+	if got, want := o.estimate(), time.Duration(2*(33+28))*11*time.Second+5*time.Minute+2*(30*time.Second+20*time.Second+30*time.Second)+o.routing.estimate(o); got != want {
 		t.Errorf("estimate %s, want %s", got, want)
 	}
 
