@@ -97,7 +97,7 @@ func (s *session) serveAdmin(sp *pgwire.StartupPacket, deadline time.Time) error
 	s.mu.Lock()
 	s.route = "admin"
 	s.mu.Unlock()
-	s.log.Info("admin console session", zap.String("user", s.user))
+	s.logger().Info("admin console session", zap.String("user", s.user))
 
 	br := bufio.NewReaderSize(s.clientIO(), 4096)
 	out := make([]byte, 0, 4096)

@@ -470,7 +470,7 @@ func (l *evLoop) failAll(err error) {
 // everything the loop runs for a session).
 func (lr *loopRelay) recoverPanic() {
 	if r := recover(); r != nil {
-		lr.s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		lr.s.logger().Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		lr.finish(&relayEnd{reason: "panic"})
 	}
 }

@@ -83,7 +83,7 @@ func FuzzReadOnlyHold(f *testing.F) {
 		s := &session{cfg: &Config{ReadOnlyCheck: func(sql string) (string, bool, error) {
 			return "off", bytes.Contains([]byte(sql), []byte("off")), nil
 		}}, readOnly: true}
-		s.log = nopLogger()
+		s.logp.Store(nopLogger())
 		s.client = discardConn{}
 		srvIn, proxyOut := net.Pipe()
 		proxyIn, srvOut := net.Pipe()

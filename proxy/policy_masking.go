@@ -262,7 +262,7 @@ func (m *maskPolicy) count(col int) {
 // fail ends the session: the client gets a FATAL rather than a result the
 // proxy could not mask.
 func (m *maskPolicy) fail(code, message string, cause error) error {
-	m.s.log.Warn("masked session ended", zap.String("reason", message), zap.Error(cause))
+	m.s.logger().Warn("masked session ended", zap.String("reason", message), zap.Error(cause))
 	e := &pgerr.Error{Code: code, Severity: "FATAL", Message: message}
 	m.s.sendError(e)
 	return &relayEnd{reason: "masking_error", err: errors.Join(errors.New(message), cause)}
@@ -308,7 +308,7 @@ func (m *maskPolicy) check(sql string) (code, message string, refused bool, err 
 		}
 		r = &masking.Refusal{Reason: "catalog", Message: "pgproxy: masking: could not check the statement: " + cerr.Error()}
 	}
-	m.s.log.Warn("masking: statement refused", zap.String("user", m.set.User), zap.Int("rule", m.set.Rule),
+	m.s.logger().Warn("masking: statement refused", zap.String("user", m.set.User), zap.Int("rule", m.set.Rule),
 		zap.String("reason", r.Reason), zap.String("column", r.Column), zap.String("function", r.Function))
 	if m.stats != nil {
 		m.stats.maskingRefusals.WithLabelValues(r.Reason).Inc()

@@ -353,7 +353,7 @@ func (g *readOnlyGuard) check(sql string) (code, message string, refused bool, e
 			return "", "", false, err
 		}
 		if violated {
-			g.s.log.Warn("read-only session: statement refused", zap.String("reason", reason))
+			g.s.logger().Warn("read-only session: statement refused", zap.String("reason", reason))
 			return pgerr.ReadOnlySQLTransaction, "pgproxy: refused on a read-only session: " + reason, true, nil
 		}
 	}

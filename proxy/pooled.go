@@ -294,7 +294,7 @@ type pooledState struct {
 func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, error) {
 	sec, found, err := s.cfg.Auth.Lookup(ctx, s.user)
 	if err != nil {
-		s.log.Warn("client login failed: user lookup failed", zap.String("user", s.user), zap.Error(err))
+		s.logger().Warn("client login failed: user lookup failed", zap.String("user", s.user), zap.Error(err))
 		return nil, &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not look up user: " + err.Error()}
 	}
 	if !found {
@@ -381,7 +381,7 @@ func (s *session) loginFailed(failed error, found bool, why error) error {
 		told, code = why, pgerr.ProtocolViolation
 	}
 	// sqlstate as in pass-through mode's line: what the client was told.
-	s.log.Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
+	s.logger().Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
 		zap.String("sqlstate", code), zap.String("reason", reason))
 	if s.srv.metrics != nil {
 		s.srv.countRejected(pgerr.InvalidPassword)
@@ -441,7 +441,7 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 			case errors.As(err, &coded):
 				return err // the backend refused the proxy's login: another backend would too
 			}
-			s.log.Warn("backend connect failed; trying the next candidate", zap.String("backend", t.Addr), zap.Error(err))
+			s.logger().Warn("backend connect failed; trying the next candidate", zap.String("backend", t.Addr), zap.Error(err))
 			exclude = append(exclude, t.Addr)
 			lastErr = err
 			if time.Now().After(deadline) {
@@ -457,7 +457,7 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 		s.mu.Unlock()
 		if t.ReadOnly && t.Fallback != "" {
 			s.fallback = "pgproxy: " + t.Fallback + "; this session runs on the primary, read-only"
-			s.log.Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
+			s.logger().Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
 		}
 		s.release = t.Release
 		if t.Tx != nil && s.cfg.Pool.Transaction && s.cfg.Routing.Classify != nil {

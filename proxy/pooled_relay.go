@@ -311,7 +311,7 @@ func (p *clientPolicy) pinFor(reason string) {
 	}
 	l.mu.Unlock()
 	if first {
-		p.s.log.Debug("client pinned to its server", zap.String("reason", reason))
+		p.s.logger().Debug("client pinned to its server", zap.String("reason", reason))
 		if m := p.s.srv.metrics; m != nil {
 			m.poolPins.WithLabelValues(reason).Inc()
 		}
@@ -846,7 +846,7 @@ func (s *session) giveBack() {
 	}
 	if pinned && s.cfg.Pool.ResetQuery != "" {
 		if err := execSimple(c, s.cfg.Pool.ResetQuery, 5*time.Second); err != nil {
-			s.log.Warn("reset query failed; closing the server connection", zap.String("backend", c.Key.Addr), zap.Error(err))
+			s.logger().Warn("reset query failed; closing the server connection", zap.String("backend", c.Key.Addr), zap.Error(err))
 			set.Release(c, false)
 			return
 		}

@@ -336,7 +336,7 @@ func (p *clientPolicy) floor() (floor int64, ok bool) {
 	if r.level == ConsistencyGlobal {
 		lsn, err := p.s.srv.walPosition(p.nextPrimaryKey())
 		if err != nil {
-			p.s.log.Warn("could not read the primary's WAL position for a global read; it runs on the primary", zap.Error(err))
+			p.s.logger().Warn("could not read the primary's WAL position for a global read; it runs on the primary", zap.Error(err))
 			return 0, false
 		}
 		floor = max(floor, lsn)
@@ -413,7 +413,7 @@ func (p *clientPolicy) noReplica(failed error) (*pool.Conn, error) {
 	err := p.ps.route.router.NoReplica()
 	if err == nil {
 		if failed != nil {
-			s.log.Debug("the read runs on the primary", zap.Error(failed))
+			s.logger().Debug("the read runs on the primary", zap.Error(failed))
 		}
 		s.srv.metrics.routed("primary_no_replica")
 		return nil, nil
@@ -466,7 +466,7 @@ func (p *clientPolicy) waitReplica(floor int64, cands []Replica) (*pool.Conn, er
 	for {
 		lsn, err := replayPosition(c, s.cfg.ConnectTimeout)
 		if err != nil {
-			s.log.Debug("replay position check failed; the read runs on the primary", zap.String("backend", key.Addr), zap.Error(err))
+			s.logger().Debug("replay position check failed; the read runs on the primary", zap.String("backend", key.Addr), zap.Error(err))
 			s.srv.poolSet().Release(c, false)
 			break
 		}
@@ -503,7 +503,7 @@ func (s *session) afterTransaction(c *pool.Conn) bool {
 	lsn, err := walInsertPosition(c, s.cfg.ConnectTimeout)
 	if err != nil {
 		r.lost.Store(true)
-		s.log.Warn("could not read the WAL position after a write; this client's reads run on the primary until its next write", zap.String("backend", c.Key.Addr), zap.Error(err))
+		s.logger().Warn("could not read the WAL position after a write; this client's reads run on the primary until its next write", zap.String("backend", c.Key.Addr), zap.Error(err))
 		return false
 	}
 	for {

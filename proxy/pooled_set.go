@@ -75,7 +75,7 @@ func (p *serverPolicy) settled(sets []Setting) {
 	if l.status != 'I' {
 		if l.pinned == "" {
 			l.pinned = "set"
-			p.s.log.Debug("client pinned to its server", zap.String("reason", "set"))
+			p.s.logger().Debug("client pinned to its server", zap.String("reason", "set"))
 			if m := p.s.srv.metrics; m != nil {
 				m.poolPins.WithLabelValues("set").Inc()
 			}

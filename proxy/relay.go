@@ -408,7 +408,7 @@ func asRelayEnd(err error) *relayEnd {
 // endReason logs an unexpected end and returns the reason.
 func (s *session) endReason(re *relayEnd) string {
 	if re.err != nil && re.reason != "client_closed" && re.reason != "server_closed" {
-		s.log.Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
+		s.logger().Info("session error", zap.String("reason", re.reason), zap.Error(re.err))
 	}
 	return re.reason
 }

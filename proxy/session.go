@@ -35,7 +35,9 @@ type session struct {
 	id       uint64
 	listener Listener
 	raw      net.Conn // the accepted socket
-	log      *zap.Logger
+	// logp is the session's logger, built by logger on first use: most
+	// sessions log once, at their end, and an idle one holds none.
+	logp     atomic.Pointer[zap.Logger]
 	started  time.Time
 
 	client net.Conn // raw, or the TLS conn once negotiated
@@ -105,9 +107,21 @@ const (
 func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) *session {
 	return &session{
 		srv: srv, cfg: cfg, id: id, listener: l, raw: conn, client: conn,
-		log:     srv.log.WithLazy(zap.Uint64("session_id", id), zap.String("listener", l.Addr), zap.String("client_addr", conn.RemoteAddr().String())),
 		started: time.Now(), parkedFd: -1,
 	}
+}
+
+// logger is the session's logger: the server's, with the session's id,
+// listener and client address.
+func (s *session) logger() *zap.Logger {
+	if l := s.logp.Load(); l != nil {
+		return l
+	}
+	l := s.srv.log.With(zap.Uint64("session_id", s.id), zap.String("listener", s.listener.Addr), zap.String("client_addr", s.raw.RemoteAddr().String()))
+	if !s.logp.CompareAndSwap(nil, l) {
+		return s.logp.Load()
+	}
+	return l
 }
 
 // run drives the session to its end, or until its relay parks it
@@ -119,7 +133,7 @@ func (s *session) run() {
 	defer func() {
 		if r := recover(); r != nil {
 			parked = false
-			s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logger().Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
 		if !parked {
 			s.finish()
@@ -130,7 +144,7 @@ func (s *session) run() {
 		_ = s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 		s.sendError(pgerr.New(pgerr.TooManyConnections, "sorry, too many clients already"))
 		s.srv.countRejected(pgerr.TooManyConnections)
-		s.log.Warn("session refused: max_sessions reached", zap.Int("max_sessions", s.cfg.MaxSessions))
+		s.logger().Warn("session refused: max_sessions reached", zap.Int("max_sessions", s.cfg.MaxSessions))
 		return
 	}
 	s.atEnd(func() { s.srv.active.Add(-1) })
@@ -202,11 +216,11 @@ func (s *session) run() {
 		g.Inc()
 		s.atEnd(g.Dec)
 	}
-	s.log.Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
+	s.logger().Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
 	if s.cfg.Masking != nil {
 		if set, cat := s.cfg.Masking(s.user, s.database, s.applicationName, s.backend); set != nil {
 			s.mask = newMaskPolicy(s, set, cat)
-			s.log.Info("session masked", zap.String("user", s.user), zap.Int("rule", set.Rule))
+			s.logger().Info("session masked", zap.String("user", s.user), zap.Int("rule", set.Rule))
 		}
 	}
 	if s.cfg.Lineage != nil {
@@ -227,7 +241,7 @@ func (s *session) resume() {
 	defer func() {
 		if r := recover(); r != nil {
 			parked = false
-			s.log.Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logger().Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
 		if !parked {
 			s.finish()
@@ -259,7 +273,7 @@ func (s *session) report(reason string) {
 		s.lin.failPending(reason)
 	}
 	dur := time.Since(s.started)
-	s.log.Info("session ended",
+	s.logger().Info("session ended",
 		zap.String("user", s.user), zap.String("database", s.database),
 		zap.String("application_name", s.applicationName),
 		zap.String("backend", s.backend), zap.String("route", s.route), zap.Bool("read_only_enforced", s.readOnly),
@@ -300,19 +314,19 @@ func (s *session) failStartup(err error) {
 	if errors.As(err, &coded) {
 		s.sendError(err)
 		s.srv.countRejected(coded.SQLState())
-		s.log.Info("session refused", zap.String("user", s.user), zap.String("database", s.database),
+		s.logger().Info("session refused", zap.String("user", s.user), zap.String("database", s.database),
 			zap.String("sqlstate", coded.SQLState()), zap.Error(err))
 		return
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		s.log.Info("session closed: startup_timeout", zap.Duration("startup_timeout", s.cfg.StartupTimeout))
+		s.logger().Info("session closed: startup_timeout", zap.Duration("startup_timeout", s.cfg.StartupTimeout))
 		return
 	}
 	if errors.Is(err, errAlreadyReported) {
 		return
 	}
-	s.log.Debug("session closed during startup", zap.String("error", describeStartupErr(err)))
+	s.logger().Debug("session closed during startup", zap.String("error", describeStartupErr(err)))
 }
 
 var errAlreadyReported = errors.New("error already relayed to the client")
@@ -458,7 +472,7 @@ func (s *session) handleCancel(sp *pgwire.StartupPacket) {
 		addr, err := t.s.cancelPooled(ctx)
 		switch {
 		case err != nil:
-			s.log.Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
+			s.logger().Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
 			s.srv.countCancel("failed")
 		case addr == "":
 			s.srv.countCancel("idle") // between transactions: nothing to cancel
@@ -469,11 +483,11 @@ func (s *session) handleCancel(sp *pgwire.StartupPacket) {
 	} else if ok {
 		addr := t.addr
 		if err := forwardCancel(ctx, addr, sp.CancelPID, sp.CancelKey); err != nil {
-			s.log.Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
+			s.logger().Warn("cancel request not delivered", zap.String("backend", addr), zap.Error(err))
 			s.srv.countCancel("failed")
 			return
 		}
-		s.log.Debug("cancel request forwarded", zap.String("backend", addr))
+		s.logger().Debug("cancel request forwarded", zap.String("backend", addr))
 		s.srv.countCancel("forwarded")
 		return
 	}
@@ -516,7 +530,7 @@ func (s *session) connect(sp *pgwire.StartupPacket, deadline time.Time) error {
 			if t.Release != nil {
 				t.Release()
 			}
-			s.log.Warn("backend connect failed; trying the next candidate", zap.String("backend", t.Addr), zap.Error(err))
+			s.logger().Warn("backend connect failed; trying the next candidate", zap.String("backend", t.Addr), zap.Error(err))
 			exclude = append(exclude, t.Addr)
 			lastErr = err
 			if time.Now().After(deadline) {
@@ -529,7 +543,7 @@ func (s *session) connect(sp *pgwire.StartupPacket, deadline time.Time) error {
 		s.mu.Unlock()
 		if t.ReadOnly && t.Fallback != "" {
 			s.fallback = "pgproxy: " + t.Fallback + "; this session runs on the primary, read-only"
-			s.log.Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
+			s.logger().Info("read session fell back to the primary, read-only", zap.String("backend", t.Addr), zap.String("why", t.Fallback))
 		}
 		s.release = t.Release // called once by closeConns
 		return s.relayAuth(br)
@@ -730,7 +744,7 @@ func (s *session) relayAuth(br *bufio.Reader) error {
 			// The backend only sees the proxy's address: say here who failed
 			// to log in. PostgreSQL's message names the user, never the password.
 			code, msg := pgwire.ErrorFields(body)
-			s.log.Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
+			s.logger().Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
 				zap.String("backend", s.backend), zap.String("sqlstate", code), zap.String("message", msg))
 			return errAlreadyReported
 		case 'N', 'v':

@@ -1,0 +1,112 @@
+package proxy_test
+
+import (
+	"bufio"
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/hex"
+	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+
+	"github.com/ofitec/pgproxy/internal/pgwire"
+	"github.com/ofitec/pgproxy/proxy"
+	"github.com/ofitec/pgproxy/test/pgcluster"
+)
+
+// md5Login logs c in as pgcluster.MD5User through proxy authentication
+// and runs one query, reading with a reader it then drops (the client's
+// own memory stays small: a parked-client measure counts the proxy's).
+func md5Login(tb testing.TB, c net.Conn) {
+	tb.Helper()
+	br := bufio.NewReaderSize(c, 512)
+	if _, err := c.Write(startupMsg(pgcluster.MD5User)); err != nil {
+		tb.Fatal(err)
+	}
+	typ, body, err := pgwire.ReadMessage(br, 1024)
+	if err != nil || typ != 'R' || len(body) != 8 || binary.BigEndian.Uint32(body) != 5 {
+		tb.Fatalf("want AuthenticationMD5Password, got %q %x %v", typ, body, err)
+	}
+	inner := md5.Sum([]byte(pgcluster.MD5Password + pgcluster.MD5User))
+	outer := md5.Sum(append([]byte(hex.EncodeToString(inner[:])), body[4:]...))
+	pw := pgwire.AppendMessage(nil, 'p', append([]byte("md5"+hex.EncodeToString(outer[:])), 0))
+	if _, err := c.Write(append(pw, queryMsg("SELECT 1")...)); err != nil {
+		tb.Fatal(err)
+	}
+	for z := 0; z < 2; {
+		typ, _, err := pgwire.ReadMessage(br, 1<<20)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if typ == 'E' {
+			tb.Fatal("error from the proxy")
+		}
+		if typ == 'Z' {
+			z++
+		}
+	}
+}
+
+// BenchmarkParkedClientFootprint measures the proxy's heap per idle
+// transaction-mode client (parked: park_linux.go) as the metric
+// heap-B/client: the in-use heap with n clients parked, minus before, over
+// n, after a GC. PGPROXY_FOOTPRINT_PROFILE=FILE also writes a heap profile
+// with them parked (go tool pprof -sample_index=inuse_space FILE).
+//
+//	go test ./proxy -run '^$' -bench ParkedClientFootprint -benchtime 1x
+func BenchmarkParkedClientFootprint(b *testing.B) {
+	pgcluster.Require(b, cluster)
+	const n = 1000
+	if os.Getenv("PGPROXY_FOOTPRINT_PROFILE") != "" {
+		defer func(r int) { runtime.MemProfileRate = r }(runtime.MemProfileRate)
+		runtime.MemProfileRate = 1 // every allocation
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := proxy.NewServer(pooledConfig(true, 4), staticDirector{addr: cluster.Primary().Addr()}, nil, nil)
+	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
+	b.Cleanup(func() { srv.Close() })
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	for b.Loop() {
+		warm, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		md5Login(b, warm)
+		time.Sleep(500 * time.Millisecond)
+		before := heap()
+		conns := make([]net.Conn, n)
+		for i := range conns {
+			if conns[i], err = net.Dial("tcp", ln.Addr().String()); err != nil {
+				b.Fatal(err)
+			}
+			md5Login(b, conns[i])
+		}
+		time.Sleep(time.Second) // all parked (parkAfter is 250 ms)
+		after := heap()
+		if f := os.Getenv("PGPROXY_FOOTPRINT_PROFILE"); f != "" {
+			out, err := os.Create(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.WriteHeapProfile(out)
+			out.Close()
+		}
+		b.ReportMetric(float64(after-before)/n, "heap-B/client")
+		for _, c := range conns {
+			c.Close()
+		}
+		warm.Close()
+	}
+}
