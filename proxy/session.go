@@ -37,8 +37,8 @@ type session struct {
 	raw      net.Conn // the accepted socket
 	// logp is the session's logger, built by logger on first use: most
 	// sessions log once, at their end, and an idle one holds none.
-	logp     atomic.Pointer[zap.Logger]
-	started  time.Time
+	logp    atomic.Pointer[zap.Logger]
+	started time.Time
 
 	client net.Conn // raw, or the TLS conn once negotiated
 	server net.Conn
