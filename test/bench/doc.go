@@ -16,8 +16,9 @@ type docInput struct {
 	Idle    *IdleResult
 	Note    string // why PgBouncer is missing, if it is
 	Profile string
-	LoadAvg [2]string     // /proc/loadavg before and after the runs
-	Pooled  *PooledReport // nil with -pooled=false
+	LoadAvg [2]string      // /proc/loadavg before and after the runs
+	Pooled  *PooledReport  // nil with -pooled=false
+	Masking *MaskingReport // nil with -masking=false
 }
 
 // renderDoc is docs/benchmarks.md.
@@ -64,6 +65,9 @@ func renderDoc(in docInput) string {
 		w("Measured in the same rounds as the table above (each round runs the pass-through cases, then these), against the same replica. Both relays authenticate `%s` (SCRAM-SHA-256) from a userlist holding the verifier copied from `pg_authid`, and log in to the replica with the ClientKey recovered from the client's proof (no plaintext anywhere); pgbench gets the password in `PGPASSWORD`. A `-C` run with it measures mostly pgbench: libpq derives the SCRAM key with 4096 PBKDF2 iterations per connection (the *pgbench* column of the second table, a few ms per connection), so it runs in transaction mode only, and the `(md5)` rows log in as `%s` (md5 hash from `pg_authid` in the same userlist; PgBouncer `auth_type = md5`, which does SCRAM for users with a SCRAM secret), a login that costs the client little, so the relays' own cost per connection shows. Pools: transaction mode %d server connections, session mode %d; every pool was filled by a warm-up of %d clients before the rounds, so no run pays for new backends. *CPU s per 100k q* is the relay process's CPU, as above (with `-C`: per connection and query).\n\n",
 			pooledUser, md5User, o.poolSize, o.sessionPoolSize, max(2, maxInts(o.pooledClients)))
 		w("%s\n", in.Pooled.Markdown(o))
+	}
+	if in.Masking != nil {
+		w("%s\n", maskingDoc(in.Masking))
 	}
 	w("## Idle sessions\n\n")
 	if in.Idle != nil {

@@ -92,6 +92,7 @@ type proxyConf struct {
 	AuthFile    string // with Pool: auth.mode proxy with this auth.file
 	Pool        string // "" (pass-through) | session | transaction
 	PoolSize    int
+	Extra       string // more YAML appended (the masked pgproxy's masking section)
 }
 
 // pgproxyYAML is the configuration file of a bench pgproxy: a read
@@ -135,6 +136,7 @@ log:
 	if c.Pool != "" {
 		yaml += fmt.Sprintf("auth:\n  mode: proxy\n  file: %s\npool:\n  mode: %s\n  size: %d\n", c.AuthFile, c.Pool, c.PoolSize)
 	}
+	yaml += c.Extra
 	return yaml
 }
 
