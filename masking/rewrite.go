@@ -1,6 +1,7 @@
 package masking
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -75,6 +76,10 @@ const redacted = "***"
 // (redact and partial on anything but strings; hash on anything but
 // strings, integers, numeric, floats, uuid and bytea) become NULL.
 func (s *Set) Value(dst []byte, m Method, typ uint32, bin bool, v []byte) (out []byte, null bool) {
+	return s.value(&macer{}, dst, m, typ, bin, v)
+}
+
+func (s *Set) value(mc *macer, dst []byte, m Method, typ uint32, bin bool, v []byte) (out []byte, null bool) {
 	class, width := classOf(typ)
 	switch m {
 	case Redact:
@@ -87,38 +92,39 @@ func (s *Set) Value(dst []byte, m Method, typ uint32, bin bool, v []byte) (out [
 			return dst, true
 		}
 		if typ == oidBpchar {
-			v = []byte(strings.TrimRight(string(v), " "))
+			v = bytes.TrimRight(v, " ")
 		}
-		return append(dst, partial(v)...), false
+		return appendPartial(dst, v), false
 	case Hash:
 		canon, ok := canonical(class, width, bin, v)
 		if !ok {
 			return dst, true
 		}
-		return hashValue(dst, s.mac(canon), class, width, bin), false
+		return hashValue(dst, mc.mac(s.key, canon), class, width, bin), false
 	}
 	return dst, true // Null, and anything unknown
 }
 
-// partial keeps the last 4 characters after "***"; a value of 4 characters
-// or fewer is redacted whole.
-func partial(v []byte) string {
+// appendPartial appends "***" and the last 4 characters of v; a value of
+// 4 characters or fewer is redacted whole.
+func appendPartial(dst, v []byte) []byte {
+	dst = append(dst, redacted...)
 	if utf8.Valid(v) {
 		n := utf8.RuneCount(v)
 		if n <= 4 {
-			return redacted
+			return dst
 		}
 		i := len(v)
 		for k := 0; k < 4; k++ {
 			_, size := utf8.DecodeLastRune(v[:i])
 			i -= size
 		}
-		return redacted + string(v[i:])
+		return append(dst, v[i:]...)
 	}
 	if len(v) <= 4 {
-		return redacted
+		return dst
 	}
-	return redacted + string(v[len(v)-4:])
+	return append(dst, v[len(v)-4:]...)
 }
 
 // canonical is the form a value is hashed in: the same for text and binary
@@ -348,6 +354,7 @@ func appendNumericInt(dst []byte, n uint64) []byte {
 type Columns struct {
 	set  *Set
 	cols []ColumnMask
+	mac  macer
 }
 
 // ColumnMask is how one result column is rewritten.
@@ -417,7 +424,7 @@ func (c *Columns) RewriteRow(dst, msg []byte, count func(col int)) ([]byte, erro
 		p += 4 + l
 		lenAt := len(dst)
 		dst = append(dst, 0, 0, 0, 0)
-		out, null := c.set.Value(dst, m.Method, m.Type, m.Binary, v)
+		out, null := c.set.value(&c.mac, dst, m.Method, m.Type, m.Binary, v)
 		if null {
 			dst = binary.BigEndian.AppendUint32(dst[:lenAt], math.MaxUint32) // -1
 		} else {

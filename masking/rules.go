@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 
 	"github.com/ofitec/pgproxy/internal/glob"
@@ -240,10 +241,22 @@ func (s *Set) allowed(schema, name string) bool {
 	return false
 }
 
-// mac is the keyed hash (HMAC-SHA-256) of a value's canonical form, the
-// same in text and binary format (canonical).
-func (s *Set) mac(canonical []byte) []byte {
-	h := hmac.New(sha256.New, s.key)
-	_, _ = h.Write(canonical)
-	return h.Sum(nil)
+// macer is the keyed hash (HMAC-SHA-256) of a value's canonical form, the
+// same in text and binary format (canonical). One belongs to one goroutine
+// at a time (a Columns): keyed once, reset for each value, its sum reused,
+// so hashing a value allocates nothing.
+type macer struct {
+	h   hash.Hash
+	sum []byte
+}
+
+func (m *macer) mac(key, canonical []byte) []byte {
+	if m.h == nil {
+		m.h = hmac.New(sha256.New, key)
+	} else {
+		m.h.Reset()
+	}
+	_, _ = m.h.Write(canonical)
+	m.sum = m.h.Sum(m.sum[:0])
+	return m.sum
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,17 +43,46 @@ import (
 //
 // Masked sessions relay on a goroutine per direction (catalog lookups
 // block).
+//
+// # RELOAD
+//
+// The rules in force (cur) are those of the server's configuration the
+// session last matched against (seen). When a RELOAD installs another, the
+// client→server direction matches the session again at its next
+// transaction boundary: the first message of a statement the client sends
+// while the server's last ReadyForQuery said idle and nothing the server
+// owes is outstanding (so no result set, portal or transaction is under
+// way; every result set is rewritten under one set of rules, and a
+// transaction sees one set). The new rules (none: the session is no longer
+// masked, but keeps its policy and goroutines) apply from that message on:
+// its check, and every RowDescription after it. The statements the session
+// prepared before are checked again under them (their SQL is kept, at most
+// maxTrackedStmts statements of maxTrackedBytes in all); a Bind of one the
+// new rules refuse gets the refusal (42501), a new Parse of the name
+// replaces it. When more were prepared than could be kept, a Bind of any
+// statement not prepared since the change is refused too (the client
+// closes and prepares it again).
+// A session that was not masked and that a RELOAD's rules match is ended
+// by the reload itself (Server.SetConfig).
 type maskPolicy struct {
 	s     *session
-	set   *masking.Set
-	cat   masking.Catalog
 	stats *Metrics
+	cur   atomic.Pointer[maskRules] // the rules in force: read by both directions
 
-	mu sync.Mutex
-	q  []byte // what the server will answer, oldest first (see pending)
+	mu   sync.Mutex
+	q    []byte // what the server will answer, oldest first (see pending)
+	idle bool   // the server's last ReadyForQuery said idle ('I')
+
+	// client→server only
+	seen      *Config               // the configuration cur was matched from
+	stmts     map[string]trackedSQL // the client's prepared statements, as forwarded
+	stmtBytes int
+	overflow  bool                   // a statement was not kept (too many, too large in all)
+	stale     bool                   // rules changed after an overflow: a statement not kept is refused
+	refused   map[string]stmtRefusal // statements the rules in force refuse
 
 	// server→client only
-	cur      *masking.Columns
+	cols     *masking.Columns
 	counters []prometheus.Counter
 	desc     bool // a description holds for the DataRows that come
 	buf      []byte
@@ -60,7 +90,26 @@ type maskPolicy struct {
 
 var _ policy = (*maskPolicy)(nil)
 
+// maskRules are the masking rules a session is under: nil set, not masked.
+type maskRules struct {
+	set *masking.Set
+	cat masking.Catalog
+}
+
+// stmtRefusal is what a Bind of a refused statement gets.
+type stmtRefusal struct{ message, reason string }
+
+// trackedSQL is a prepared statement's text (tooBig: it was not kept whole).
+type trackedSQL struct {
+	sql    string
+	tooBig bool
+}
+
 const (
+	// maxTrackedStmts and maxTrackedBytes bound the prepared statements a
+	// masked session keeps to check again after a RELOAD.
+	maxTrackedStmts = 4096
+	maxTrackedBytes = 4 << 20
 	// maskLookupTimeout bounds one catalog lookup.
 	maskLookupTimeout = 5 * time.Second
 	// maxMaskQueue bounds the queue of answers the server owes.
@@ -68,12 +117,28 @@ const (
 	injectedDescribe = 'i' // in the queue: the policy's own Describe
 )
 
-func newMaskPolicy(s *session, set *masking.Set, cat masking.Catalog) *maskPolicy {
-	return &maskPolicy{s: s, set: set, cat: cat, stats: s.srv.metrics}
+func newMaskPolicy(s *session, set *masking.Set, cat masking.Catalog, seen *Config) *maskPolicy {
+	m := &maskPolicy{s: s, stats: s.srv.metrics, idle: true, seen: seen}
+	m.cur.Store(&maskRules{set: set, cat: cat})
+	return m
+}
+
+// rules are the rules in force (set nil: none).
+func (m *maskPolicy) rules() *maskRules { return m.cur.Load() }
+
+// user is the session's user, for messages.
+func (m *maskPolicy) user() string {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	return m.s.user
 }
 
 func (m *maskPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	if toServer {
+		switch typ {
+		case 'Q', 'P', 'B', 'D', 'E', 'F':
+			m.refresh()
+		}
 		switch typ {
 		case 'E':
 			return modeHold
@@ -86,7 +151,7 @@ func (m *maskPolicy) mode(toServer bool, typ byte, n int) msgMode {
 	case 'T', 'n', 'Z', 'E', '1', '2', '3', 'C', 's', 'I':
 		return modeHold
 	case 'D':
-		if !m.desc || m.cur != nil {
+		if !m.desc || m.cols != nil {
 			return modeHold
 		}
 	}
@@ -95,11 +160,132 @@ func (m *maskPolicy) mode(toServer bool, typ byte, n int) msgMode {
 
 // inspect sees what is forwarded to the server: each message the server
 // answers is queued.
-func (m *maskPolicy) inspect(toServer bool, typ byte, body []byte, _ bool) error {
+func (m *maskPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
 	if toServer {
+		switch typ {
+		case 'P':
+			m.track(body, truncated)
+		case 'C':
+			if len(body) >= 2 && body[0] == 'S' {
+				m.untrack(pgwire.CString(body[1:]))
+			}
+		}
 		return m.push(typ)
 	}
 	return nil
+}
+
+// track keeps the SQL of a Parse forwarded (the statement a RELOAD's
+// rules check again).
+func (m *maskPolicy) track(body []byte, truncated bool) {
+	name, rest := pgwire.CutCString(body)
+	sql, _ := pgwire.CutCString(rest)
+	m.untrack(name)
+	if m.overflow {
+		return
+	}
+	t := trackedSQL{sql: sql, tooBig: truncated}
+	if truncated {
+		t.sql = ""
+	}
+	if len(m.stmts) >= maxTrackedStmts || m.stmtBytes+len(name)+len(t.sql) > maxTrackedBytes {
+		m.overflow = true
+		return
+	}
+	if m.stmts == nil {
+		m.stmts = make(map[string]trackedSQL)
+	}
+	m.stmts[name] = t
+	m.stmtBytes += len(name) + len(t.sql)
+}
+
+func (m *maskPolicy) untrack(name string) {
+	if t, ok := m.stmts[name]; ok {
+		m.stmtBytes -= len(name) + len(t.sql)
+		delete(m.stmts, name)
+	}
+	delete(m.refused, name)
+}
+
+// refusedStmt returns the refusal of a Bind of statement name under the
+// rules in force, if they refuse it.
+func (m *maskPolicy) refusedStmt(name string) (stmtRefusal, bool) {
+	if r, ok := m.refused[name]; ok {
+		return r, true
+	}
+	if _, kept := m.stmts[name]; m.stale && !kept {
+		return stmtRefusal{"pgproxy: masking.rules changed: prepared statement \"" + name + "\" was prepared before and cannot be checked again; close it and prepare it again", "reload"}, true
+	}
+	return stmtRefusal{}, false
+}
+
+// anyRefused says whether a Bind may be refused (the guard holds Binds then).
+func (m *maskPolicy) anyRefused() bool { return m.stale || len(m.refused) > 0 }
+
+// refresh puts a RELOAD's masking rules in force at a transaction
+// boundary (see maskPolicy): the session is matched again, and its
+// prepared statements checked again.
+func (m *maskPolicy) refresh() {
+	cfg := m.s.srv.cfg.Load()
+	if cfg == m.seen {
+		return
+	}
+	m.mu.Lock()
+	boundary := m.idle && len(m.q) == 0
+	m.mu.Unlock()
+	if !boundary {
+		return
+	}
+	m.seen = cfg
+	var next maskRules
+	if cfg.Masking != nil {
+		m.s.mu.Lock()
+		user, database, app, backend := m.s.user, m.s.database, m.s.applicationName, m.s.backend
+		m.s.mu.Unlock()
+		next.set, next.cat = cfg.Masking(user, database, app, backend)
+	}
+	if next.set == nil {
+		next.cat = nil
+	}
+	m.cur.Store(&next)
+	rule := -1
+	if next.set != nil {
+		rule = next.set.Rule
+	}
+	m.s.logger().Info("session masking changed by reload", zap.String("user", m.s.user), zap.Int("rule", rule))
+	m.refused = nil
+	if next.set == nil {
+		m.stale = false
+		return
+	}
+	if m.overflow {
+		// Not every statement was kept: those kept are checked, any other
+		// is refused until prepared again, and keeping starts over.
+		m.stale, m.overflow = true, false
+	}
+	for name, t := range m.stmts {
+		msg, reason := "", "reload"
+		if t.tooBig {
+			msg = "pgproxy: masking.rules changed: prepared statement \"" + name + "\" is too large to check again; close it and prepare it again"
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
+			err := next.set.Check(ctx, next.cat, t.sql)
+			cancel()
+			var r *masking.Refusal
+			switch {
+			case err == nil, errors.Is(err, masking.ErrParse):
+				continue
+			case errors.As(err, &r):
+				msg, reason = r.Message, r.Reason
+			default:
+				msg = "pgproxy: masking: could not check the statement: " + err.Error()
+			}
+		}
+		if m.refused == nil {
+			m.refused = make(map[string]stmtRefusal)
+		}
+		m.refused[name] = stmtRefusal{msg, reason}
+	}
 }
 
 func (m *maskPolicy) push(kinds ...byte) error {
@@ -134,9 +320,9 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 		m.popIf('C')
 	case 'C', 's', 'I':
 		m.popIf('E')
-		m.desc, m.cur = false, nil
+		m.desc, m.cols = false, nil
 	case 'E':
-		m.desc, m.cur = false, nil
+		m.desc, m.cols = false, nil
 		m.mu.Lock()
 		if len(m.q) > 0 && m.q[0] != 'Q' && m.q[0] != 'F' {
 			// An extended-protocol message failed: the server skips to the Sync.
@@ -148,8 +334,9 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 		}
 		m.mu.Unlock()
 	case 'Z':
-		m.desc, m.cur = false, nil
+		m.desc, m.cols = false, nil
 		m.mu.Lock()
+		m.idle = len(msg) >= 6 && msg[5] == 'I'
 		i := 0
 		for i < len(m.q) && m.q[i] != 'S' && m.q[i] != 'Q' && m.q[i] != 'F' {
 			i++
@@ -198,7 +385,7 @@ func (m *maskPolicy) describe(typ byte, msg []byte, tooBig bool) ([]byte, error)
 		}
 	}
 	m.mu.Unlock()
-	m.desc, m.cur, m.counters = true, nil, nil
+	m.desc, m.cols, m.counters = true, nil, nil
 	if typ == 'T' {
 		if tooBig {
 			return nil, m.fail(pgerr.ProgramLimitExceeded, "pgproxy: row description too large to check on a masked session", nil)
@@ -207,14 +394,17 @@ func (m *maskPolicy) describe(typ byte, msg []byte, tooBig bool) ([]byte, error)
 		if err != nil {
 			return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: malformed RowDescription", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
-		cols, err := m.set.Resolve(ctx, m.cat, fields)
-		cancel()
+		var cols *masking.Columns
+		if r := m.rules(); r.set != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
+			cols, err = r.set.Resolve(ctx, r.cat, fields)
+			cancel()
+		}
 		if err != nil {
 			return nil, m.fail(pgerr.InsufficientPrivilege, "pgproxy: masking: could not resolve the result's columns", err)
 		}
 		if cols.Any() {
-			m.cur = cols
+			m.cols = cols
 			if m.stats != nil {
 				m.counters = make([]prometheus.Counter, len(cols.Masks()))
 				for i, c := range cols.Masks() {
@@ -235,13 +425,13 @@ func (m *maskPolicy) row(msg []byte, tooBig bool) ([]byte, error) {
 	if !m.desc {
 		return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: masking: a DataRow came with no RowDescription", nil)
 	}
-	if m.cur == nil {
+	if m.cols == nil {
 		return msg, nil
 	}
 	if tooBig {
 		return nil, m.fail(pgerr.ProgramLimitExceeded, fmt.Sprintf("pgproxy: masking: a row larger than %d bytes cannot be masked", maxHeld), nil)
 	}
-	out, err := m.cur.RewriteRow(m.buf[:0], msg, m.count)
+	out, err := m.cols.RewriteRow(m.buf[:0], msg, m.count)
 	if err != nil {
 		return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: masking: malformed DataRow", err)
 	}
@@ -295,9 +485,13 @@ func parseRowDescription(b []byte) ([]masking.Field, error) {
 // A refusal is logged (user, rule, reason, column: never the statement)
 // and counted.
 func (m *maskPolicy) check(sql string) (code, message string, refused bool, err error) {
+	rules := m.rules()
+	if rules.set == nil {
+		return "", "", false, nil // no longer masked (RELOAD)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
 	defer cancel()
-	cerr := m.set.Check(ctx, m.cat, sql)
+	cerr := rules.set.Check(ctx, rules.cat, sql)
 	if cerr == nil {
 		return "", "", false, nil
 	}
@@ -308,10 +502,16 @@ func (m *maskPolicy) check(sql string) (code, message string, refused bool, err 
 		}
 		r = &masking.Refusal{Reason: "catalog", Message: "pgproxy: masking: could not check the statement: " + cerr.Error()}
 	}
-	m.s.logger().Warn("masking: statement refused", zap.String("user", m.set.User), zap.Int("rule", m.set.Rule),
-		zap.String("reason", r.Reason), zap.String("column", r.Column), zap.String("function", r.Function))
-	if m.stats != nil {
-		m.stats.maskingRefusals.WithLabelValues(r.Reason).Inc()
-	}
+	m.refusal(rules.set.Rule, r.Reason, r.Column, r.Function)
 	return pgerr.InsufficientPrivilege, r.Message, true, nil
+}
+
+// refusal logs (user, rule, reason, column, function: never the
+// statement) and counts one refusal.
+func (m *maskPolicy) refusal(rule int, reason, column, function string) {
+	m.s.logger().Warn("masking: statement refused", zap.String("user", m.user()), zap.Int("rule", rule),
+		zap.String("reason", reason), zap.String("column", column), zap.String("function", function))
+	if m.stats != nil {
+		m.stats.maskingRefusals.WithLabelValues(reason).Inc()
+	}
 }

@@ -234,7 +234,7 @@ func (g *readOnlyGuard) mode(toServer bool, typ byte, _ int) msgMode {
 	case 'Q', 'F', 'P', 'S':
 		return modeHold
 	case 'B', 'D':
-		if g.failed || g.unnamedGone {
+		if g.failed || g.unnamedGone || typ == 'B' && g.s.mask != nil && g.s.mask.anyRefused() {
 			return modeHold
 		}
 		g.forwardedExt()
@@ -300,7 +300,7 @@ func (g *readOnlyGuard) decide(toServer bool, typ byte, msg []byte, tooBig bool)
 			return g.refuseQuery(pgerr.InFailedSQLTransaction, abortedMessage)
 		}
 		if !g.s.readOnly { // a masked session: the function could read anything
-			return g.refuseQuery(pgerr.InsufficientPrivilege, "pgproxy: function calls (FunctionCall messages) are not allowed for masked user "+g.s.mask.set.User)
+			return g.refuseQuery(pgerr.InsufficientPrivilege, "pgproxy: function calls (FunctionCall messages) are not allowed for masked user "+g.s.mask.user())
 		}
 		return g.refuseQuery(pgerr.ReadOnlySQLTransaction, "pgproxy: function calls are not allowed on a read-only session")
 	case 'Q':
@@ -483,6 +483,17 @@ func (g *readOnlyGuard) bind(msg []byte, tooBig bool) ([]byte, error) {
 	stmt, after := pgwire.CutCString(rest)
 	if stmt == "" && g.unnamedGone {
 		return g.refuseExt(pgerr.InvalidSQLStatementName, "unnamed prepared statement does not exist")
+	}
+	if g.s.mask != nil {
+		if r, refused := g.s.mask.refusedStmt(stmt); refused {
+			// Prepared before a RELOAD whose masking.rules refuse it.
+			rule := -1
+			if rs := g.s.mask.rules(); rs.set != nil {
+				rule = rs.set.Rule
+			}
+			g.s.mask.refusal(rule, r.reason, "", "")
+			return g.refuseExt(pgerr.InsufficientPrivilege, r.message)
+		}
 	}
 	if !g.failed {
 		g.forwardedExt()

@@ -92,7 +92,9 @@ type pump struct {
 	scratch []byte // body copy (inspect) or whole message (hold)
 	out     []byte // what one read forwards when it held messages (flush)
 	// flushEach writes what precedes each message before asking the
-	// policy about it: the read-only guard's mode may wait for the server.
+	// policy about it: the read-only guard's client→server mode may wait
+	// for the server. Never server→client, where no policy waits: held
+	// messages (a masked session's DataRows) are written once per read.
 	flushEach bool
 	// stop, when set, is asked at message boundaries whether to let go of
 	// the source (a pooled session's server side): run then returns nil.
@@ -414,5 +416,5 @@ func (s *session) endReason(re *relayEnd) string {
 }
 
 func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {
-	return &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: s.guarded()}
+	return &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: toServer && s.guarded()}
 }

@@ -219,7 +219,11 @@ func NewServer(cfg Config, director Director, log *zap.Logger, metrics *Metrics)
 }
 
 // SetConfig replaces the configuration for new sessions (hot reload).
-// Open sessions keep the settings they started with.
+// Open sessions keep the settings they started with, except masking: a
+// masked session takes the new rules at its next transaction boundary
+// (policy_masking.go), and a session that was not masked and that the new
+// rules match is ended (57P01: its client reconnects, masked), since its
+// relay has no place for the masking.
 func (s *Server) SetConfig(cfg Config) {
 	c := cfg.withDefaults()
 	s.cfg.Store(&c)
@@ -228,6 +232,35 @@ func (s *Server) SetConfig(cfg Config) {
 		s.pools.SetConfig(s.poolConfig(&c))
 	}
 	s.poolMu.Unlock()
+	if c.Masking != nil {
+		s.endNewlyMasked(&c)
+	}
+}
+
+// endNewlyMasked ends the open sessions that are not masked and that c's
+// masking rules match. c is already in force: a session that decides
+// after this looks decides with it (session.run).
+func (s *Server) endNewlyMasked(c *Config) {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.mu.Lock()
+		hit := false
+		if sess.maskDecided && sess.mask == nil {
+			set, _ := c.Masking(sess.user, sess.database, sess.applicationName, sess.backend)
+			hit = set != nil
+		}
+		user := sess.user
+		sess.mu.Unlock()
+		if hit {
+			sess.logger().Warn("session ended: masking.rules now mask it", zap.String("user", user))
+			sess.terminate("masking.rules changed and now mask this session; reconnect")
+		}
+	}
 }
 
 // Serve accepts connections on ln until Shutdown or Close, then returns

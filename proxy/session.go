@@ -68,7 +68,8 @@ type session struct {
 	lin              *lineageState  // nil unless lineage is enabled
 	policies         []policy       // what the relay consults (policy.go), made with the first pump
 	guard            *readOnlyGuard // among them on an enforced read-only or a masked session; closeConns stops its waits
-	mask             *maskPolicy    // among them on a masked session (policy_masking.go)
+	mask             *maskPolicy    // among them on a masked session (policy_masking.go); set under mu
+	maskDecided      bool           // under mu: whether the session is masked was decided (mask)
 	adminAuth        bool           // authenticating for the admin console
 	terminating      atomic.Pointer[string]
 	closeOnce        sync.Once
@@ -217,12 +218,18 @@ func (s *session) run() {
 		s.atEnd(g.Dec)
 	}
 	s.logger().Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
-	if s.cfg.Masking != nil {
-		if set, cat := s.cfg.Masking(s.user, s.database, s.applicationName, s.backend); set != nil {
-			s.mask = newMaskPolicy(s, set, cat)
+	// Under mu, with the server's configuration in force: a RELOAD that
+	// comes meanwhile either finds the session decided or is seen by it
+	// (Server.SetConfig).
+	s.mu.Lock()
+	if mcfg := s.srv.cfg.Load(); mcfg.Masking != nil {
+		if set, cat := mcfg.Masking(s.user, s.database, s.applicationName, s.backend); set != nil {
+			s.mask = newMaskPolicy(s, set, cat, mcfg)
 			s.logger().Info("session masked", zap.String("user", s.user), zap.Int("rule", set.Rule))
 		}
 	}
+	s.maskDecided = true
+	s.mu.Unlock()
 	if s.cfg.Lineage != nil {
 		s.mu.Lock()
 		s.lin = &lineageState{sink: s.cfg.Lineage, info: LineageSession{

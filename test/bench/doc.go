@@ -19,6 +19,7 @@ type docInput struct {
 	LoadAvg [2]string      // /proc/loadavg before and after the runs
 	Pooled  *PooledReport  // nil with -pooled=false
 	Routing *RoutingReport // nil with -routing=false
+	Masking *MaskingReport // nil with -masking=false
 }
 
 // renderDoc is docs/benchmarks.md.
@@ -68,6 +69,9 @@ func renderDoc(in docInput) string {
 	}
 	if in.Routing != nil {
 		w("## Per-transaction routing (issue 18)\n\n%s\n", in.Routing.Doc(o))
+	}
+	if in.Masking != nil {
+		w("%s\n", maskingDoc(in.Masking))
 	}
 	w("## Idle sessions\n\n")
 	if in.Idle != nil {

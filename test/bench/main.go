@@ -88,6 +88,7 @@ type options struct {
 	largeDuration   time.Duration
 
 	routing routingOptions // issue 18 (routing.go)
+	mask    maskOptions    // the masking cases (issue 19, masking.go)
 }
 
 func main() {
@@ -153,7 +154,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.largeDuration, "large-duration", 30*time.Second, "pgbench -T of the large run")
 	fs.StringVar(&compareEnv, "compare-env", "", "comma-separated KEY=value added to pgproxy-B's environment (with -compare). pgproxy-B runs without runtime.gomaxprocs, so `-compare bin/pgproxy` alone compares -gomaxprocs with pgproxy's default; PGPROXY_RUNTIME_EVENT_LOOPS=-1 compares the goroutine relay")
 	finishRouting := routingFlags(fs, &o.routing)
+	maskParse := maskingFlags(fs, &o.mask)
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := maskParse(); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}
@@ -322,6 +327,7 @@ func (o *options) estimate() time.Duration {
 			}
 		}
 	}
+	runs += o.maskingRuns()
 	est := time.Duration(runs)*(o.duration+time.Second) + 5*time.Minute + 2*o.perf + 2*o.syscalls + o.routing.estimate(o)
 	if o.pooled && o.largeClients > 0 {
 		// two relays: start, warm-up, connecting the clients (a SCRAM
@@ -543,6 +549,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		}
 		defer rb.stop()
 	}
+	mb, err := setupMasking(ctx, o, st, proxyPort, proxy.pid, logf)
+	if err != nil {
+		return err
+	}
+	defer mb.stop()
 	var pnames []string
 	for _, t := range ptargets {
 		pnames = append(pnames, t.name)
@@ -603,7 +614,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if o.hold != "" {
 		var b strings.Builder
 		fmt.Fprintf(&b, "postmaster=%d\nreplica_data=%s\n", postmaster, replica.DataDir)
-		for _, t := range append(append([]target(nil), targets...), ptargets...) {
+		held := append(append([]target(nil), targets...), ptargets...)
+		if mb != nil {
+			held = append(held, mb.targets[2])
+		}
+		for _, t := range held {
 			key := strings.ToLower(strings.ReplaceAll(t.name, "-", "_"))
 			fmt.Fprintf(&b, "%s_port=%d\n%s_pid=%d\n", key, t.port, key, t.pid)
 		}
@@ -620,6 +635,9 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if len(pcases) > 0 && len(ptargets) > 0 {
 		ptable = newTable(pcases, pnames)
 		groups = append(groups, group{table: ptable, targets: ptargets, skip: skipPooled})
+	}
+	if mb != nil {
+		groups = append(groups, group{table: mb.table, targets: mb.targets})
 	}
 	var load [2]string
 	load[0] = loadAvg()
@@ -740,6 +758,11 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		routing = rb.report()
 		fmt.Fprintf(stdout, "\n%s\n", routing.Markdown())
 	}
+	var masking *MaskingReport
+	if mb != nil {
+		masking = &MaskingReport{Table: mb.table}
+		fmt.Fprintf(stdout, "\n%s", masking.Markdown())
+	}
 	if profile != "" {
 		fmt.Fprintf(stdout, "\n%s\n", profile)
 	}
@@ -759,6 +782,7 @@ func bench(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		LoadAvg: load,
 		Pooled:  pooled,
 		Routing: routing,
+		Masking: masking,
 	})
 	if err := os.WriteFile(o.out, []byte(doc), 0o644); err != nil {
 		return err

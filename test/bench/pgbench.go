@@ -150,6 +150,9 @@ type Case struct {
 	// MD5 (pooled cases): log in as the md5 role instead of the target's
 	// SCRAM one (a cheap login for the client, so -C measures the relays).
 	MD5 bool
+	// Script (masking cases): a pgbench script file run with -f instead of
+	// the built-in -S.
+	Script string
 }
 
 // Name is how the case appears in the table ("-M simple -c 16 -C").
@@ -174,11 +177,16 @@ func (c Case) Args(port int, user, db string, d time.Duration) []string {
 	if secs < 1 {
 		secs = 1
 	}
-	args := []string{
-		"-n", "-S", "-M", c.Mode,
+	script := []string{"-S"}
+	if c.Script != "" {
+		script = []string{"-f", c.Script}
+	}
+	args := append([]string{"-n"}, script...)
+	args = append(args,
+		"-M", c.Mode,
 		"-c", strconv.Itoa(c.Clients), "-j", strconv.Itoa(threads),
 		"-T", strconv.Itoa(secs),
-	}
+	)
 	if c.Connect {
 		args = append(args, "-C")
 	}

@@ -108,8 +108,9 @@ func TestParseFlagsPooled(t *testing.T) {
 		t.Fatalf("pooled cases\n got %s\nwant %s", got, want)
 	}
 	// 28 pooled runs per round: 4 targets × 8 cases, less prepared on
-	// PgBouncer-txn (2) and the SCRAM -C in session mode (2); 33 pass-through.
-	if got, want := o.estimate(), time.Duration(2*(33+28))*11*time.Second+5*time.Minute+2*(30*time.Second+20*time.Second+30*time.Second)+o.routing.estimate(o); got != want {
+	// PgBouncer-txn (2) and the SCRAM -C in session mode (2); 33 pass-through;
+	// 6 masking (2 cases × 3 targets, masking_test.go).
+	if got, want := o.estimate(), time.Duration(2*(33+28+6))*11*time.Second+5*time.Minute+2*(30*time.Second+20*time.Second+30*time.Second)+o.routing.estimate(o); got != want {
 		t.Errorf("estimate %s, want %s", got, want)
 	}
 

@@ -96,6 +96,7 @@ type proxyConf struct {
 	// listener routed per transaction at Consistency (pg_is_in_recovery in
 	// routing.read_functions, so the readiness check reads on a replica).
 	Unit, Consistency string
+	Extra             string // more YAML appended (the masked pgproxy's masking section)
 }
 
 // pgproxyYAML is the configuration file of a bench pgproxy: a read
@@ -143,6 +144,7 @@ log:
 	if c.Pool != "" {
 		yaml += fmt.Sprintf("auth:\n  mode: proxy\n  file: %s\npool:\n  mode: %s\n  size: %d\n", c.AuthFile, c.Pool, c.PoolSize)
 	}
+	yaml += c.Extra
 	return yaml
 }
 
