@@ -250,6 +250,22 @@ func (g *readOnlyGuard) mode(toServer bool, typ byte, _ int) msgMode {
 	return modePass
 }
 
+// mayWait says whether mode may wait for the server's answers to what the
+// client sent before (so that must be on its way first): while a refusal's
+// answer is awaited (settle), or when the list of expected answers is
+// nearly full (push waits for room). Half full is the mark: the pump asks
+// before each message, so everything before the first message past it is
+// flushed long before push can wait.
+func (g *readOnlyGuard) mayWait() bool {
+	if g.await != nil {
+		return true
+	}
+	g.mu.Lock()
+	n := len(g.q)
+	g.mu.Unlock()
+	return n >= maxEntries/2
+}
+
 func (g *readOnlyGuard) forwardedExt() { g.extSinceZ++; g.extSinceSync++ }
 
 // forwardedExecute counts an Execute forwarded, and on a masked session

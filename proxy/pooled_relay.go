@@ -754,6 +754,9 @@ func (s *session) startPooledRelay() *pump {
 	}
 	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.guarded()}
 	c2s.pending, s.clientPending = s.clientPending, nil
+	if c2s.flushEach && s.guard != nil {
+		c2s.mayWait = s.guard.mayWait
+	}
 	// Parked when idle (park_linux.go): transaction mode, a plain TCP
 	// client (TLS reads go through crypto/tls), not a guarded session
 	// (read-only fallback or masked: its guard may wait inside a read).

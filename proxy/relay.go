@@ -96,6 +96,10 @@ type pump struct {
 	// for the server. Never server→client, where no policy waits: held
 	// messages (a masked session's DataRows) are written once per read.
 	flushEach bool
+	// mayWait, when set, says whether the policy's mode may wait now (the
+	// guard's readOnlyGuard.mayWait): flushEach flushes only then, so a
+	// batch the guard will not wait in goes out in one write.
+	mayWait func() bool
 	// stop, when set, is asked at message boundaries whether to let go of
 	// the source (a pooled session's server side): run then returns nil.
 	stop func() bool
@@ -254,7 +258,7 @@ func (p *pump) process(data []byte) (int, error) {
 			if err := p.checkLength(typ, n); err != nil {
 				return 0, err
 			}
-			if p.flushEach && (i > start || len(p.out) > 0) {
+			if p.flushEach && (i > start || len(p.out) > 0) && (p.mayWait == nil || p.mayWait()) {
 				// The read-only guard may wait in mode for the answer to
 				// what came before: that must be on its way first.
 				if err := p.flush(data[start:i]); err != nil {
@@ -416,5 +420,9 @@ func (s *session) endReason(re *relayEnd) string {
 }
 
 func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {
-	return &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: toServer && s.guarded()}
+	p := &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: toServer && s.guarded()}
+	if p.flushEach && s.guard != nil {
+		p.mayWait = s.guard.mayWait
+	}
+	return p
 }
