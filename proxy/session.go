@@ -131,15 +131,7 @@ func (s *session) logger() *zap.Logger {
 // and ends only this session.
 func (s *session) run() {
 	parked := false
-	defer func() {
-		if r := recover(); r != nil {
-			parked = false
-			s.logger().Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-		}
-		if !parked {
-			s.finish()
-		}
-	}()
+	defer s.endUnlessParked(&parked)
 	if n := s.srv.active.Add(1); n > int64(s.cfg.MaxSessions) {
 		s.srv.active.Add(-1)
 		_ = s.raw.SetWriteDeadline(time.Now().Add(time.Second))
@@ -241,19 +233,24 @@ func (s *session) run() {
 	parked = s.serve()
 }
 
+// endUnlessParked is run's and resume's deferred end: it finishes the
+// session unless the parker took it, and turns a panic into a log line
+// and the end of only this session.
+func (s *session) endUnlessParked(parked *bool) {
+	if r := recover(); r != nil {
+		*parked = false
+		s.logger().Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	}
+	if !*parked {
+		s.finish()
+	}
+}
+
 // resume continues a parked session on a goroutine of its own (started by
 // the parker) until it ends or parks again.
 func (s *session) resume() {
 	parked := false
-	defer func() {
-		if r := recover(); r != nil {
-			parked = false
-			s.logger().Error("session panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-		}
-		if !parked {
-			s.finish()
-		}
-	}()
+	defer s.endUnlessParked(&parked)
 	parked = s.serve()
 }
 

@@ -97,6 +97,19 @@ func needTool(t *testing.T, paths ...string) {
 	}
 }
 
+// needPsycopg2 fails (CI) or skips (elsewhere) when python3 or its
+// psycopg2 module is missing.
+func needPsycopg2(t *testing.T) {
+	t.Helper()
+	needTool(t, python3Bin)
+	if out, err := runCmd(t, python3Bin, "-c", "import psycopg2"); err != nil {
+		if isCI() {
+			t.Fatalf("python3-psycopg2 is missing (CI installs it): %v %s", err, out)
+		}
+		t.Skipf("python3-psycopg2 is missing: %v %s", err, out)
+	}
+}
+
 // result is what a client program did.
 type result struct {
 	stdout, stderr string

@@ -211,13 +211,7 @@ type odooPooled struct {
 // receives every notification sent through the proxy by another client.
 func TestPooledPsycopg2Odoo(t *testing.T) {
 	pgcluster.Require(t, cluster)
-	needTool(t, python3Bin)
-	if out, err := runCmd(t, python3Bin, "-c", "import psycopg2"); err != nil {
-		if isCI() {
-			t.Fatalf("python3-psycopg2 is missing (CI installs it): %v %s", err, out)
-		}
-		t.Skipf("python3-psycopg2 is missing: %v %s", err, out)
-	}
+	needPsycopg2(t)
 	p := startPooled(t, "transaction", pooledSize, pgcluster.ScramUser)
 	const workers, rounds = pooledClients - 2, 8
 	proxyDSN := fmt.Sprintf("postgresql://%s:%s@%s/postgres?sslmode=disable&connect_timeout=20", pgcluster.ScramUser, pgcluster.ScramPassword, p.WriteAddr())

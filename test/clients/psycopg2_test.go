@@ -58,13 +58,7 @@ type odooResult struct {
 // a read-only replica pool) through the proxy with the SCRAM role.
 func TestPsycopg2OdooLike(t *testing.T) {
 	pgcluster.Require(t, cluster)
-	needTool(t, python3Bin)
-	if out, err := runCmd(t, python3Bin, "-c", "import psycopg2"); err != nil {
-		if isCI() {
-			t.Fatalf("python3-psycopg2 is missing (CI installs it): %v %s", err, out)
-		}
-		t.Skipf("python3-psycopg2 is missing: %v %s", err, out)
-	}
+	needPsycopg2(t)
 	p, tlsf := startTLSProxy(t)
 	for _, c := range []struct {
 		name, params string

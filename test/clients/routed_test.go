@@ -114,13 +114,7 @@ type odooRouted struct {
 // every write transaction on the primary, reads on the replica.
 func TestRoutedPsycopg2Odoo(t *testing.T) {
 	pgcluster.Require(t, cluster)
-	needTool(t, python3Bin)
-	if out, err := runCmd(t, python3Bin, "-c", "import psycopg2"); err != nil {
-		if isCI() {
-			t.Fatalf("python3-psycopg2 is missing (CI installs it): %v %s", err, out)
-		}
-		t.Skipf("python3-psycopg2 is missing: %v %s", err, out)
-	}
+	needPsycopg2(t)
 	p := startRouted(t, pgcluster.ScramUser)
 	const workers, rounds = 6, 25
 	primaryExec(t, fmt.Sprintf(`DROP TABLE IF EXISTS odoo_rt, odoo_rt_log;
