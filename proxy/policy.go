@@ -114,12 +114,76 @@ func (c *chain) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([]byte
 		if n < 5 || n > len(b) {
 			break
 		}
-		if err := c.inspectHeld(toServer, b[0], b[5:n], false); err != nil {
+		if err := c.inspectReplacement(toServer, typ, b[0], b[5:n]); err != nil {
 			return out, err
 		}
 		b = b[n:]
 	}
 	return out, nil
+}
+
+// wanter is a policy that tells, without side effects (mode may count what
+// it is asked about), whether it inspects a message of type typ. The chain
+// asks it about each message of a holder's replacement that is not of the
+// type of the message decided: a batch held for routing (pooled_route.go)
+// comes out whole at its Sync, and an inspector that wants its Parse and
+// Bind must see them then (it was asked, and counted them, as each
+// arrived, when nothing was forwarded).
+type wanter interface {
+	wants(toServer bool, typ byte) bool
+}
+
+func (c *chain) wants(toServer bool, typ byte) bool {
+	for _, p := range c.ps {
+		if w, ok := p.(wanter); ok && w.wants(toServer, typ) {
+			return true
+		}
+	}
+	return false
+}
+
+// inspectAs has the policies that want a message of type typ inspect it
+// (a replacement's message, in a nested chain: see inspectReplacement).
+func (c *chain) inspectAs(toServer bool, typ byte, body []byte) error {
+	for _, p := range c.ps {
+		if w, ok := p.(wanter); ok && w.wants(toServer, typ) {
+			if err := inspectWanted(p, toServer, typ, body); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func inspectWanted(p policy, toServer bool, typ byte, body []byte) error {
+	if c, ok := p.(*chain); ok {
+		return c.inspectAs(toServer, typ, body)
+	}
+	return p.inspect(toServer, typ, body, false)
+}
+
+// inspectReplacement shows one message (of type typ) of what the holders
+// forward for a message of type cur to the policies that only inspect:
+// those that asked to inspect cur see every message of it (as they always
+// have); of the others that are not holders, those that want typ see the
+// messages of another type (wanter).
+func (c *chain) inspectReplacement(toServer bool, cur, typ byte, body []byte) error {
+	for i, p := range c.ps {
+		switch {
+		case c.modes[i] == modeInspect:
+			if err := p.inspect(toServer, typ, body, false); err != nil {
+				return err
+			}
+		case c.modes[i] == modeHold || typ == cur:
+		default:
+			if w, ok := p.(wanter); ok && w.wants(toServer, typ) {
+				if err := inspectWanted(p, toServer, typ, body); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // decideEach has p decide on each whole message of a replacement in turn.

@@ -49,11 +49,12 @@ type lineageState struct {
 	statements map[string]string // tagged prepared statement name → SQL
 	portals    map[string]string // portal → tagged SQL
 
-	zSent   uint64 // Query/Sync/FunctionCall messages sent (c2s only)
-	pending atomic.Int32
-	mu      sync.Mutex
-	batches []*lineageBatch
-	zRecv   uint64 // ReadyForQuery received (s2c only)
+	zSent    uint64 // Query/Sync/FunctionCall messages sent (c2s only)
+	lastSent byte   // the type of the last client message mode was asked about (c2s only)
+	pending  atomic.Int32
+	mu       sync.Mutex
+	batches  []*lineageBatch
+	zRecv    uint64 // ReadyForQuery received (s2c only)
 }
 
 // lineageBatch is the runs that end with the ReadyForQuery number seq.
@@ -94,6 +95,7 @@ func (l *lineageState) mode(toServer bool, typ byte, _ int) msgMode {
 	case 'Q', 'S', 'F':
 		l.zSent++
 	}
+	l.lastSent = typ
 	switch typ {
 	case 'Q', 'P':
 		return modeInspect
@@ -107,6 +109,24 @@ func (l *lineageState) mode(toServer bool, typ byte, _ int) msgMode {
 		}
 	}
 	return modePass
+}
+
+// wants is mode's answer for a client message without counting it (the
+// chain asks it about the messages of a held batch, counted when each
+// arrived: wanter).
+func (l *lineageState) wants(toServer bool, typ byte) bool {
+	if !toServer {
+		return false
+	}
+	switch typ {
+	case 'Q', 'P':
+		return true
+	case 'B':
+		return len(l.statements) > 0
+	case 'E', 'C':
+		return len(l.statements) > 0 || len(l.portals) > 0
+	}
+	return false
 }
 
 func (l *lineageState) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
@@ -155,7 +175,16 @@ func (l *lineageState) inspect(toServer bool, typ byte, body []byte, truncated b
 		portal, _ := pgwire.CutCString(body)
 		if sql, ok := l.portals[portal]; ok {
 			if run := l.sink.Begin(l.info, sql); run != nil {
-				l.attach(l.zSent+1, run) // ends with the next Sync's ReadyForQuery
+				// It ends with the ReadyForQuery of the next Sync (or
+				// Query, FunctionCall), counted already when this
+				// Execute is seen only after it (a batch held for
+				// routing, inspected at its Sync: wanter).
+				seq := l.zSent + 1
+				switch l.lastSent {
+				case 'Q', 'S', 'F':
+					seq = l.zSent
+				}
+				l.attach(seq, run)
 			}
 		}
 	case 'C':

@@ -344,3 +344,76 @@ func TestLineageHotReload(t *testing.T) {
 		t.Fatalf("events after lineage was disabled: %d", n)
 	}
 }
+
+// TestLineageRoutedPerTransaction: with routing.unit transaction, the
+// messages of each extended-protocol batch are held until its Sync (where
+// it may run is decided then) and reach the server all at once; lineage
+// must still see the Parse, Bind and Execute of every tagged statement,
+// whether it runs on the primary (a write) or on a replica (a read), the
+// first time (Parse in the batch) and when pgx reuses its cached statement
+// (Bind and Execute only).
+func TestLineageRoutedPerTransaction(t *testing.T) {
+	m := fakemarquez.New()
+	t.Cleanup(m.Close)
+	p := txProxy(t, "session", fmt.Sprintf(`lineage:
+  enabled: true
+  job_namespace: ofitec
+  dataset_namespace: postgres://db-primary:5432
+  transport:
+    type: http
+    url: %s
+    queue: 100
+    timeout: 1s
+`, m.URL))
+	ctx := ctxT(t, 2*time.Minute)
+	conn := connect(t, txDSN(p, "")) // pgx's default: prepared statements, cached
+	const runs = 3
+	for i := 0; i < runs; i++ {
+		if _, err := conn.Exec(ctx, "/*job='routed_write'*/ UPDATE rt SET v = v + 1 WHERE id = $1", i+1); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := conn.QueryRow(ctx, "/*job='routed_read'*/ SELECT count(*) FROM rt WHERE id > $1", i).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := routed(t, p); got["replica"] < runs {
+		t.Fatalf("routed %v: the reads did not go to a replica (the test needs them there)", got)
+	}
+	want := 2 * 2 * runs
+	if _, err := m.WaitFor(ctxT(t, 20*time.Second), want); err != nil {
+		var got []string
+		for _, r := range m.Events() {
+			var e olEvent
+			_ = json.Unmarshal(r, &e)
+			got = append(got, e.Job.Name+":"+e.EventType)
+		}
+		t.Fatalf("got %d events of %d: %v\n%v", len(m.Events()), want, err, got)
+	}
+	time.Sleep(300 * time.Millisecond) // nothing more should come
+	byRun, last := runsOf(t, m.Events())
+	perJob := map[string]int{}
+	for id, types := range byRun {
+		e := last[id]
+		if len(types) != 2 || types[0] != "START" || types[1] != "COMPLETE" {
+			t.Errorf("run %s of %s: events %v", id, e.Job.Name, types)
+		}
+		perJob[e.Job.Name]++
+		switch e.Job.Name {
+		case "routed_write":
+			if names(e.Outputs) != "postgres.public.rt" {
+				t.Errorf("routed_write outputs %s", names(e.Outputs))
+			}
+		case "routed_read":
+			if names(e.Inputs) != "postgres.public.rt" || len(e.Outputs) != 0 {
+				t.Errorf("routed_read inputs %s outputs %s", names(e.Inputs), names(e.Outputs))
+			}
+		}
+	}
+	if perJob["routed_write"] != runs || perJob["routed_read"] != runs {
+		t.Errorf("runs per job %v, want %d each", perJob, runs)
+	}
+	if len(m.CheckErrors()) > 0 {
+		t.Errorf("fake Marquez rejected events: %v", m.CheckErrors())
+	}
+}
