@@ -80,6 +80,7 @@ type maskPolicy struct {
 	overflow  bool                   // a statement was not kept (too many, too large in all)
 	stale     bool                   // rules changed after an overflow: a statement not kept is refused
 	refused   map[string]stmtRefusal // statements the rules in force refuse
+	checks    masking.CheckCache     // check's answers (statements run again)
 
 	// server→client only
 	cols     *masking.Columns
@@ -489,9 +490,12 @@ func (m *maskPolicy) check(sql string) (code, message string, refused bool, err 
 	if rules.set == nil {
 		return "", "", false, nil // no longer masked (RELOAD)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
-	defer cancel()
-	cerr := rules.set.Check(ctx, rules.cat, sql)
+	cerr, kept := m.checks.Lookup(rules.set, rules.cat, sql)
+	if !kept {
+		ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
+		cerr = m.checks.Check(ctx, rules.set, rules.cat, sql)
+		cancel()
+	}
 	if cerr == nil {
 		return "", "", false, nil
 	}
