@@ -110,3 +110,48 @@ func (r *recordingCatalog) Relation(ctx context.Context, oid uint32) (*Relation,
 	}
 	return rel, err
 }
+
+// ResolveCache remembers Resolve's answers for one session's results, by
+// the RowDescription they were resolved from (its exact bytes), on the
+// same terms as CheckCache: under the same Set and catalog, while the
+// catalog's Generation has not changed, and only when every relation the
+// resolution looked up was found. At most maxResolveEntries answers (then
+// it starts over). Not safe for concurrent use; a Columns it returns is
+// shared by every result set with that description.
+type ResolveCache struct {
+	set     *Set
+	cat     Catalog
+	gen     uint64
+	answers map[string]*Columns // nil: nothing masked
+}
+
+const maxResolveEntries = 64
+
+// Lookup returns the kept answer for the description desc.
+func (c *ResolveCache) Lookup(s *Set, cat Catalog, desc []byte) (*Columns, bool) {
+	g, kept := cat.(Generational)
+	if !kept || c.answers == nil || c.set != s || c.cat != cat || c.gen != g.Generation() {
+		return nil, false
+	}
+	cols, ok := c.answers[string(desc)]
+	return cols, ok
+}
+
+// Resolve is s.Resolve, its answer kept for desc when it may be.
+func (c *ResolveCache) Resolve(ctx context.Context, s *Set, cat Catalog, desc []byte, fields []Field) (*Columns, error) {
+	g, keep := cat.(Generational)
+	if !keep || len(desc) > maxCheckSQL {
+		return s.Resolve(ctx, cat, fields)
+	}
+	gen := g.Generation()
+	rec := &recordingCatalog{Catalog: cat}
+	cols, err := s.Resolve(ctx, rec, fields)
+	if err != nil || rec.missed {
+		return cols, err
+	}
+	if c.answers == nil || c.set != s || c.cat != cat || c.gen != gen || len(c.answers) >= maxResolveEntries {
+		c.set, c.cat, c.gen, c.answers = s, cat, gen, make(map[string]*Columns)
+	}
+	c.answers[string(desc)] = cols
+	return cols, nil
+}

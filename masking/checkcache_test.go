@@ -131,3 +131,36 @@ func TestCheckCacheBounded(t *testing.T) {
 		}
 	}
 }
+
+// A description resolved before is answered from the cache; one whose
+// table the catalog did not know is resolved again (the table may be
+// created), and so is every one after the catalog's generation changed.
+func TestResolveCache(t *testing.T) {
+	s, cat := testSet(t)
+	ctx := context.Background()
+	var c ResolveCache
+	fields := benchFields()
+	desc := []byte("desc-1")
+	cols, err := c.Resolve(ctx, s, cat, desc, fields)
+	if err != nil || !cols.Any() {
+		t.Fatal(cols, err)
+	}
+	if got, ok := c.Lookup(s, cat, desc); !ok || got != cols {
+		t.Fatalf("not kept: %v %v", got, ok)
+	}
+	later := []Field{{TableOID: 77, Attnum: 1, TypeOID: oidText}}
+	if cols, err := c.Resolve(ctx, s, cat, []byte("desc-77"), later); err != nil || cols.Any() {
+		t.Fatal(cols, err)
+	}
+	if _, ok := c.Lookup(s, cat, []byte("desc-77")); ok {
+		t.Fatal("a description of a relation not found is kept")
+	}
+	cat.rels = append(cat.rels, &Relation{OID: 77, Schema: "public", Name: "res_partner", Kind: 'r', Columns: []string{"email"}})
+	cat.gen++
+	if _, ok := c.Lookup(s, cat, desc); ok {
+		t.Fatal("kept across a catalog generation")
+	}
+	if cols, err := c.Resolve(ctx, s, cat, []byte("desc-77"), later); err != nil || !cols.Any() {
+		t.Fatalf("the relation created since: %v %v, want its column masked", cols, err)
+	}
+}

@@ -100,7 +100,7 @@ func (s *Set) value(mc *macer, dst []byte, m Method, typ uint32, bin bool, v []b
 		if !ok {
 			return dst, true
 		}
-		return hashValue(dst, mc.mac(s.key, canon), class, width, bin), false
+		return hashValue(dst, mc.mac(s.key, s.memo, canon), class, width, bin), false
 	}
 	return dst, true // Null, and anything unknown
 }
@@ -354,7 +354,19 @@ func appendNumericInt(dst []byte, n uint64) []byte {
 type Columns struct {
 	set  *Set
 	cols []ColumnMask
-	mac  macer
+	mac  *macer
+}
+
+// Hasher is the hash method's state of one session's results (keyed
+// once, not per result set): see Columns.UseHasher. Not safe for
+// concurrent use.
+type Hasher struct{ m macer }
+
+// UseHasher makes c hash with h (else c keys a hash of its own, once).
+func (c *Columns) UseHasher(h *Hasher) {
+	if c != nil {
+		c.mac = &h.m
+	}
 }
 
 // ColumnMask is how one result column is rewritten.
@@ -424,7 +436,10 @@ func (c *Columns) RewriteRow(dst, msg []byte, count func(col int)) ([]byte, erro
 		p += 4 + l
 		lenAt := len(dst)
 		dst = append(dst, 0, 0, 0, 0)
-		out, null := c.set.value(&c.mac, dst, m.Method, m.Type, m.Binary, v)
+		if c.mac == nil {
+			c.mac = &macer{}
+		}
+		out, null := c.set.value(c.mac, dst, m.Method, m.Type, m.Binary, v)
 		if null {
 			dst = binary.BigEndian.AppendUint32(dst[:lenAt], math.MaxUint32) // -1
 		} else {

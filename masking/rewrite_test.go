@@ -122,3 +122,50 @@ func TestRewriteRow(t *testing.T) {
 		t.Errorf("a truncated row is accepted")
 	}
 }
+
+// Values hashed again are answered by the Policy's memo with what HMAC
+// gives them; each value keeps its own hash, in every session, and the
+// memo stays within its bound.
+func TestHashMemo(t *testing.T) {
+	p, err := New(Config{Rules: []Rule{{User: "bi", Columns: map[string]Method{"public.t.a": Hash}}}, Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := p.Match("bi", "db", ""), p.Match("bi", "db", "")
+	if s1.memo == nil || s1.memo != s2.memo {
+		t.Fatal("the sessions of a Policy do not share its memo")
+	}
+	fresh := &Set{key: p.key} // no memo: HMAC every time
+	var h1, h2 macer
+	seen := map[string]string{}
+	for pass := 0; pass < 2; pass++ {
+		for i := 0; i < 3*memoShards*memoShardMax/2; i += 7 {
+			v := []byte("customer" + strconv.Itoa(i) + "@example.com")
+			mc := &h1
+			if i%2 == 1 {
+				mc = &h2 // another session
+			}
+			got, _ := s1.value(mc, nil, Hash, oidText, false, v)
+			want, _ := fresh.Value(nil, Hash, oidText, false, v)
+			if string(got) != string(want) {
+				t.Fatalf("pass %d: %s hashes to %s through the memo, %s without", pass, v, got, want)
+			}
+			if prev, ok := seen[string(got)]; ok && prev != string(v) {
+				t.Fatalf("%s and %s share the hash %s", prev, v, got)
+			}
+			seen[string(got)] = string(v)
+		}
+	}
+	for i := range s1.memo.shards {
+		if n := len(s1.memo.shards[i].m); n > memoShardMax {
+			t.Fatalf("shard %d holds %d entries", i, n)
+		}
+	}
+	// Another key (a RELOAD with another masking.key): other hashes.
+	p2, _ := New(Config{Rules: []Rule{{User: "bi", Columns: map[string]Method{"public.t.a": Hash}}}, Key: []byte("k2")})
+	a, _ := s1.value(&h1, nil, Hash, oidText, false, []byte("x@y.z"))
+	b, _ := p2.Match("bi", "db", "").value(&h1, nil, Hash, oidText, false, []byte("x@y.z"))
+	if string(a) == string(b) {
+		t.Error("another key gives the same hash (the macer kept the old key)")
+	}
+}

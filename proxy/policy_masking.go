@@ -85,8 +85,16 @@ type maskPolicy struct {
 	// server→client only
 	cols     *masking.Columns
 	counters []prometheus.Counter
-	desc     bool // a description holds for the DataRows that come
+	counts   []float64 // masked values per column not yet added to counters
+	desc     bool      // a description holds for the DataRows that come
 	buf      []byte
+	hasher   masking.Hasher // the hash method's state, for every result set
+	resolved masking.ResolveCache
+	// counterOf: pgproxy_masked_values_total by column; countsBuf and
+	// countersBuf: the storage counts and counters reuse.
+	counterOf   map[string]prometheus.Counter
+	countsBuf   []float64
+	countersBuf []prometheus.Counter
 }
 
 var _ policy = (*maskPolicy)(nil)
@@ -113,6 +121,8 @@ const (
 	maxTrackedBytes = 4 << 20
 	// maskLookupTimeout bounds one catalog lookup.
 	maskLookupTimeout = 5 * time.Second
+	// maxMaskCounters bounds a session's map of masked-values counters.
+	maxMaskCounters = 256
 	// maxMaskQueue bounds the queue of answers the server owes.
 	maxMaskQueue     = 1 << 16
 	injectedDescribe = 'i' // in the queue: the policy's own Describe
@@ -321,9 +331,9 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 		m.popIf('C')
 	case 'C', 's', 'I':
 		m.popIf('E')
-		m.desc, m.cols = false, nil
+		m.endResult()
 	case 'E':
-		m.desc, m.cols = false, nil
+		m.endResult()
 		m.mu.Lock()
 		if len(m.q) > 0 && m.q[0] != 'Q' && m.q[0] != 'F' {
 			// An extended-protocol message failed: the server skips to the Sync.
@@ -335,7 +345,7 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 		}
 		m.mu.Unlock()
 	case 'Z':
-		m.desc, m.cols = false, nil
+		m.endResult()
 		m.mu.Lock()
 		m.idle = len(msg) >= 6 && msg[5] == 'I'
 		i := 0
@@ -386,33 +396,50 @@ func (m *maskPolicy) describe(typ byte, msg []byte, tooBig bool) ([]byte, error)
 		}
 	}
 	m.mu.Unlock()
-	m.desc, m.cols, m.counters = true, nil, nil
+	m.endResult()
+	m.desc = true
 	if typ == 'T' {
 		if tooBig {
 			return nil, m.fail(pgerr.ProgramLimitExceeded, "pgproxy: row description too large to check on a masked session", nil)
 		}
-		fields, err := parseRowDescription(msg[5:])
-		if err != nil {
-			return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: malformed RowDescription", err)
-		}
 		var cols *masking.Columns
 		if r := m.rules(); r.set != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
-			cols, err = r.set.Resolve(ctx, r.cat, fields)
-			cancel()
-		}
-		if err != nil {
-			return nil, m.fail(pgerr.InsufficientPrivilege, "pgproxy: masking: could not resolve the result's columns", err)
+			var kept bool
+			if cols, kept = m.resolved.Lookup(r.set, r.cat, msg[5:]); !kept {
+				fields, err := parseRowDescription(msg[5:])
+				if err != nil {
+					return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: malformed RowDescription", err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
+				cols, err = m.resolved.Resolve(ctx, r.set, r.cat, msg[5:], fields)
+				cancel()
+				if err != nil {
+					return nil, m.fail(pgerr.InsufficientPrivilege, "pgproxy: masking: could not resolve the result's columns", err)
+				}
+			}
 		}
 		if cols.Any() {
 			m.cols = cols
+			cols.UseHasher(&m.hasher)
 			if m.stats != nil {
-				m.counters = make([]prometheus.Counter, len(cols.Masks()))
-				for i, c := range cols.Masks() {
+				masks := cols.Masks()
+				m.counts = m.countsBuf[:0]
+				m.counters = m.countersBuf[:0]
+				for _, c := range masks {
+					var ctr prometheus.Counter
 					if c.Method != masking.None {
-						m.counters[i] = m.stats.maskedValues.WithLabelValues(c.Name)
+						if ctr = m.counterOf[c.Name]; ctr == nil {
+							ctr = m.stats.maskedValues.WithLabelValues(c.Name)
+							if m.counterOf == nil || len(m.counterOf) >= maxMaskCounters {
+								m.counterOf = make(map[string]prometheus.Counter)
+							}
+							m.counterOf[c.Name] = ctr
+						}
 					}
+					m.counts = append(m.counts, 0)
+					m.counters = append(m.counters, ctr)
 				}
+				m.countsBuf, m.countersBuf = m.counts, m.counters
 			}
 		}
 	}
@@ -445,9 +472,23 @@ func (m *maskPolicy) row(msg []byte, tooBig bool) ([]byte, error) {
 }
 
 func (m *maskPolicy) count(col int) {
-	if m.counters != nil && m.counters[col] != nil {
-		m.counters[col].Inc()
+	if m.counts != nil {
+		if m.counts[col]++; m.counts[col] >= 1024 && m.counters[col] != nil { // a long result is counted as it goes
+			m.counters[col].Add(m.counts[col])
+			m.counts[col] = 0
+		}
 	}
+}
+
+// endResult ends the result set under way: its masked values are counted
+// (once per result set, not per value) and its description forgotten.
+func (m *maskPolicy) endResult() {
+	for i, n := range m.counts {
+		if n > 0 && m.counters[i] != nil {
+			m.counters[i].Add(n)
+		}
+	}
+	m.desc, m.cols, m.counters, m.counts = false, nil, nil, nil
 }
 
 // fail ends the session: the client gets a FATAL rather than a result the
