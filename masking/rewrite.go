@@ -109,7 +109,14 @@ func (s *Set) value(mc *macer, dst []byte, m Method, typ uint32, bin bool, v []b
 // 4 characters or fewer is redacted whole.
 func appendPartial(dst, v []byte) []byte {
 	dst = append(dst, redacted...)
-	if utf8.Valid(v) {
+	ascii := true
+	for _, c := range v {
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if !ascii && utf8.Valid(v) {
 		n := utf8.RuneCount(v)
 		if n <= 4 {
 			return dst
@@ -402,15 +409,15 @@ func (c *Columns) Any() bool {
 var ErrBadRow = errors.New("masking: malformed DataRow")
 
 // RewriteRow appends to dst the DataRow msg (type byte and length
-// included) with its masked columns rewritten; count is called once per
-// masked non-NULL value with its column index.
-func (c *Columns) RewriteRow(dst, msg []byte, count func(col int)) ([]byte, error) {
+// included) with its masked columns rewritten; counts (nil, or one per
+// column) gets one more for each masked non-NULL value of its column.
+func (c *Columns) RewriteRow(dst, msg []byte, counts []float64) ([]byte, error) {
 	if len(msg) < 7 || msg[0] != 'D' {
 		return dst, ErrBadRow
 	}
 	body := msg[5:]
 	n := int(binary.BigEndian.Uint16(body))
-	if n != len(c.cols) {
+	if n != len(c.cols) || counts != nil && len(counts) != n {
 		return dst, ErrBadRow
 	}
 	start := len(dst)
@@ -446,8 +453,8 @@ func (c *Columns) RewriteRow(dst, msg []byte, count func(col int)) ([]byte, erro
 			dst = out
 			binary.BigEndian.PutUint32(dst[lenAt:], uint32(len(dst)-lenAt-4))
 		}
-		if count != nil {
-			count(i)
+		if counts != nil {
+			counts[i]++
 		}
 	}
 	if p != len(body) {

@@ -3,12 +3,13 @@ package masking
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
 	"hash/maphash"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"github.com/ofitec/pgproxy/internal/glob"
 )
@@ -289,24 +290,25 @@ func (m *macer) mac(key []byte, memo *macMemo, canonical []byte) []byte {
 // it. It holds no value: a value is known by two 64-bit hashes of it under
 // seeds of this process (hash/maphash), which nobody outside sees, so two
 // values that differ share an entry with a probability of about 2^-128 per
-// pair. Bounded: memoShards maps of at most memoShardMax entries (about
-// 3 MiB in all), each emptied when full. Safe for concurrent use.
+// pair. It is a table of memoSlots slots (2.5 MiB, made at the first
+// value), each holding the last value hashed into it; each slot is a
+// seqlock, so a lookup takes no lock and a reader never sees half of
+// another's write (it sees a miss instead). Safe for concurrent use.
 type macMemo struct {
-	seeds  [2]maphash.Seed
-	shards [memoShards]memoShard
+	seeds [2]maphash.Seed
+	tab   atomic.Pointer[[memoSlots]memoSlot]
 }
 
 type memoKey [2]uint64
 
-type memoShard struct {
-	mu sync.Mutex
-	m  map[memoKey][macLen]byte
+// memoSlot: seq is even when the slot is stable, odd while it is written.
+type memoSlot struct {
+	seq    atomic.Uint64
+	k0, k1 atomic.Uint64
+	m0, m1 atomic.Uint64
 }
 
-const (
-	memoShards   = 16
-	memoShardMax = 4096
-)
+const memoSlots = 1 << 16
 
 func newMacMemo() *macMemo {
 	return &macMemo{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
@@ -316,20 +318,39 @@ func (mm *macMemo) id(v []byte) memoKey {
 	return memoKey{maphash.Bytes(mm.seeds[0], v), maphash.Bytes(mm.seeds[1], v)}
 }
 
-func (mm *macMemo) get(k memoKey) ([macLen]byte, bool) {
-	sh := &mm.shards[k[0]%memoShards]
-	sh.mu.Lock()
-	v, ok := sh.m[k]
-	sh.mu.Unlock()
-	return v, ok
+func (mm *macMemo) get(k memoKey) (v [macLen]byte, ok bool) {
+	tab := mm.tab.Load()
+	if tab == nil {
+		return v, false
+	}
+	sl := &tab[k[0]%memoSlots]
+	seq := sl.seq.Load()
+	if seq == 0 || seq&1 != 0 {
+		return v, false
+	}
+	k0, k1, m0, m1 := sl.k0.Load(), sl.k1.Load(), sl.m0.Load(), sl.m1.Load()
+	if sl.seq.Load() != seq || k0 != k[0] || k1 != k[1] {
+		return v, false
+	}
+	binary.LittleEndian.PutUint64(v[:8], m0)
+	binary.LittleEndian.PutUint64(v[8:], m1)
+	return v, true
 }
 
 func (mm *macMemo) put(k memoKey, v [macLen]byte) {
-	sh := &mm.shards[k[0]%memoShards]
-	sh.mu.Lock()
-	if sh.m == nil || len(sh.m) >= memoShardMax {
-		sh.m = make(map[memoKey][macLen]byte)
+	tab := mm.tab.Load()
+	if tab == nil {
+		mm.tab.CompareAndSwap(nil, new([memoSlots]memoSlot))
+		tab = mm.tab.Load()
 	}
-	sh.m[k] = v
-	sh.mu.Unlock()
+	sl := &tab[k[0]%memoSlots]
+	seq := sl.seq.Load()
+	if seq&1 != 0 || !sl.seq.CompareAndSwap(seq, seq+1) {
+		return // another writer has it: this value is not kept
+	}
+	sl.k0.Store(k[0])
+	sl.k1.Store(k[1])
+	sl.m0.Store(binary.LittleEndian.Uint64(v[:8]))
+	sl.m1.Store(binary.LittleEndian.Uint64(v[8:]))
+	sl.seq.Store(seq + 2)
 }

@@ -86,6 +86,7 @@ type maskPolicy struct {
 	cols     *masking.Columns
 	counters []prometheus.Counter
 	counts   []float64 // masked values per column not yet added to counters
+	rows     int       // DataRows since counts were added
 	desc     bool      // a description holds for the DataRows that come
 	buf      []byte
 	hasher   masking.Hasher // the hash method's state, for every result set
@@ -459,9 +460,12 @@ func (m *maskPolicy) row(msg []byte, tooBig bool) ([]byte, error) {
 	if tooBig {
 		return nil, m.fail(pgerr.ProgramLimitExceeded, fmt.Sprintf("pgproxy: masking: a row larger than %d bytes cannot be masked", maxHeld), nil)
 	}
-	out, err := m.cols.RewriteRow(m.buf[:0], msg, m.count)
+	out, err := m.cols.RewriteRow(m.buf[:0], msg, m.counts)
 	if err != nil {
 		return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: masking: malformed DataRow", err)
+	}
+	if m.rows++; m.rows >= 1024 { // a long result is counted as it goes
+		m.flushCounts()
 	}
 	if cap(out) <= maxInspect {
 		m.buf = out // reused for the next row: the pump copies what decide returns
@@ -471,24 +475,21 @@ func (m *maskPolicy) row(msg []byte, tooBig bool) ([]byte, error) {
 	return out, nil
 }
 
-func (m *maskPolicy) count(col int) {
-	if m.counts != nil {
-		if m.counts[col]++; m.counts[col] >= 1024 && m.counters[col] != nil { // a long result is counted as it goes
-			m.counters[col].Add(m.counts[col])
-			m.counts[col] = 0
-		}
-	}
-}
-
 // endResult ends the result set under way: its masked values are counted
 // (once per result set, not per value) and its description forgotten.
 func (m *maskPolicy) endResult() {
+	m.flushCounts()
+	m.desc, m.cols, m.counters, m.counts = false, nil, nil, nil
+}
+
+func (m *maskPolicy) flushCounts() {
 	for i, n := range m.counts {
 		if n > 0 && m.counters[i] != nil {
 			m.counters[i].Add(n)
+			m.counts[i] = 0
 		}
 	}
-	m.desc, m.cols, m.counters, m.counts = false, nil, nil, nil
+	m.rows = 0
 }
 
 // fail ends the session: the client gets a FATAL rather than a result the
