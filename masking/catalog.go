@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -81,9 +82,19 @@ type SideCatalog struct {
 	byName map[[2]string][]*Relation
 	funcs  map[string][]string
 	closed bool
+	gen    atomic.Uint64 // Generation: +1 whenever a cache is emptied
 }
 
-var _ Catalog = (*SideCatalog)(nil)
+var (
+	_ Catalog      = (*SideCatalog)(nil)
+	_ Generational = (*SideCatalog)(nil)
+)
+
+// Generation implements Generational: it changes when the cached answers
+// are forgotten (Invalidate, or a cache that filled up and started over).
+// Relations found and FunctionSchemas answers are kept until then; a
+// relation not found is asked again.
+func (c *SideCatalog) Generation() uint64 { return c.gen.Load() }
 
 // NewSideCatalog makes the catalog of database on the backend at addr.
 // It connects at the first lookup.
@@ -95,6 +106,7 @@ func NewSideCatalog(addr, database string, login func() Login) *SideCatalog {
 func (c *SideCatalog) Invalidate() {
 	c.mu.Lock()
 	c.byOID, c.byName, c.funcs = nil, nil, nil
+	c.gen.Add(1)
 	c.mu.Unlock()
 }
 
@@ -129,6 +141,9 @@ func (c *SideCatalog) RelationsNamed(ctx context.Context, schema, name string) (
 	}
 	if len(rs) > 0 { // a miss is asked again next time: the relation may be created meanwhile
 		if c.byName == nil || len(c.byName) >= maxCached {
+			if c.byName != nil {
+				c.gen.Add(1) // forgotten: answers may change
+			}
 			c.byName = make(map[[2]string][]*Relation)
 		}
 		c.byName[key] = rs
@@ -148,6 +163,9 @@ func (c *SideCatalog) Relation(ctx context.Context, oid uint32) (*Relation, erro
 		return nil, err
 	}
 	if c.byOID == nil || len(c.byOID) >= maxCached {
+		if c.byOID != nil {
+			c.gen.Add(1) // forgotten: answers may change
+		}
 		c.byOID = make(map[uint32]*Relation)
 	}
 	c.byOID[oid] = rs[0]
@@ -176,6 +194,9 @@ func (c *SideCatalog) FunctionSchemas(ctx context.Context, name string) ([]strin
 		return nil, fmt.Errorf("masking: catalog lookup on %s: %w", c.addr, err)
 	}
 	if c.funcs == nil || len(c.funcs) >= maxCached {
+		if c.funcs != nil {
+			c.gen.Add(1) // forgotten: answers may change
+		}
 		c.funcs = make(map[string][]string)
 	}
 	c.funcs[name] = schemas

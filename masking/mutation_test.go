@@ -123,8 +123,8 @@ func TestHashCanonicalTextBinary(t *testing.T) {
 		{"uuid upper case", oidUUID, []byte("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), uuid},
 		{"bytea hex", oidBytea, []byte(`\x0102ff`), []byte{1, 2, 0xff}},
 	} {
-		mt := (&macer{}).mac(s.key, mustCanon(t, tc.typ, false, tc.text))
-		mb := (&macer{}).mac(s.key, mustCanon(t, tc.typ, true, tc.bin))
+		mt := (&macer{}).mac(s.key, nil, mustCanon(t, tc.typ, false, tc.text))
+		mb := (&macer{}).mac(s.key, nil, mustCanon(t, tc.typ, true, tc.bin))
 		if !bytes.Equal(mt, mb) {
 			t.Errorf("%s: text and binary hash differently", tc.name)
 		}

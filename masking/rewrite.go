@@ -100,7 +100,7 @@ func (s *Set) value(mc *macer, dst []byte, m Method, typ uint32, bin bool, v []b
 		if !ok {
 			return dst, true
 		}
-		return hashValue(dst, mc.mac(s.key, canon), class, width, bin), false
+		return hashValue(dst, mc.mac(s.key, s.memo, canon), class, width, bin), false
 	}
 	return dst, true // Null, and anything unknown
 }
@@ -109,7 +109,14 @@ func (s *Set) value(mc *macer, dst []byte, m Method, typ uint32, bin bool, v []b
 // 4 characters or fewer is redacted whole.
 func appendPartial(dst, v []byte) []byte {
 	dst = append(dst, redacted...)
-	if utf8.Valid(v) {
+	ascii := true
+	for _, c := range v {
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if !ascii && utf8.Valid(v) {
 		n := utf8.RuneCount(v)
 		if n <= 4 {
 			return dst
@@ -354,7 +361,19 @@ func appendNumericInt(dst []byte, n uint64) []byte {
 type Columns struct {
 	set  *Set
 	cols []ColumnMask
-	mac  macer
+	mac  *macer
+}
+
+// Hasher is the hash method's state of one session's results (keyed
+// once, not per result set): see Columns.UseHasher. Not safe for
+// concurrent use.
+type Hasher struct{ m macer }
+
+// UseHasher makes c hash with h (else c keys a hash of its own, once).
+func (c *Columns) UseHasher(h *Hasher) {
+	if c != nil {
+		c.mac = &h.m
+	}
 }
 
 // ColumnMask is how one result column is rewritten.
@@ -390,15 +409,15 @@ func (c *Columns) Any() bool {
 var ErrBadRow = errors.New("masking: malformed DataRow")
 
 // RewriteRow appends to dst the DataRow msg (type byte and length
-// included) with its masked columns rewritten; count is called once per
-// masked non-NULL value with its column index.
-func (c *Columns) RewriteRow(dst, msg []byte, count func(col int)) ([]byte, error) {
+// included) with its masked columns rewritten; counts (nil, or one per
+// column) gets one more for each masked non-NULL value of its column.
+func (c *Columns) RewriteRow(dst, msg []byte, counts []float64) ([]byte, error) {
 	if len(msg) < 7 || msg[0] != 'D' {
 		return dst, ErrBadRow
 	}
 	body := msg[5:]
 	n := int(binary.BigEndian.Uint16(body))
-	if n != len(c.cols) {
+	if n != len(c.cols) || counts != nil && len(counts) != n {
 		return dst, ErrBadRow
 	}
 	start := len(dst)
@@ -424,15 +443,18 @@ func (c *Columns) RewriteRow(dst, msg []byte, count func(col int)) ([]byte, erro
 		p += 4 + l
 		lenAt := len(dst)
 		dst = append(dst, 0, 0, 0, 0)
-		out, null := c.set.value(&c.mac, dst, m.Method, m.Type, m.Binary, v)
+		if c.mac == nil {
+			c.mac = &macer{}
+		}
+		out, null := c.set.value(c.mac, dst, m.Method, m.Type, m.Binary, v)
 		if null {
 			dst = binary.BigEndian.AppendUint32(dst[:lenAt], math.MaxUint32) // -1
 		} else {
 			dst = out
 			binary.BigEndian.PutUint32(dst[lenAt:], uint32(len(dst)-lenAt-4))
 		}
-		if count != nil {
-			count(i)
+		if counts != nil {
+			counts[i]++
 		}
 	}
 	if p != len(body) {

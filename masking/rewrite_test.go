@@ -105,8 +105,8 @@ func TestRewriteRow(t *testing.T) {
 		row = append(row, v...)
 	}
 	binary.BigEndian.PutUint32(row[1:], uint32(len(row)-1))
-	var counted []int
-	out, err := c.RewriteRow(nil, row, func(i int) { counted = append(counted, i) })
+	counted := make([]float64, 3)
+	out, err := c.RewriteRow(nil, row, counted)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +115,82 @@ func TestRewriteRow(t *testing.T) {
 	if !bytes.Equal(out, want) {
 		t.Errorf("got  %v\nwant %v", out, want)
 	}
-	if len(counted) != 1 || counted[0] != 1 {
-		t.Errorf("counted %v, want [1] (NULLs are not masked values)", counted)
+	if counted[0] != 0 || counted[1] != 1 || counted[2] != 0 {
+		t.Errorf("counted %v, want [0 1 0] (NULLs are not masked values)", counted)
 	}
 	if _, err := c.RewriteRow(nil, row[:len(row)-3], nil); err == nil {
 		t.Errorf("a truncated row is accepted")
+	}
+}
+
+// Values hashed again are answered by the Policy's memo with what HMAC
+// gives them; each value keeps its own hash, in every session.
+func TestHashMemo(t *testing.T) {
+	p, err := New(Config{Rules: []Rule{{User: "bi", Columns: map[string]Method{"public.t.a": Hash}}}, Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := p.Match("bi", "db", ""), p.Match("bi", "db", "")
+	if s1.memo == nil || s1.memo != s2.memo {
+		t.Fatal("the sessions of a Policy do not share its memo")
+	}
+	fresh := &Set{key: p.key} // no memo: HMAC every time
+	var h1, h2 macer
+	seen := map[string]string{}
+	for pass := 0; pass < 2; pass++ {
+		for i := 0; i < 3*memoSlots; i += 7 {
+			v := []byte("customer" + strconv.Itoa(i) + "@example.com")
+			mc := &h1
+			if i%2 == 1 {
+				mc = &h2 // another session
+			}
+			got, _ := s1.value(mc, nil, Hash, oidText, false, v)
+			want, _ := fresh.Value(nil, Hash, oidText, false, v)
+			if string(got) != string(want) {
+				t.Fatalf("pass %d: %s hashes to %s through the memo, %s without", pass, v, got, want)
+			}
+			if prev, ok := seen[string(got)]; ok && prev != string(v) {
+				t.Fatalf("%s and %s share the hash %s", prev, v, got)
+			}
+			seen[string(got)] = string(v)
+		}
+	}
+	// Another key (a RELOAD with another masking.key): other hashes.
+	p2, _ := New(Config{Rules: []Rule{{User: "bi", Columns: map[string]Method{"public.t.a": Hash}}}, Key: []byte("k2")})
+	a, _ := s1.value(&h1, nil, Hash, oidText, false, []byte("x@y.z"))
+	b, _ := p2.Match("bi", "db", "").value(&h1, nil, Hash, oidText, false, []byte("x@y.z"))
+	if string(a) == string(b) {
+		t.Error("another key gives the same hash (the macer kept the old key)")
+	}
+}
+
+// Sessions hashing at once through one memo each get HMAC's answer.
+func TestHashMemoConcurrent(t *testing.T) {
+	p, err := New(Config{Rules: []Rule{{User: "bi", Columns: map[string]Method{"public.t.a": Hash}}}, Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := &Set{key: p.key}
+	done := make(chan string, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			s := p.Match("bi", "db", "")
+			var mc macer
+			for i := 0; i < 20000; i++ {
+				v := []byte("v" + strconv.Itoa(i%3000))
+				got, _ := s.value(&mc, nil, Hash, oidText, false, v)
+				want, _ := fresh.Value(nil, Hash, oidText, false, v)
+				if string(got) != string(want) {
+					done <- string(v) + ": " + string(got) + " != " + string(want)
+					return
+				}
+			}
+			done <- ""
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if msg := <-done; msg != "" {
+			t.Error(msg)
+		}
 	}
 }

@@ -3,10 +3,13 @@ package masking
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"hash/maphash"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ofitec/pgproxy/internal/glob"
 )
@@ -85,6 +88,7 @@ type Policy struct {
 	rules []builtRule
 	allow []string
 	key   []byte
+	memo  *macMemo // MACs of values hashed before (nil without a key)
 }
 
 type builtRule struct {
@@ -136,6 +140,9 @@ func New(cfg Config) (*Policy, error) {
 	if needKey && len(p.key) == 0 {
 		return nil, ErrNoKey
 	}
+	if len(p.key) > 0 {
+		p.memo = newMacMemo()
+	}
 	return p, nil
 }
 
@@ -174,7 +181,7 @@ func (p *Policy) Match(user, database, applicationName string) *Set {
 		if !globOK(r.User, user) || !globOK(r.Database, database) || !globOK(r.ApplicationName, applicationName) {
 			continue
 		}
-		s := &Set{Rule: r.index, User: user, allow: p.allow, key: p.key}
+		s := &Set{Rule: r.index, User: user, allow: p.allow, key: p.key, memo: p.memo}
 		for _, c := range r.cols {
 			if c.database == "" || c.database == database {
 				s.cols = append(s.cols, c)
@@ -197,6 +204,7 @@ type Set struct {
 	cols  []colRule
 	allow []string
 	key   []byte
+	memo  *macMemo
 }
 
 // Column is a masked column as the analysis and the resolver report it.
@@ -243,20 +251,106 @@ func (s *Set) allowed(schema, name string) bool {
 
 // macer is the keyed hash (HMAC-SHA-256) of a value's canonical form, the
 // same in text and binary format (canonical). One belongs to one goroutine
-// at a time (a Columns): keyed once, reset for each value, its sum reused,
-// so hashing a value allocates nothing.
+// at a time (a session's Hasher, or a Columns): keyed once, reset for each
+// value, its sum reused, so hashing a value allocates nothing. Values
+// hashed before are answered from the Policy's memo.
 type macer struct {
 	h   hash.Hash
+	key *byte // the key h was made with (its first byte: a Policy's own copy)
 	sum []byte
 }
 
-func (m *macer) mac(key, canonical []byte) []byte {
-	if m.h == nil {
-		m.h = hmac.New(sha256.New, key)
+// macLen is how much of a MAC the methods use (hashValue) and the memo keeps.
+const macLen = 16
+
+func (m *macer) mac(key []byte, memo *macMemo, canonical []byte) []byte {
+	var id memoKey
+	if memo != nil {
+		id = memo.id(canonical)
+		if v, ok := memo.get(id); ok {
+			m.sum = append(m.sum[:0], v[:]...)
+			return m.sum
+		}
+	}
+	if m.h == nil || m.key != &key[0] {
+		m.h, m.key = hmac.New(sha256.New, key), &key[0]
 	} else {
 		m.h.Reset()
 	}
 	_, _ = m.h.Write(canonical)
 	m.sum = m.h.Sum(m.sum[:0])
+	if memo != nil {
+		memo.put(id, [macLen]byte(m.sum[:macLen]))
+	}
 	return m.sum
+}
+
+// macMemo remembers the MACs of values hashed before, for every session of
+// a Policy (so of one key): the same value, the same MAC, whoever reads
+// it. It holds no value: a value is known by two 64-bit hashes of it under
+// seeds of this process (hash/maphash), which nobody outside sees, so two
+// values that differ share an entry with a probability of about 2^-128 per
+// pair. It is a table of memoSlots slots (2.5 MiB, made at the first
+// value), each holding the last value hashed into it; each slot is a
+// seqlock, so a lookup takes no lock and a reader never sees half of
+// another's write (it sees a miss instead). Safe for concurrent use.
+type macMemo struct {
+	seeds [2]maphash.Seed
+	tab   atomic.Pointer[[memoSlots]memoSlot]
+}
+
+type memoKey [2]uint64
+
+// memoSlot: seq is even when the slot is stable, odd while it is written.
+type memoSlot struct {
+	seq    atomic.Uint64
+	k0, k1 atomic.Uint64
+	m0, m1 atomic.Uint64
+}
+
+const memoSlots = 1 << 16
+
+func newMacMemo() *macMemo {
+	return &macMemo{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
+}
+
+func (mm *macMemo) id(v []byte) memoKey {
+	return memoKey{maphash.Bytes(mm.seeds[0], v), maphash.Bytes(mm.seeds[1], v)}
+}
+
+func (mm *macMemo) get(k memoKey) (v [macLen]byte, ok bool) {
+	tab := mm.tab.Load()
+	if tab == nil {
+		return v, false
+	}
+	sl := &tab[k[0]%memoSlots]
+	seq := sl.seq.Load()
+	if seq == 0 || seq&1 != 0 {
+		return v, false
+	}
+	k0, k1, m0, m1 := sl.k0.Load(), sl.k1.Load(), sl.m0.Load(), sl.m1.Load()
+	if sl.seq.Load() != seq || k0 != k[0] || k1 != k[1] {
+		return v, false
+	}
+	binary.LittleEndian.PutUint64(v[:8], m0)
+	binary.LittleEndian.PutUint64(v[8:], m1)
+	return v, true
+}
+
+func (mm *macMemo) put(k memoKey, v [macLen]byte) {
+	tab := mm.tab.Load()
+	if tab == nil {
+		mm.tab.CompareAndSwap(nil, new([memoSlots]memoSlot))
+		tab = mm.tab.Load()
+	}
+	sl := &tab[k[0]%memoSlots]
+	seq := sl.seq.Load()
+	if seq&1 != 0 || !sl.seq.CompareAndSwap(seq, seq+1) {
+		return // another writer has it: this value is not kept
+	}
+	sl.k0.Store(k[0])
+	sl.k1.Store(k[1])
+	sl.m0.Store(binary.LittleEndian.Uint64(v[:8]))
+	sl.m1.Store(binary.LittleEndian.Uint64(v[8:]))
+	sl.seq.Store(seq + 2)
 }

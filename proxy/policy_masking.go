@@ -80,12 +80,22 @@ type maskPolicy struct {
 	overflow  bool                   // a statement was not kept (too many, too large in all)
 	stale     bool                   // rules changed after an overflow: a statement not kept is refused
 	refused   map[string]stmtRefusal // statements the rules in force refuse
+	checks    masking.CheckCache     // check's answers (statements run again)
 
 	// server→client only
 	cols     *masking.Columns
 	counters []prometheus.Counter
-	desc     bool // a description holds for the DataRows that come
+	counts   []float64 // masked values per column not yet added to counters
+	rows     int       // DataRows since counts were added
+	desc     bool      // a description holds for the DataRows that come
 	buf      []byte
+	hasher   masking.Hasher // the hash method's state, for every result set
+	resolved masking.ResolveCache
+	// counterOf: pgproxy_masked_values_total by column; countsBuf and
+	// countersBuf: the storage counts and counters reuse.
+	counterOf   map[string]prometheus.Counter
+	countsBuf   []float64
+	countersBuf []prometheus.Counter
 }
 
 var _ policy = (*maskPolicy)(nil)
@@ -112,6 +122,8 @@ const (
 	maxTrackedBytes = 4 << 20
 	// maskLookupTimeout bounds one catalog lookup.
 	maskLookupTimeout = 5 * time.Second
+	// maxMaskCounters bounds a session's map of masked-values counters.
+	maxMaskCounters = 256
 	// maxMaskQueue bounds the queue of answers the server owes.
 	maxMaskQueue     = 1 << 16
 	injectedDescribe = 'i' // in the queue: the policy's own Describe
@@ -320,9 +332,9 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 		m.popIf('C')
 	case 'C', 's', 'I':
 		m.popIf('E')
-		m.desc, m.cols = false, nil
+		m.endResult()
 	case 'E':
-		m.desc, m.cols = false, nil
+		m.endResult()
 		m.mu.Lock()
 		if len(m.q) > 0 && m.q[0] != 'Q' && m.q[0] != 'F' {
 			// An extended-protocol message failed: the server skips to the Sync.
@@ -334,7 +346,7 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 		}
 		m.mu.Unlock()
 	case 'Z':
-		m.desc, m.cols = false, nil
+		m.endResult()
 		m.mu.Lock()
 		m.idle = len(msg) >= 6 && msg[5] == 'I'
 		i := 0
@@ -385,33 +397,50 @@ func (m *maskPolicy) describe(typ byte, msg []byte, tooBig bool) ([]byte, error)
 		}
 	}
 	m.mu.Unlock()
-	m.desc, m.cols, m.counters = true, nil, nil
+	m.endResult()
+	m.desc = true
 	if typ == 'T' {
 		if tooBig {
 			return nil, m.fail(pgerr.ProgramLimitExceeded, "pgproxy: row description too large to check on a masked session", nil)
 		}
-		fields, err := parseRowDescription(msg[5:])
-		if err != nil {
-			return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: malformed RowDescription", err)
-		}
 		var cols *masking.Columns
 		if r := m.rules(); r.set != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
-			cols, err = r.set.Resolve(ctx, r.cat, fields)
-			cancel()
-		}
-		if err != nil {
-			return nil, m.fail(pgerr.InsufficientPrivilege, "pgproxy: masking: could not resolve the result's columns", err)
+			var kept bool
+			if cols, kept = m.resolved.Lookup(r.set, r.cat, msg[5:]); !kept {
+				fields, err := parseRowDescription(msg[5:])
+				if err != nil {
+					return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: malformed RowDescription", err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
+				cols, err = m.resolved.Resolve(ctx, r.set, r.cat, msg[5:], fields)
+				cancel()
+				if err != nil {
+					return nil, m.fail(pgerr.InsufficientPrivilege, "pgproxy: masking: could not resolve the result's columns", err)
+				}
+			}
 		}
 		if cols.Any() {
 			m.cols = cols
+			cols.UseHasher(&m.hasher)
 			if m.stats != nil {
-				m.counters = make([]prometheus.Counter, len(cols.Masks()))
-				for i, c := range cols.Masks() {
+				masks := cols.Masks()
+				m.counts = m.countsBuf[:0]
+				m.counters = m.countersBuf[:0]
+				for _, c := range masks {
+					var ctr prometheus.Counter
 					if c.Method != masking.None {
-						m.counters[i] = m.stats.maskedValues.WithLabelValues(c.Name)
+						if ctr = m.counterOf[c.Name]; ctr == nil {
+							ctr = m.stats.maskedValues.WithLabelValues(c.Name)
+							if m.counterOf == nil || len(m.counterOf) >= maxMaskCounters {
+								m.counterOf = make(map[string]prometheus.Counter)
+							}
+							m.counterOf[c.Name] = ctr
+						}
 					}
+					m.counts = append(m.counts, 0)
+					m.counters = append(m.counters, ctr)
 				}
+				m.countsBuf, m.countersBuf = m.counts, m.counters
 			}
 		}
 	}
@@ -431,9 +460,12 @@ func (m *maskPolicy) row(msg []byte, tooBig bool) ([]byte, error) {
 	if tooBig {
 		return nil, m.fail(pgerr.ProgramLimitExceeded, fmt.Sprintf("pgproxy: masking: a row larger than %d bytes cannot be masked", maxHeld), nil)
 	}
-	out, err := m.cols.RewriteRow(m.buf[:0], msg, m.count)
+	out, err := m.cols.RewriteRow(m.buf[:0], msg, m.counts)
 	if err != nil {
 		return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: masking: malformed DataRow", err)
+	}
+	if m.rows++; m.rows >= 1024 { // a long result is counted as it goes
+		m.flushCounts()
 	}
 	if cap(out) <= maxInspect {
 		m.buf = out // reused for the next row: the pump copies what decide returns
@@ -443,10 +475,21 @@ func (m *maskPolicy) row(msg []byte, tooBig bool) ([]byte, error) {
 	return out, nil
 }
 
-func (m *maskPolicy) count(col int) {
-	if m.counters != nil && m.counters[col] != nil {
-		m.counters[col].Inc()
+// endResult ends the result set under way: its masked values are counted
+// (once per result set, not per value) and its description forgotten.
+func (m *maskPolicy) endResult() {
+	m.flushCounts()
+	m.desc, m.cols, m.counters, m.counts = false, nil, nil, nil
+}
+
+func (m *maskPolicy) flushCounts() {
+	for i, n := range m.counts {
+		if n > 0 && m.counters[i] != nil {
+			m.counters[i].Add(n)
+			m.counts[i] = 0
+		}
 	}
+	m.rows = 0
 }
 
 // fail ends the session: the client gets a FATAL rather than a result the
@@ -489,9 +532,12 @@ func (m *maskPolicy) check(sql string) (code, message string, refused bool, err 
 	if rules.set == nil {
 		return "", "", false, nil // no longer masked (RELOAD)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
-	defer cancel()
-	cerr := rules.set.Check(ctx, rules.cat, sql)
+	cerr, kept := m.checks.Lookup(rules.set, rules.cat, sql)
+	if !kept {
+		ctx, cancel := context.WithTimeout(context.Background(), maskLookupTimeout)
+		cerr = m.checks.Check(ctx, rules.set, rules.cat, sql)
+		cancel()
+	}
 	if cerr == nil {
 		return "", "", false, nil
 	}

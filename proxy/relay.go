@@ -108,6 +108,12 @@ type pump struct {
 	// of it: run then returns errParked.
 	park   func(atBoundary bool) bool
 	tooBig bool
+	// large: on the raw path, read into the pooled large buffer from a
+	// wake-up's first read, and give it back only when the pump parks (a
+	// masked session's results, whose DataRows are all held and copied:
+	// a 7 KiB result is then one read and one write, not a full 4 KiB
+	// read, a write, the rest, another write). Idle, it holds nothing.
+	large bool
 
 	// On an event loop (evloop_linux.go): the socket read, the
 	// incomplete header kept between reads (the loop's read buffer is
@@ -159,7 +165,7 @@ func (p *pump) got(keep, n int) (int, error) {
 	case full && p.bufp == nil:
 		p.acquireBuf()
 		copy(p.buf, p.small[:keep])
-	case !full && p.bufp != nil && n < smallBufSize:
+	case !full && p.bufp != nil && n < smallBufSize && !(p.large && p.rawSrc != nil):
 		copy(p.small[:], p.buf[:keep])
 		p.releaseBuf()
 	}
@@ -191,6 +197,10 @@ func (p *pump) takeSmall() {
 // idle is called before the raw path parks: with nothing kept for the next
 // read and no large buffer in use, the small buffer goes back to the pool.
 func (p *pump) idle(keep int) {
+	if p.large && p.bufp != nil && keep <= smallBufSize && p.small != nil {
+		copy(p.small[:], p.buf[:keep])
+		p.releaseBuf()
+	}
 	if keep == 0 && p.bufp == nil && p.small != nil {
 		smallPool.Put(p.small)
 		p.small, p.buf = nil, nil
@@ -420,7 +430,8 @@ func (s *session) endReason(re *relayEnd) string {
 }
 
 func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *atomic.Int64) *pump {
-	p := &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: toServer && s.guarded()}
+	p := &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: toServer && s.guarded(),
+		large: !toServer && s.mask != nil}
 	if p.flushEach && s.guard != nil {
 		p.mayWait = s.guard.mayWait
 	}

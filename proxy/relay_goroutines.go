@@ -84,6 +84,10 @@ func (p *pump) runRaw(keep int) error {
 			if p.small == nil {
 				p.takeSmall()
 			}
+			if p.large && p.bufp == nil {
+				p.acquireBuf()
+				copy(p.buf, p.small[:keep])
+			}
 			n, e := rawRead(fd, p.buf[keep:])
 			switch {
 			case e == syscall.EAGAIN:

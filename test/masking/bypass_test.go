@@ -302,6 +302,12 @@ var attempts = []attempt{
 	{"GROUP BY", refused, simple("SELECT email, count(*) FROM res_partner GROUP BY email")},
 	{"ORDER BY", refused, simple("SELECT email FROM res_partner ORDER BY email")},
 	{"ORDER BY position", refused, simple("SELECT email FROM res_partner ORDER BY 1")},
+	// The same shapes with other constants, after an allowed one (the
+	// proxy keeps its answers by the statement's shape).
+	{"ORDER BY position after an allowed one", refused, script("SELECT id, email FROM res_partner ORDER BY 1", "SELECT id, email FROM res_partner ORDER BY 2")},
+	{"predicate after a string holding it", refused, script("SELECT id FROM res_partner WHERE name = 'x'' AND email = ''y'", "SELECT id FROM res_partner WHERE name = 'x' AND email = 'y'")},
+	{"predicate after an E string holding it", refused, script(`SELECT id FROM res_partner WHERE name = E'x\' AND vat = \'y'`, `SELECT id FROM res_partner WHERE name = E'x' AND vat = 'y'`)},
+	{"predicate after a dollar quote holding it", refused, script("SELECT id FROM res_partner WHERE name = $q$x$ AND email = $q$", "SELECT id FROM res_partner WHERE name = $q$x$q$ AND email = $q$y$q$")},
 	{"HAVING", refused, simple("SELECT count(*) FROM res_partner HAVING max(email) > 'a'")},
 	{"scalar subquery", refused, simple("SELECT (SELECT email FROM res_partner WHERE id = 1)")},
 	{"FROM subquery", refused, simple("SELECT e FROM (SELECT email AS e FROM res_partner) s")},
