@@ -272,8 +272,12 @@ func (m *macer) mac(key []byte, memo *macMemo, canonical []byte) []byte {
 			return m.sum
 		}
 	}
-	if m.h == nil || m.key != &key[0] {
-		m.h, m.key = hmac.New(sha256.New, key), &key[0]
+	var kp *byte
+	if len(key) > 0 {
+		kp = &key[0]
+	}
+	if m.h == nil || m.key != kp {
+		m.h, m.key = hmac.New(sha256.New, key), kp
 	} else {
 		m.h.Reset()
 	}

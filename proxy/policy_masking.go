@@ -42,7 +42,11 @@ import (
 // them (the policy is the first of the chain).
 //
 // Masked sessions relay on a goroutine per direction (catalog lookups
-// block).
+// block). What repeats is not redone: check's answers are kept per
+// session by statement shape (masking.CheckCache), each RowDescription's
+// resolution by its bytes (masking.ResolveCache), the hash method's state
+// per session and its MACs per configuration (masking.Hasher); masked
+// values are counted per result set.
 //
 // # RELOAD
 //

@@ -495,3 +495,43 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestMaskedLargeResult: a result of many reads (rows split across reads,
+// the large read buffer) is masked row by row, every row, in both
+// protocols, and the masked-values counter counts each value.
+func TestMaskedLargeResult(t *testing.T) {
+	setup(t)
+	p := startMasked(t, proxytest.PoolMode())
+	const n = 20000
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		conn, rec := connectRecorded(t, p)
+		ctx := pgtest.Ctx(t, 30*time.Second)
+		rows, err := conn.Query(ctx, "SELECT g, p.email, p.vat FROM res_partner p, generate_series(1, $1::int) g ORDER BY g, p.id", mode, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for rows.Next() {
+			var g int
+			var email, vat string
+			if err := rows.Scan(&g, &email, &vat); err != nil {
+				t.Fatal(err)
+			}
+			if !hexHash.MatchString(email) || !strings.HasPrefix(vat, "***") || g != got/3+1 {
+				t.Fatalf("row %d: %d %q %q", got, g, email, vat)
+			}
+			got++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || got != 3*n {
+			t.Fatalf("%d rows, %v; want %d", got, err, 3*n)
+		}
+		if v := leaked(rec.bytes()); v != "" {
+			t.Errorf("clear value %q reached the client", v)
+		}
+		var one int
+		if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+			t.Errorf("SELECT 1 after: %v", err)
+		}
+	}
+}
