@@ -626,6 +626,7 @@ func execSimple(c *pool.Conn, sql string, timeout time.Duration) error {
 func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error) {
 	_ = c.Net.SetDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.Net.SetDeadline(time.Time{}) }()
+	c.Unnamed = 0 // a simple Query drops the unnamed statement (pooled_unnamed.go)
 	if _, err := c.Net.Write(pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
 		return "", err
 	}
