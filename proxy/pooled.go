@@ -37,6 +37,11 @@ type ProxyAuth struct {
 	// then goes through the same exchange against a fake secret and fails
 	// the same way). An error is reported to the client as 08006.
 	Lookup func(ctx context.Context, user string) (sec pgauth.Secret, found bool, err error)
+	// MockKey makes the fake secrets of unknown users (pgauth.FakeSecret,
+	// pgauth.MockKey): stable, so that an unknown user's salt is the same
+	// on every restart and instance, as a real user's is. Empty: a random
+	// key of this process.
+	MockKey []byte
 }
 
 // PoolConfig configures the server pools of pooled sessions.
@@ -300,7 +305,11 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 		return nil, &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not look up user: " + err.Error()}
 	}
 	if !found {
-		sec = pgauth.FakeSecret(s.user, s.srv.fakeKey[:])
+		key := s.cfg.Auth.MockKey
+		if len(key) == 0 {
+			key = s.srv.fakeKey[:]
+		}
+		sec = pgauth.FakeSecret(s.user, key)
 	}
 	failed := &pgerr.Error{Code: pgerr.InvalidPassword, Severity: "FATAL", Message: fmt.Sprintf("password authentication failed for user %q", s.user)}
 	readPassword := func() ([]byte, error) {
