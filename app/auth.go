@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,6 +29,10 @@ type authSource struct {
 	snapshot func() *health.Snapshot
 
 	users atomic.Pointer[pgauth.Userlist] // nil: no auth.file
+	// mock is the SCRAM material of auth.file (pgauth.UserlistMockMaterial):
+	// what unknown users' fake secrets are derived from (mockKey).
+	mock       atomic.Pointer[[]byte]
+	warnedMock atomic.Bool
 
 	mu    sync.Mutex
 	query *pgauth.QuerySource // nil: no auth.query
@@ -49,6 +55,11 @@ func (a *authSource) load(cfg *configs.Config) error {
 		a.log.Info("auth.file loaded", zap.String("file", cfg.Auth.File), zap.Int("users", len(u)))
 	}
 	a.users.Store(ul)
+	var material []byte
+	if ul != nil {
+		material = pgauth.UserlistMockMaterial(*ul)
+	}
+	a.mock.Store(&material)
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -94,6 +105,27 @@ func (a *authSource) lookup(ctx context.Context, user string) (pgauth.Secret, bo
 	return q.Lookup(ctx, user)
 }
 
+// mockKey is the key of unknown users' fake SCRAM secrets: derived from
+// the SCRAM verifiers of auth.file or, without any, from the private key of
+// tls (the same on every restart and on every instance given the same
+// files; it changes when they do), else nil (a random key per process:
+// an unknown user's salt then changes at each restart, which is warned
+// about once).
+func (a *authSource) mockKey(tc *tls.Config) []byte {
+	if m := a.mock.Load(); m != nil && len(*m) > 0 {
+		return pgauth.MockKey(*m)
+	}
+	if tc != nil && len(tc.Certificates) > 0 {
+		if der, err := x509.MarshalPKCS8PrivateKey(tc.Certificates[0].PrivateKey); err == nil {
+			return pgauth.MockKey([]byte("tls key"), der)
+		}
+	}
+	if !a.warnedMock.Swap(true) {
+		a.log.Warn("no SCRAM verifier in auth.file and no tls key: unknown users' fake SCRAM salts are random per process and change at each restart (a prober comparing salts across restarts can tell unknown users from real ones)")
+	}
+	return nil
+}
+
 func (a *authSource) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -126,7 +158,7 @@ func (a *App) withAuth(pc *proxy.Config, cfg *configs.Config, on bool) {
 	if !on {
 		return
 	}
-	pc.Auth = &proxy.ProxyAuth{Lookup: a.auth.lookup}
+	pc.Auth = &proxy.ProxyAuth{Lookup: a.auth.lookup, MockKey: a.auth.mockKey(pc.TLS)}
 	pc.Pool = poolConfig(cfg)
 	pc.SessionState = sqlscan.SessionState
 	pc.SessionSetting = func(sql string) (proxy.Setting, bool) {

@@ -201,7 +201,10 @@ type Auth struct {
 	// Mode is AuthPassthrough or AuthProxy.
 	Mode string `yaml:"mode" mapstructure:"mode"`
 	// File is a PgBouncer auth_file ("user" "SCRAM-SHA-256$…" lines). Load
-	// checks that it can be read; its content is parsed by the proxy.
+	// checks that it can be read; its content is parsed by the proxy. Its
+	// SCRAM verifiers (else the tls key) are also what unknown users' fake
+	// SCRAM salts are derived from, so that those stay the same across
+	// restarts and instances (docs/pooling.md).
 	File string `yaml:"file" mapstructure:"file"`
 	// Query looks up the password verifier of the user given as $1, on the
 	// primary as User; used only when User is set.

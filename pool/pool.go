@@ -62,6 +62,10 @@ type Conn struct {
 	Applied map[string]string
 	// Prepared are the server-side names of the statements prepared on it.
 	Prepared map[string]struct{}
+	// Unnamed is the owner's tag for the unnamed prepared statement the
+	// server holds: the one the owner's client with that tag parsed on it
+	// (0: none that any client may use).
+	Unnamed uint64
 	// Aux is the owner's to cache what it derives from Net (the proxy's
 	// RawConn); it stays with the connection.
 	Aux any

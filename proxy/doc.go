@@ -51,9 +51,10 @@
 //     Target.
 //
 // Pooled sessions (Config.Auth set: auth.mode proxy; pooled.go) differ at
-// steps 3 to 6. The proxy authenticates the client itself (SCRAM-SHA-256
-// or md5 against the secret Auth.Lookup finds; an unknown user fails like
-// a wrong password), asks the Director for a Target, gets a logged-in
+// steps 3 to 6. The proxy authenticates the client itself (SCRAM-SHA-256,
+// with -PLUS bound to the proxy's certificate for a TLS client, or md5
+// against the secret Auth.Lookup finds; an unknown user fails like a wrong
+// password, against a fake secret from Auth.MockKey), asks the Director for a Target, gets a logged-in
 // server from package pool (dialed with the credential the client's proof
 // gave: no plaintext), applies the client's settings to it and sends its
 // own welcome and BackendKeyData. The relay (pooled_relay.go) is a
@@ -61,7 +62,8 @@
 // until it leaves (then rolled back, reset with pool.reset_query and given
 // back); in transaction mode it goes back at each ReadyForQuery 'I' that
 // answers everything sent, and the next message gets one again, with
-// settings replayed and named statements renamed and re-prepared; session
+// settings replayed, named statements renamed and re-prepared and the
+// client's unnamed one re-parsed (pooled_unnamed.go); session
 // state that cannot move pins the client. A transaction-mode client idle
 // between transactions for a while is parked (park_linux.go): its
 // goroutine ends and one parker goroutine watches its socket, resuming it

@@ -17,7 +17,8 @@ import (
 //     decide gets the whole message, header included, and returns what to
 //     forward instead: the message itself, a replacement (any number of
 //     whole messages, or none), or an error that ends the session.
-//   - modeDrop: nothing of the message is forwarded, and no policy sees it.
+//   - modeDrop: nothing of the message is forwarded, and no policy sees it
+//     (in a chain, none after the one that dropped it is asked).
 //
 // A direction's calls come from that direction's pump only, one message at
 // a time; a policy that keeps state for both directions guards what they
@@ -73,6 +74,12 @@ func (c *chain) mode(toServer bool, typ byte, n int) msgMode {
 	m := modePass
 	for i, p := range c.ps {
 		c.modes[i] = p.mode(toServer, typ, n)
+		if c.modes[i] == modeDrop {
+			// No policy after it sees the message (the pooled relay's
+			// answers to its own messages are not the guard's to count).
+			clear(c.modes[i+1:])
+			return modeDrop
+		}
 		m = max(m, c.modes[i])
 	}
 	return m

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,6 +37,11 @@ type ProxyAuth struct {
 	// then goes through the same exchange against a fake secret and fails
 	// the same way). An error is reported to the client as 08006.
 	Lookup func(ctx context.Context, user string) (sec pgauth.Secret, found bool, err error)
+	// MockKey makes the fake secrets of unknown users (pgauth.FakeSecret,
+	// pgauth.MockKey): stable, so that an unknown user's salt is the same
+	// on every restart and instance, as a real user's is. Empty: a random
+	// key of this process.
+	MockKey []byte
 }
 
 // PoolConfig configures the server pools of pooled sessions.
@@ -298,7 +305,11 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 		return nil, &pgerr.Error{Code: pgerr.ConnectionFailure, Severity: "FATAL", Message: "pgproxy: could not look up user: " + err.Error()}
 	}
 	if !found {
-		sec = pgauth.FakeSecret(s.user, s.srv.fakeKey[:])
+		key := s.cfg.Auth.MockKey
+		if len(key) == 0 {
+			key = s.srv.fakeKey[:]
+		}
+		sec = pgauth.FakeSecret(s.user, key)
 	}
 	failed := &pgerr.Error{Code: pgerr.InvalidPassword, Severity: "FATAL", Message: fmt.Sprintf("password authentication failed for user %q", s.user)}
 	readPassword := func() ([]byte, error) {
@@ -330,6 +341,9 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 		}
 	} else {
 		sc := pgauth.NewSCRAMServer(s.user, sec)
+		if _, isTLS := s.client.(*tls.Conn); isTLS {
+			sc.OfferChannelBinding(s.srv.tlsEndPoint(s.cfg.TLS, s.logger())) // SCRAM-SHA-256-PLUS
+		}
 		if err := write(sc.Mechanisms()); err != nil {
 			return nil, err
 		}
@@ -366,6 +380,40 @@ func (s *session) authenticateClient(ctx context.Context) (*pgauth.Credential, e
 	return &cred, nil
 }
 
+// endPoint is the tls-server-end-point channel binding data of the
+// certificate of one tls.Config (nil: none can be given).
+type endPoint struct {
+	cfg  *tls.Config
+	data []byte
+}
+
+// tlsEndPoint returns the channel binding data of the certificate cfg
+// shows every client (SCRAM-SHA-256-PLUS), computed once per cfg; nil when
+// it cannot be known: a cfg that picks a certificate per client
+// (GetCertificate, several Certificates), or a signature algorithm with no
+// tls-server-end-point hash. -PLUS is then not offered.
+func (srv *Server) tlsEndPoint(cfg *tls.Config, log *zap.Logger) []byte {
+	if e := srv.endPoint.Load(); e != nil && e.cfg == cfg {
+		return e.data
+	}
+	e := &endPoint{cfg: cfg}
+	if cfg != nil && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil && len(cfg.Certificates) == 1 && len(cfg.Certificates[0].Certificate) > 0 {
+		leaf := cfg.Certificates[0].Leaf
+		var err error
+		if leaf == nil {
+			leaf, err = x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+		}
+		if err == nil {
+			e.data, err = pgauth.TLSServerEndPoint(leaf)
+		}
+		if err != nil {
+			log.Warn("SCRAM-SHA-256-PLUS (channel binding) not offered", zap.Error(err))
+		}
+	}
+	srv.endPoint.Store(e)
+	return e.data
+}
+
 // loginFailed logs a failed login with the client's address (the backend
 // never sees it) and returns what the client is told.
 func (s *session) loginFailed(failed error, found bool, why error) error {
@@ -377,8 +425,11 @@ func (s *session) loginFailed(failed error, found bool, why error) error {
 	}
 	told, code := failed, pgerr.InvalidPassword
 	var coded pgerr.Coded
-	if errors.As(why, &coded) && coded.SQLState() == pgerr.ProtocolViolation {
-		told, code = why, pgerr.ProtocolViolation
+	if errors.As(why, &coded) {
+		switch coded.SQLState() {
+		case pgerr.ProtocolViolation, pgerr.InvalidAuthorization: // malformed; channel binding (as PostgreSQL says)
+			told, code = why, coded.SQLState()
+		}
 	}
 	// sqlstate as in pass-through mode's line: what the client was told.
 	s.logger().Warn("client login failed", zap.String("user", s.user), zap.String("database", s.database),
@@ -626,6 +677,7 @@ func execSimple(c *pool.Conn, sql string, timeout time.Duration) error {
 func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error) {
 	_ = c.Net.SetDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.Net.SetDeadline(time.Time{}) }()
+	c.Unnamed = 0 // a simple Query drops the unnamed statement (pooled_unnamed.go)
 	if _, err := c.Net.Write(pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
 		return "", err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,6 +71,17 @@ type link struct {
 	s2cIdle chan struct{}
 	s2cOK   bool // the last relay stopped at a message boundary (the server is reusable)
 	errored bool // an ErrorResponse since the last ReadyForQuery
+
+	// The client's unnamed statement (pooled_unnamed.go): what it is
+	// after everything sent; uops counts the fifo entries that change it
+	// and await their answer; uSpan is set when one of those is followed
+	// by a Sync (a Bind may have to wait: clientPolicy.mayWait reads it
+	// without the lock); uKick (capacity 1) is signalled when one is
+	// answered.
+	unnamed *unnamedStmt
+	uops    int
+	uSpan   atomic.Bool
+	uKick   chan struct{}
 }
 
 type fifoEntry struct {
@@ -80,6 +92,10 @@ type fifoEntry struct {
 	name             string // server-side statement name of a Parse
 	// sets: the plain SETs of the exchange this 'Z' ends (pooled_set.go).
 	sets []Setting
+	// uop: what the message does to the unnamed statement, and the state
+	// before it (pooled_unnamed.go).
+	uop   byte
+	uprev unnamedState
 }
 
 // noSuchStatement is closed where the client's Close or a Parse the server
@@ -105,6 +121,9 @@ type clientPolicy struct {
 	order []string // client names, oldest first (MaxPrepared)
 
 	exch exchange // the statements sent since the last Query or Sync (pooled_set.go)
+	// untracked: messages whose answers the fifo does not track were sent
+	// since its last entry (pooled_unnamed.go).
+	untracked bool
 }
 
 // connWriter writes to the server the session holds (client→server only),
@@ -176,11 +195,22 @@ func (p *clientPolicy) countLocked(typ byte) {
 		l.owed++
 		l.open = false
 		if p.trx {
-			l.fifo = append(l.fifo, fifoEntry{kind: 'Z'})
+			if typ == 'Q' {
+				p.queryDropsUnnamedLocked()
+			} else {
+				l.fifo = append(l.fifo, fifoEntry{kind: 'Z'})
+			}
+			p.untracked = false
+			if l.uops > 0 {
+				l.uSpan.Store(true)
+			}
 		}
 	case 'd', 'c', 'f': // COPY data belongs to the Query or batch that started it
 	default:
 		l.open = true
+		if typ != 'P' && typ != 'C' { // rewrite queues those
+			p.untracked = true
+		}
 	}
 }
 
@@ -255,6 +285,9 @@ func (p *clientPolicy) attachConn(c *pool.Conn) error {
 	l.mu.Lock()
 	l.conn, l.owed, l.open, l.status, l.fifo = c, 0, false, 'I', l.fifo[:0]
 	l.s2cOK = false
+	l.uops = 0
+	l.uSpan.Store(false)
+	p.untracked = false
 	l.mu.Unlock()
 	s.relayServer(c)
 	return nil
@@ -333,6 +366,14 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 	}
 	if tooBig {
 		p.exch.other = true
+		if p.trx && typ == 'P' && len(msg) > 5 && msg[5] == 0 {
+			// An unnamed Parse too big to keep: the client has a
+			// statement only this server holds (pooled_unnamed.go).
+			if _, err := p.parseUnnamed(nil); err != nil {
+				return nil, err
+			}
+		}
+		p.untracked = true
 		return msg, nil // passed as it came (at most maxHeld is held): statement names are not rewritten
 	}
 	return p.rewrite(typ, msg)
@@ -347,10 +388,15 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		name, rest := pgwire.CutCString(body)
 		sql, _ := pgwire.CutCString(rest)
 		p.pin(sql)
-		if name == "" || p.s.cfg.Pool.MaxPrepared == 0 {
-			// Unnamed (lives until the next Parse, within this
-			// transaction), or max_prepared_statements 0: as it is.
-			p.push(fifoEntry{kind: 'P'})
+		if name == "" {
+			out, err := p.parseUnnamed(msg) // pooled_unnamed.go
+			if err != nil {
+				return nil, err
+			}
+			return append(out, msg...), nil
+		}
+		if p.s.cfg.Pool.MaxPrepared == 0 {
+			p.push(fifoEntry{kind: 'P'}) // max_prepared_statements 0: as it is
 			return msg, nil
 		}
 		server := serverStmtName(rest)
@@ -368,6 +414,7 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		} else {
 			l.fifo = append(l.fifo, fifoEntry{kind: 'C', asParse: true})
 		}
+		p.untracked = false
 		l.mu.Unlock()
 		if has {
 			return closeMsg('S', noSuchStatement), nil
@@ -379,9 +426,17 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		if name != "" {
 			p.exch.other = true // a statement prepared before: not one of this exchange's SETs
 		}
+		defer func() { p.untracked = true }()
+		if name == "" {
+			out, err := p.useUnnamed() // pooled_unnamed.go
+			if err != nil {
+				return nil, err
+			}
+			return append(out, msg...), nil
+		}
 		st := p.stmts[name]
-		if name == "" || st == nil {
-			return msg, nil // unnamed, or unknown: the server says so
+		if st == nil {
+			return msg, nil // unknown: the server says so
 		}
 		out := p.ensurePrepared(st)
 		nb := append(append([]byte(portal), 0), st.server...)
@@ -397,14 +452,28 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		name, _ := pgwire.CutCString(body[1:])
 		st := p.stmts[name]
 		if typ == 'C' {
+			if name == "" {
+				if err := p.closeUnnamed(); err != nil { // pooled_unnamed.go
+					return nil, err
+				}
+				return msg, nil
+			}
 			p.push(fifoEntry{kind: 'C'})
-			if name == "" || st == nil {
+			if st == nil {
 				return msg, nil
 			}
 			p.forget(name)
 			return closeMsg('S', noSuchStatement), nil // other clients may share it on the server
 		}
-		if name == "" || st == nil {
+		defer func() { p.untracked = true }()
+		if name == "" {
+			out, err := p.useUnnamed()
+			if err != nil {
+				return nil, err
+			}
+			return append(out, msg...), nil
+		}
+		if st == nil {
 			return msg, nil
 		}
 		out := p.ensurePrepared(st)
@@ -431,6 +500,7 @@ func (p *clientPolicy) push(e fifoEntry) {
 	l := &p.ps.link
 	l.mu.Lock()
 	l.fifo = append(l.fifo, e)
+	p.untracked = false
 	l.mu.Unlock()
 }
 
@@ -499,9 +569,13 @@ func (p *serverPolicy) mode(toServer bool, typ byte, n int) msgMode {
 		if len(l.fifo) > 0 && l.fifo[0].kind != 'Z' {
 			p.action = l.fifo[0]
 			l.fifo = l.fifo[1:]
+			l.answeredUnnamedLocked(&p.action)
 		}
 		l.mu.Unlock()
-		if p.action.swallow || p.action.asParse {
+		if p.action.swallow {
+			return modeDrop // the answer to the proxy's own message: no policy after this one sees it
+		}
+		if p.action.asParse {
 			return modeHold
 		}
 	}
@@ -528,6 +602,7 @@ func (p *serverPolicy) inspect(toServer bool, typ byte, body []byte, truncated b
 				sets = e.sets
 				break
 			}
+			l.answeredUnnamedLocked(&e)
 		}
 		if len(sets) > 0 && !l.errored {
 			p.settled(sets)
@@ -543,11 +618,22 @@ func (p *serverPolicy) inspect(toServer bool, typ byte, body []byte, truncated b
 	case 'E':
 		l.errored = true
 		// The server skips to the next Sync: what it skipped is not prepared.
-		for len(l.fifo) > 0 && l.fifo[0].kind != 'Z' {
-			if e := l.fifo[0]; e.kind == 'P' && e.name != "" {
+		var first fifoEntry
+		failed := false
+		for i := 0; len(l.fifo) > 0 && l.fifo[0].kind != 'Z'; i++ {
+			e := l.fifo[0]
+			if e.kind == 'P' && e.name != "" {
 				delete(p.c.Prepared, e.name)
 			}
+			if uopPending(e.uop) && first.uop == unnamedNone {
+				// At the head, a Parse's entry is the error's own.
+				first, failed = e, i == 0 && e.kind == 'P'
+			}
 			l.fifo = l.fifo[1:]
+			l.answeredUnnamedLocked(&e)
+		}
+		if first.uop != unnamedNone {
+			p.resolveUnnamedLocked(first, failed)
 		}
 	}
 	return nil
@@ -755,7 +841,15 @@ func (s *session) startPooledRelay() *pump {
 	c2s := &pump{s: s, pol: pol, toServer: true, src: s.client, dst: cp.w, count: &s.bytesIn, rawSrc: rawConn(s.client), flushEach: s.guarded()}
 	c2s.pending, s.clientPending = s.clientPending, nil
 	if c2s.flushEach && s.guard != nil {
-		c2s.mayWait = s.guard.mayWait
+		g := s.guard
+		c2s.mayWait = func(byte) bool { return g.mayWait() }
+	}
+	if cp.trx { // a Bind may wait for answers (pooled_unnamed.go)
+		always, guard := c2s.flushEach && c2s.mayWait == nil, c2s.mayWait
+		c2s.flushEach = true
+		c2s.mayWait = func(typ byte) bool {
+			return always || cp.mayWait(typ) || guard != nil && guard(typ)
+		}
 	}
 	// Parked when idle (park_linux.go): transaction mode, a plain TCP
 	// client (TLS reads go through crypto/tls), not a guarded session
@@ -765,6 +859,7 @@ func (s *session) startPooledRelay() *pump {
 		c2s.park = cp.parkNow
 	}
 	l.s2cIdle = make(chan struct{}, 1)
+	l.uKick = make(chan struct{}, 1)
 	if c := l.conn; c != nil { // session mode: the server is the session's
 		cp.w.set(c)
 		s.relayServer(c)

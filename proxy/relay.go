@@ -96,10 +96,11 @@ type pump struct {
 	// for the server. Never server→client, where no policy waits: held
 	// messages (a masked session's DataRows) are written once per read.
 	flushEach bool
-	// mayWait, when set, says whether the policy's mode may wait now (the
-	// guard's readOnlyGuard.mayWait): flushEach flushes only then, so a
+	// mayWait, when set, says whether the policy's mode or decide may wait
+	// now, at a message of type typ (the guard's readOnlyGuard.mayWait, a
+	// pooled client's clientPolicy.mayWait): flushEach flushes only then, so a
 	// batch the guard will not wait in goes out in one write.
-	mayWait func() bool
+	mayWait func(typ byte) bool
 	// stop, when set, is asked at message boundaries whether to let go of
 	// the source (a pooled session's server side): run then returns nil.
 	stop func() bool
@@ -268,7 +269,7 @@ func (p *pump) process(data []byte) (int, error) {
 			if err := p.checkLength(typ, n); err != nil {
 				return 0, err
 			}
-			if p.flushEach && (i > start || len(p.out) > 0) && (p.mayWait == nil || p.mayWait()) {
+			if p.flushEach && (i > start || len(p.out) > 0) && (p.mayWait == nil || p.mayWait(typ)) {
 				// The read-only guard may wait in mode for the answer to
 				// what came before: that must be on its way first.
 				if err := p.flush(data[start:i]); err != nil {
@@ -433,7 +434,8 @@ func newPump(s *session, toServer bool, src io.Reader, dst io.Writer, count *ato
 	p := &pump{s: s, pol: s.pumpPolicy(), toServer: toServer, src: src, dst: dst, count: count, flushEach: toServer && s.guarded(),
 		large: !toServer && s.mask != nil}
 	if p.flushEach && s.guard != nil {
-		p.mayWait = s.guard.mayWait
+		g := s.guard
+		p.mayWait = func(byte) bool { return g.mayWait() }
 	}
 	return p
 }

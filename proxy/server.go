@@ -183,12 +183,13 @@ type Server struct {
 	serveWG  sync.WaitGroup // one per Serve call
 	shutdown chan struct{}  // closed on Shutdown/Close
 
-	poolMu  sync.Mutex
-	pools   *pool.Set                     // made on the first pooled session
-	creds   map[string]*pgauth.Credential // per user, the newest: what the pools log in with
-	fakeKey [32]byte                      // fake secrets of unknown users
-	replay  replayCache                   // replay positions seen by the proxy's own checks (pooled_route.go)
-	wal     walFetcher                    // the primary's WAL position for global reads
+	poolMu   sync.Mutex
+	pools    *pool.Set                     // made on the first pooled session
+	creds    map[string]*pgauth.Credential // per user, the newest: what the pools log in with
+	fakeKey  [32]byte                      // fake secrets of unknown users
+	endPoint atomic.Pointer[endPoint]      // channel binding data of Config.TLS's certificate (pooled.go)
+	replay   replayCache                   // replay positions seen by the proxy's own checks (pooled_route.go)
+	wal      walFetcher                    // the primary's WAL position for global reads
 
 	loopMu      sync.Mutex
 	loops       []*evLoop // started on first use, stopped after the last session

@@ -685,7 +685,8 @@ func backendTLS(c *Config, conn net.Conn, addr string) (net.Conn, error) {
 // mechanism); a backend that itself runs the session over TLS rejects that
 // flag ("SCRAM channel binding negotiation error"). With backend_tls other
 // than disable, such clients need channel_binding=disable; proxy-side
-// authentication (a later milestone) removes the limit.
+// authentication (auth.mode: proxy) removes the limit: there the proxy
+// offers SCRAM-SHA-256-PLUS bound to its own certificate (pooled.go).
 func (s *session) relayAuth(br *bufio.Reader) error {
 	out := make([]byte, 0, 1024)
 	flush := func() error {

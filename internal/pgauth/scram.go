@@ -75,6 +75,18 @@ func sanitizeChar(s string) string {
 	return fmt.Sprintf("0x%02x", c)
 }
 
+// sanitizeStr shows a string of a message in an error as PostgreSQL does:
+// at most 30 bytes, each one that is not printable ASCII as '?'.
+func sanitizeStr(s string) string {
+	b := []byte(s[:min(len(s), 30)])
+	for i, c := range b {
+		if c < 0x21 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
 // readAttr reads `attr=value` at the start of s, up to the next comma, and
 // returns the value and what follows the comma.
 func readAttr(s string, attr byte) (value, rest string, err error) {

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
@@ -21,8 +25,14 @@ import (
 //	client → proxy  SASLResponse         →     ClientFinal(body) → AuthenticationSASLFinal body
 //	proxy → client  AuthenticationOk, …        Credential()
 //
-// No channel binding is offered (no SCRAM-SHA-256-PLUS), so the GS2 flags
-// "n" and "y" are accepted and "p" is refused. The user name inside the
+// Channel binding (SCRAM-SHA-256-PLUS, type tls-server-end-point, RFC 5929)
+// is offered when OfferChannelBinding was given the hash of the certificate
+// the client's TLS connection showed; the GS2 flags are then checked as
+// PostgreSQL does (auth-scram.c): "p" only with -PLUS and its cbind-data
+// must match ("SCRAM channel binding check failed", 28000), "n" only
+// without it, and "y" (the client could bind but thinks the server cannot:
+// a downgrade) is refused (28000). Without it, "n" and "y" are accepted and
+// "p" is refused. The user name inside the
 // SCRAM messages is ignored, as PostgreSQL does: the startup packet's
 // counts. A SCRAMServer is single-use and not safe for concurrent use.
 type SCRAMServer struct {
@@ -35,6 +45,8 @@ type SCRAMServer struct {
 	step            int // 0 before ClientFirst, 1 before ClientFinal, 2 done
 	ok              bool
 	cbind           byte
+	endPoint        []byte // tls-server-end-point data: SCRAM-SHA-256-PLUS offered
+	plus            bool   // the client chose SCRAM-SHA-256-PLUS
 	clientNonce     string
 	clientFirstBare string
 	serverFirst     string
@@ -90,12 +102,53 @@ func randomNonce() string {
 	return base64.StdEncoding.EncodeToString(raw[:])
 }
 
+// OfferChannelBinding offers SCRAM-SHA-256-PLUS (call it before
+// Mechanisms) to a client connected over TLS: endPoint is the
+// tls-server-end-point data of the certificate the proxy showed it
+// (TLSServerEndPoint). Nil offers nothing.
+func (s *SCRAMServer) OfferChannelBinding(endPoint []byte) {
+	s.endPoint = clone(endPoint)
+}
+
 // Mechanisms returns the body of AuthenticationSASL: int32 10 and the
-// mechanism list, SCRAM-SHA-256 only.
+// mechanism list: SCRAM-SHA-256-PLUS (when offered) and SCRAM-SHA-256, in
+// PostgreSQL's order.
 func (s *SCRAMServer) Mechanisms() []byte {
 	b := binary.BigEndian.AppendUint32(nil, authSASL)
+	if s.endPoint != nil {
+		b = append(append(b, SCRAMSHA256Plus...), 0)
+	}
 	b = append(b, SCRAMSHA256...)
 	return append(b, 0, 0)
+}
+
+// SCRAMSHA256Plus is SCRAM-SHA-256 with channel binding.
+const SCRAMSHA256Plus = SCRAMSHA256 + "-PLUS"
+
+// cbindHeader is the GS2 header of a client that binds: authzid is not
+// supported, so it is always this.
+const cbindHeader = "p=tls-server-end-point,,"
+
+// TLSServerEndPoint returns the tls-server-end-point channel binding data
+// of cert (RFC 5929 §4.1): the hash of its DER encoding with the hash
+// function of its signature algorithm, SHA-256 for MD5 and SHA-1. A
+// signature algorithm with no such hash function (Ed25519, MD2) has none:
+// PostgreSQL cannot bind to it either.
+func TLSServerEndPoint(cert *x509.Certificate) ([]byte, error) {
+	var h hash.Hash
+	switch cert.SignatureAlgorithm {
+	case x509.MD5WithRSA, x509.SHA1WithRSA, x509.DSAWithSHA1, x509.ECDSAWithSHA1,
+		x509.SHA256WithRSA, x509.SHA256WithRSAPSS, x509.ECDSAWithSHA256, x509.DSAWithSHA256:
+		h = sha256.New()
+	case x509.SHA384WithRSA, x509.SHA384WithRSAPSS, x509.ECDSAWithSHA384:
+		h = sha512.New384()
+	case x509.SHA512WithRSA, x509.SHA512WithRSAPSS, x509.ECDSAWithSHA512:
+		h = sha512.New()
+	default:
+		return nil, fmt.Errorf("no tls-server-end-point hash for a certificate signed with %s", cert.SignatureAlgorithm)
+	}
+	h.Write(cert.Raw)
+	return h.Sum(nil), nil
 }
 
 // ClientFirst takes the body of the client's SASLInitialResponse and
@@ -111,7 +164,11 @@ func (s *SCRAMServer) ClientFirst(body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if mech != SCRAMSHA256 {
+	switch {
+	case mech == SCRAMSHA256Plus && s.endPoint != nil:
+		s.plus = true
+	case mech == SCRAMSHA256:
+	default:
 		return nil, pgerr.New(pgerr.ProtocolViolation, "client selected an invalid SASL authentication mechanism")
 	}
 	if err := s.readClientFirst(data); err != nil {
@@ -153,14 +210,33 @@ func (s *SCRAMServer) readClientFirst(data []byte) error {
 		return err
 	}
 	in := string(data)
+	s.cbind = in[0]
 	switch in[0] {
 	case 'n', 'y':
-		// "y": the client could bind but thinks we cannot; we indeed
-		// offer no -PLUS, so this is no downgrade.
-		s.cbind = in[0]
+		if s.plus {
+			return malformed("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.")
+		}
+		if in[0] == 'y' && s.endPoint != nil {
+			// The client could bind but thinks we cannot, and we offered
+			// -PLUS: someone in between took it off the list.
+			e := pgerr.New(pgerr.InvalidAuthorization, "SCRAM channel binding negotiation error")
+			e.Detail = "The client supports SCRAM channel binding but thinks the server does not.  However, this server does support channel binding."
+			e.Err = errors.New("GS2 flag \"y\" while SCRAM-SHA-256-PLUS was offered (downgrade)")
+			return e
+		}
 		in = in[1:]
 	case 'p':
-		return malformed("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.")
+		if !s.plus {
+			return malformed("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.")
+		}
+		typ, _, err := readAttr(in, 'p')
+		if err != nil {
+			return err
+		}
+		if typ != "tls-server-end-point" {
+			return pgerr.New(pgerr.ProtocolViolation, "unsupported SCRAM channel-binding type \"%s\"", sanitizeStr(typ))
+		}
+		in = in[2+len(typ):]
 	default:
 		return malformed("Unexpected channel-binding flag %s.", sanitizeChar(in))
 	}
@@ -251,9 +327,17 @@ func (s *SCRAMServer) readClientFinal(data []byte) (withoutProof, nonce string, 
 	if err != nil {
 		return "", "", nil, err
 	}
-	// Without channel binding c= is the base64 of the GS2 header, "n,,"
-	// or "y,,", and must repeat the flag of client-first.
-	if !(cb == "biws" && s.cbind == 'n') && !(cb == "eSws" && s.cbind == 'y') {
+	if s.plus {
+		// c= is the base64 of the GS2 header and the certificate's hash.
+		want := base64.StdEncoding.EncodeToString(append([]byte(cbindHeader), s.endPoint...))
+		if subtle.ConstantTimeCompare([]byte(cb), []byte(want)) != 1 {
+			e := pgerr.New(pgerr.InvalidAuthorization, "SCRAM channel binding check failed")
+			e.Err = errors.New("the client's channel binding data is not the hash of the proxy's certificate")
+			return "", "", nil, e
+		}
+	} else if !(cb == "biws" && s.cbind == 'n') && !(cb == "eSws" && s.cbind == 'y') {
+		// Without channel binding c= is the base64 of the GS2 header,
+		// "n,," or "y,,", and must repeat the flag of client-first.
 		return "", "", nil, pgerr.New(pgerr.ProtocolViolation, "unexpected SCRAM channel-binding attribute in client-final-message")
 	}
 	if nonce, in, err = readAttr(in, 'r'); err != nil {

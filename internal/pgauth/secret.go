@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,14 +190,60 @@ var processKey = sync.OnceValue(func() []byte {
 	return k
 })
 
+// MockKey derives a key for FakeSecret from secret material that stays
+// the same across restarts and across instances given the same files (the
+// SCRAM verifiers of an auth file: UserlistMockMaterial; a TLS private
+// key). The material must be secret and hard to guess: FakeSecret's salts,
+// which anyone can ask for, are a function of it. Nil material gives nil.
+func MockKey(material ...[]byte) []byte {
+	if len(material) == 0 {
+		return nil
+	}
+	m := hmac.New(sha256.New, []byte("pgproxy mock authentication key v1"))
+	for _, b := range material {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		m.Write(n[:])
+		m.Write(b)
+	}
+	return m.Sum(nil)
+}
+
+// UserlistMockMaterial returns the SCRAM verifiers of ul (user, iterations,
+// salt, StoredKey, ServerKey, sorted by user) as MockKey material: secret,
+// and unguessable (each has a random salt). md5 hashes and plaintexts are
+// left out: a weak password would let FakeSecret's salts be checked
+// against guesses. Nil when ul has no SCRAM verifier.
+func UserlistMockMaterial(ul Userlist) []byte {
+	users := make([]string, 0, len(ul))
+	for u, sec := range ul {
+		if sec.Kind == KindSCRAM && sec.hasSCRAM() {
+			users = append(users, u)
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	slices.Sort(users)
+	var b []byte
+	for _, u := range users {
+		sec := ul[u]
+		for _, part := range [][]byte{[]byte(u), []byte(strconv.Itoa(sec.Iterations)), sec.Salt, sec.StoredKey, sec.ServerKey} {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(part)))
+			b = append(b, part...)
+		}
+	}
+	return b
+}
+
 // FakeSecret returns a deterministic SCRAM verifier for a user that does not
 // exist: salt and keys are HMAC-SHA-256 of the user name under key, with
 // DefaultIterations. An unknown user gets the same salt every time, runs
 // the same exchange as a real one and fails with the same
-// ErrPasswordMismatch. key must be secret (32 random bytes, made once at
-// startup); an empty key uses a random key of this process. A fake user's
-// salt changes when the key does (a proxy restart without a persistent key),
-// which a patient prober could notice.
+// ErrPasswordMismatch. key must be secret and stable (MockKey); an empty
+// key uses a random key of this process. A fake user's salt changes when
+// the key does (with the process key: at every restart, while a real
+// user's stays), which a patient prober could notice.
 func FakeSecret(user string, key []byte) Secret {
 	if len(key) == 0 {
 		key = processKey()

@@ -160,3 +160,19 @@ func TestCredentialCanLogin(t *testing.T) {
 		}
 	}
 }
+
+func TestMockKeyMaterial(t *testing.T) {
+	scram, _ := ParseSecret(SCRAMVerifier("pw", []byte("0123456789abcdef"), 4096))
+	md5sec, _ := ParseSecret("md520c46e3762c864548e296b33c3406aa9")
+	if m := UserlistMockMaterial(Userlist{"a": md5sec, "b": {Kind: KindPlain, Plain: "pw"}}); m != nil {
+		t.Fatalf("md5 and plaintext secrets (guessable) used as material: %x", m)
+	}
+	m1 := UserlistMockMaterial(Userlist{"a": md5sec, "s": scram})
+	m2 := UserlistMockMaterial(Userlist{"s": scram, "a": md5sec})
+	if m1 == nil || !bytes.Equal(MockKey(m1), MockKey(m2)) || len(MockKey(m1)) != 32 {
+		t.Fatal("MockKey of the same userlist differs")
+	}
+	if bytes.Equal(MockKey(m1), MockKey(UserlistMockMaterial(Userlist{"t": scram}))) || MockKey() != nil {
+		t.Fatal("MockKey ignores the user names, or makes a key of nothing")
+	}
+}
