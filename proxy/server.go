@@ -242,13 +242,7 @@ func (s *Server) SetConfig(cfg Config) {
 // masking rules match. c is already in force: a session that decides
 // after this looks decides with it (session.run).
 func (s *Server) endNewlyMasked(c *Config) {
-	s.mu.Lock()
-	list := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		list = append(list, sess)
-	}
-	s.mu.Unlock()
-	for _, sess := range list {
+	for _, sess := range s.openSessions() {
 		sess.mu.Lock()
 		hit := false
 		if sess.maskDecided && sess.mask == nil {
@@ -491,14 +485,20 @@ func (s *Server) beginClose() {
 	}
 }
 
-func (s *Server) closeSessions(reason string) {
+// openSessions is a snapshot of the open sessions (to act on each without
+// holding s.mu).
+func (s *Server) openSessions() []*session {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	list := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
 		list = append(list, sess)
 	}
-	s.mu.Unlock()
-	for _, sess := range list {
+	return list
+}
+
+func (s *Server) closeSessions(reason string) {
+	for _, sess := range s.openSessions() {
 		sess.terminate(reason)
 	}
 }

@@ -46,6 +46,24 @@ func lineageProxy(t *testing.T, m *fakemarquez.Server) *proxytest.Proxy {
 	})
 }
 
+// waitEvents waits for want events, then a moment more (nothing more
+// should come), and returns every event received; fewer fails the test
+// with the job:type of those that came.
+func waitEvents(t *testing.T, m *fakemarquez.Server, want int) []json.RawMessage {
+	t.Helper()
+	if _, err := m.WaitFor(ctxT(t, 20*time.Second), want); err != nil {
+		var got []string
+		for _, r := range m.Events() {
+			var e olEvent
+			_ = json.Unmarshal(r, &e)
+			got = append(got, e.Job.Name+":"+e.EventType)
+		}
+		t.Fatalf("got %d events of %d: %v\n%v", len(m.Events()), want, err, got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	return m.Events()
+}
+
 // runsOf groups events by runId and returns, per job name, the event types
 // of each run in arrival order.
 func runsOf(t *testing.T, raw []json.RawMessage) (map[string][]string, map[string]olEvent) {
@@ -120,18 +138,7 @@ CREATE TABLE vault_project(id int, name text, amount numeric)`
 		}
 	}
 	want := 2 * (len(cases) + 1 + 3)
-	raw, err := m.WaitFor(ctxT(t, 20*time.Second), want)
-	if err != nil {
-		var got []string
-		for _, r := range m.Events() {
-			var e olEvent
-			_ = json.Unmarshal(r, &e)
-			got = append(got, e.Job.Name+":"+e.EventType)
-		}
-		t.Fatalf("got %d events of %d: %v\n%v", len(m.Events()), want, err, got)
-	}
-	time.Sleep(300 * time.Millisecond) // nothing more should come
-	raw = m.Events()
+	raw := waitEvents(t, m, want)
 	if len(raw) != want {
 		t.Errorf("%d events, want %d", len(raw), want)
 	}
@@ -381,17 +388,7 @@ func TestLineageRoutedPerTransaction(t *testing.T) {
 		t.Fatalf("routed %v: the reads did not go to a replica (the test needs them there)", got)
 	}
 	want := 2 * 2 * runs
-	if _, err := m.WaitFor(ctxT(t, 20*time.Second), want); err != nil {
-		var got []string
-		for _, r := range m.Events() {
-			var e olEvent
-			_ = json.Unmarshal(r, &e)
-			got = append(got, e.Job.Name+":"+e.EventType)
-		}
-		t.Fatalf("got %d events of %d: %v\n%v", len(m.Events()), want, err, got)
-	}
-	time.Sleep(300 * time.Millisecond) // nothing more should come
-	byRun, last := runsOf(t, m.Events())
+	byRun, last := runsOf(t, waitEvents(t, m, want))
 	perJob := map[string]int{}
 	for id, types := range byRun {
 		e := last[id]
