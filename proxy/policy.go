@@ -13,10 +13,14 @@ import (
 //   - modePass: the message is forwarded as it arrives, unseen.
 //   - modeInspect: forwarded as it arrives; once complete, inspect sees its
 //     body (at most maxInspect bytes: truncated says more was forwarded).
-//   - modeHold: kept whole (at most maxHeld bytes: tooBig says it was not);
-//     decide gets the whole message, header included, and returns what to
-//     forward instead: the message itself, a replacement (any number of
-//     whole messages, or none), or an error that ends the session.
+//   - modeHold: kept whole; decide gets the whole message, header
+//     included, and returns what to forward instead: the message itself, a
+//     replacement (any number of whole messages, or none), or an error that
+//     ends the session. A message larger than maxHeld is decided on its
+//     first maxHeld bytes (tooBig): when the answer ends in a message start
+//     that wants exactly the bytes still to come (the start itself, or a
+//     rewritten one), they stream behind it; else they are dropped
+//     (pump.overflow).
 //   - modeDrop: nothing of the message is forwarded, and no policy sees it
 //     (in a chain, none after the one that dropped it is asked).
 //

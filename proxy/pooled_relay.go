@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -365,18 +368,94 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 		return p.routeHeld(typ, msg) // pooled_route.go
 	}
 	if tooBig {
-		p.exch.other = true
-		if p.trx && typ == 'P' && len(msg) > 5 && msg[5] == 0 {
-			// An unnamed Parse too big to keep: the client has a
-			// statement only this server holds (pooled_unnamed.go).
-			if _, err := p.parseUnnamed(nil); err != nil {
-				return nil, err
-			}
-		}
-		p.untracked = true
-		return msg, nil // passed as it came (at most maxHeld is held): statement names are not rewritten
+		return p.rewriteBig(typ, msg)
 	}
 	return p.rewrite(typ, msg)
+}
+
+// bigStmtSeq numbers the server-side names of statements too big to keep.
+var bigStmtSeq atomic.Uint64
+
+// rewriteBig is what the server gets for the start of a Parse or Bind
+// larger than maxHeld (msg: its header and first bytes; the rest streams
+// behind what is returned, relay.go's overflow).
+//
+//   - An unnamed Parse goes as it came: the client's unnamed statement is
+//     then one only this server holds (pooled_unnamed.go).
+//   - A named Parse goes under a name of its own (pgproxy_big_N), never
+//     shared with another client (a name from its text, as for the others,
+//     would need all of it) and not kept to prepare again: a Bind of it on
+//     another server gets PostgreSQL's 26000, and a Close of it closes it.
+//   - A Bind goes under its statement's server-side name.
+func (p *clientPolicy) rewriteBig(typ byte, msg []byte) ([]byte, error) {
+	p.exch.other = true
+	body := msg[5:]
+	name, rest, ok := cutName(body)
+	switch {
+	case typ == 'P' && ok && name == "":
+		if _, err := p.parseUnnamed(nil); err != nil {
+			return nil, err
+		}
+		p.untracked = true
+		return msg, nil
+	case typ == 'P' && ok && p.s.cfg.Pool.MaxPrepared != 0: // 0: names are the client's, as they are
+		st := &clientStmt{server: fmt.Sprintf("pgproxy_big_%d", bigStmtSeq.Add(1)), class: sqlscan.ClassWrite}
+		p.remember(name, st)
+		l := &p.ps.link
+		l.mu.Lock()
+		l.conn.Prepared[st.server] = struct{}{}
+		l.fifo = append(l.fifo, fifoEntry{kind: 'P', name: st.server})
+		p.untracked = false
+		l.mu.Unlock()
+		return renamed(nil, msg, nil, st.server, rest), nil
+	case typ == 'B' && ok:
+		portal := name
+		name, rest, ok = cutName(rest)
+		if !ok {
+			break
+		}
+		defer func() { p.untracked = true }()
+		if name == "" {
+			out, err := p.useUnnamed() // pooled_unnamed.go
+			if err != nil {
+				return nil, err
+			}
+			return append(out, msg...), nil
+		}
+		st := p.stmts[name]
+		if st == nil {
+			return msg, nil // unknown: the server says so
+		}
+		out := p.ensurePrepared(st)
+		return renamed(out, msg, append([]byte(portal), 0), st.server, rest), nil
+	}
+	p.untracked = true
+	return msg, nil // no name in the first maxHeld bytes: the server says what is wrong
+}
+
+// cutName cuts the NUL-terminated name at the start of body; ok false
+// when body holds no NUL.
+func cutName(body []byte) (name string, rest []byte, ok bool) {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
+		return "", nil, false
+	}
+	return string(body[:i]), body[i+1:], true
+}
+
+// renamed appends to out the start of a message too big to hold (msg:
+// its header and the bytes held) under a new name: its type, its length
+// changed by the difference, prefix (a Bind's portal and NUL), name, NUL,
+// and rest (the bytes held after the old name). The rest of the message
+// streams behind it.
+func renamed(out, msg, prefix []byte, name string, rest []byte) []byte {
+	held := len(prefix) + len(name) + 1 + len(rest)
+	n := int(binary.BigEndian.Uint32(msg[1:5])) + held - (len(msg) - 5)
+	out = append(out, msg[0])
+	out = binary.BigEndian.AppendUint32(out, uint32(n))
+	out = append(out, prefix...)
+	out = append(append(out, name...), 0)
+	return append(out, rest...)
 }
 
 // rewrite is what the server gets for a held Parse, Bind, Describe or
@@ -463,6 +542,13 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 				return msg, nil
 			}
 			p.forget(name)
+			if st.parse == nil { // too big to keep (rewriteBig): no other client has it
+				l := &p.ps.link
+				l.mu.Lock()
+				delete(l.conn.Prepared, st.server)
+				l.mu.Unlock()
+				return closeMsg('S', st.server), nil
+			}
 			return closeMsg('S', noSuchStatement), nil // other clients may share it on the server
 		}
 		defer func() { p.untracked = true }()
@@ -488,8 +574,8 @@ func (p *clientPolicy) ensurePrepared(st *clientStmt) []byte {
 	l := &p.ps.link
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, has := l.conn.Prepared[st.server]; has {
-		return nil
+	if _, has := l.conn.Prepared[st.server]; has || st.parse == nil {
+		return nil // on this server; or too big to keep (rewriteBig): PostgreSQL says 26000
 	}
 	l.conn.Prepared[st.server] = struct{}{}
 	l.fifo = append(l.fifo, fifoEntry{kind: 'P', swallow: true, name: st.server})

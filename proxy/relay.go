@@ -305,10 +305,26 @@ func (p *pump) process(data []byte) (int, error) {
 			case modeHold:
 				if len(p.scratch)+k <= maxHeld {
 					p.scratch = append(p.scratch, data[i:i+k]...)
-				} else {
-					p.tooBig = true
+					start = i + k
+					break
 				}
-				start = i + k
+				// Too big to hold: the policy decides on what is held
+				// (maxHeld bytes), and the rest of the message streams
+				// behind what it returns, or is dropped (overflow).
+				take := maxHeld - len(p.scratch)
+				p.scratch = append(p.scratch, data[i:i+take]...)
+				p.tooBig = true
+				mode, err := p.overflow(p.rem - take)
+				if err != nil {
+					return 0, err
+				}
+				p.mode = mode
+				p.scratch = nil
+				if mode == modePass {
+					start = i + take
+				} else {
+					start = i + k
+				}
 			case modeDrop:
 				start = i + k
 			}
@@ -339,6 +355,39 @@ func (p *pump) process(data []byte) (int, error) {
 		}
 	}
 	return 0, p.flush(data[start:])
+}
+
+// overflow decides on a held message that grew past maxHeld, with rest of
+// its bytes still to come: the policy's answer goes out, and the rest
+// streams (modePass) when the answer's last message is a header and start
+// that wants exactly rest more bytes (the message itself, or a rewritten
+// start of it: a pooled Bind under its server-side name), else it is
+// dropped (modeDrop: a refusal, whose answer is whole messages).
+func (p *pump) overflow(rest int) (msgMode, error) {
+	out, err := p.pol.decide(p.toServer, p.typ, p.scratch, true)
+	if err != nil {
+		_ = p.flush(nil) // what came before the message still goes
+		return 0, err
+	}
+	p.out = append(p.out, out...)
+	b := out
+	for len(b) >= 5 {
+		n := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+		if n < 5 {
+			break
+		}
+		if n > len(b) {
+			if n-len(b) == rest {
+				return modePass, nil
+			}
+			break
+		}
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		return 0, &relayEnd{reason: "internal_error", err: fmt.Errorf("pgproxy: a policy's answer to a message too big to hold does not frame (type %q)", p.typ)}
+	}
+	return modeDrop, nil
 }
 
 // flush writes what the held messages of one read left in p.out, then
