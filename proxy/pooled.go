@@ -675,11 +675,50 @@ func execSimple(c *pool.Conn, sql string, timeout time.Duration) error {
 // queryValue runs sql (one row, one column, or none) on c, which nobody
 // else reads now, and returns the value ("" for NULL or no row).
 func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error) {
+	c.Unnamed = 0 // a simple Query drops the unnamed statement (pooled_unnamed.go)
+	v, _, err := roundTrip(c, pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0)), sql, timeout)
+	return v, err
+}
+
+// queryPrepared is queryValue for a statement the proxy runs often on its
+// own (the WAL positions of per-transaction routing): prepared once per
+// server as name (kept in c.Prepared, which DISCARD ALL clears), then only
+// bound and executed, which spares the server parsing and planning it
+// each time. A server that lost it (26000) gets the Parse again.
+func queryPrepared(c *pool.Conn, name, sql string, timeout time.Duration) (string, error) {
+	for try := 0; ; try++ {
+		_, has := c.Prepared[name]
+		var req []byte
+		if !has {
+			req = pgwire.AppendMessage(req, 'P', append(append(append([]byte(name), 0), sql...), 0, 0, 0))
+		}
+		// Bind: unnamed portal, the statement, no parameter formats, no
+		// parameters, no result formats (text).
+		req = pgwire.AppendMessage(req, 'B', append(append([]byte{0}, name...), 0, 0, 0, 0, 0, 0, 0))
+		req = pgwire.AppendMessage(req, 'E', []byte{0, 0, 0, 0, 0})
+		req = pgwire.AppendMessage(req, 'S', nil)
+		v, parsed, err := roundTrip(c, req, sql, timeout)
+		if parsed {
+			c.Prepared[name] = struct{}{}
+		}
+		var pe *pgerr.Error
+		if has && try == 0 && errors.As(err, &pe) && pe.Code == pgerr.InvalidSQLStatementName {
+			delete(c.Prepared, name)
+			continue
+		}
+		return v, err
+	}
+}
+
+// roundTrip writes req (ending in a Query or a Sync) to c and reads the
+// answers to their ReadyForQuery, keeping the ParameterStatus values they
+// report. It returns the first column of the last DataRow, whether a
+// ParseComplete came, and the first ErrorResponse.
+func roundTrip(c *pool.Conn, req []byte, sql string, timeout time.Duration) (string, bool, error) {
 	_ = c.Net.SetDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.Net.SetDeadline(time.Time{}) }()
-	c.Unnamed = 0 // a simple Query drops the unnamed statement (pooled_unnamed.go)
-	if _, err := c.Net.Write(pgwire.AppendMessage(nil, 'Q', append([]byte(sql), 0))); err != nil {
-		return "", err
+	if _, err := c.Net.Write(req); err != nil {
+		return "", false, err
 	}
 	var src io.Reader = c.Net
 	if len(c.Pending) > 0 {
@@ -688,13 +727,15 @@ func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error)
 	}
 	br := bufio.NewReaderSize(src, 4096)
 	var first error
-	value := ""
+	value, parsed := "", false
 	for {
 		typ, body, err := pgwire.ReadMessage(br, largeMessageLimit)
 		if err != nil {
-			return "", fmt.Errorf("server %s: %w", c.Key.Addr, err)
+			return "", parsed, fmt.Errorf("server %s: %w", c.Key.Addr, err)
 		}
 		switch typ {
+		case '1':
+			parsed = true
 		case 'S':
 			if k, v, ok := pgwire.ParseParameterStatus(body); ok {
 				c.Params[k] = v
@@ -719,7 +760,7 @@ func queryValue(c *pool.Conn, sql string, timeout time.Duration) (string, error)
 			if first == nil && (len(body) != 1 || body[0] != 'I') {
 				first = fmt.Errorf("server %s not idle after %q", c.Key.Addr, sql)
 			}
-			return value, first
+			return value, parsed, first
 		}
 	}
 }

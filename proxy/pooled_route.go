@@ -519,7 +519,7 @@ func (s *session) afterTransaction(c *pool.Conn) bool {
 // walInsertPosition reads the primary's WAL insert position on c as a
 // floor (walFloor).
 func walInsertPosition(c *pool.Conn, timeout time.Duration) (int64, error) {
-	v, err := queryValue(c, "SELECT pg_catalog.pg_current_wal_insert_lsn()", timeout)
+	v, err := queryPrepared(c, "pgproxy_wal_insert_lsn", "SELECT pg_catalog.pg_current_wal_insert_lsn()", timeout)
 	if err != nil {
 		return 0, err
 	}
@@ -533,7 +533,7 @@ func walInsertPosition(c *pool.Conn, timeout time.Duration) (int64, error) {
 // replayPosition reads a replica's pg_last_wal_replay_lsn() on c; a
 // server that is not in recovery (promoted) is an error.
 func replayPosition(c *pool.Conn, timeout time.Duration) (int64, error) {
-	v, err := queryValue(c, "SELECT pg_catalog.pg_last_wal_replay_lsn()", timeout)
+	v, err := queryPrepared(c, "pgproxy_wal_replay_lsn", "SELECT pg_catalog.pg_last_wal_replay_lsn()", timeout)
 	if err != nil {
 		return 0, err
 	}
