@@ -684,6 +684,12 @@ func (p *clientPolicy) answerProxy(sql string, cl sqlscan.Class) error {
 	r := p.ps.route
 	p.resetHeld()
 	p.s.waitRelayIdle() // the last server's relay is done writing to the client, and the last position is learned
+	// A simple Query drops the unnamed statement (exec_simple_query): one
+	// the proxy answers too (pooled_unnamed.go).
+	l := &p.ps.link
+	l.mu.Lock()
+	l.unnamed = nil
+	l.mu.Unlock()
 	var out []byte
 	fail := func(code, msg string) {
 		out = pgerr.Encode(out, "ERROR", code, msg)

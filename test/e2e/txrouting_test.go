@@ -592,6 +592,18 @@ func TestProxySettings(t *testing.T) {
 	if err := ext.QueryRow(ctx, "SELECT 1::text").Scan(&v); err != nil || v != "1" {
 		t.Errorf("after the refusal: %q, %v", v, err)
 	}
+	// A Query answered by the proxy drops the unnamed statement, as any
+	// simple Query does in PostgreSQL.
+	pc := ext.PgConn()
+	if _, err := pc.Prepare(ctx, "", "SELECT 1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Exec(ctx, "SHOW pgproxy.consistency").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sqlState(pc.ExecPrepared(ctx, "", nil, nil, nil).Read().Err); got != "26000" {
+		t.Errorf("unnamed statement after a proxy-answered Query: %s, want 26000", got)
+	}
 	// Not forwarded: the servers never saw a pgproxy.* setting.
 	var n int
 	if err := cluster.Primary().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%pgproxy.%' AND pid <> pg_backend_pid()", &n); err != nil || n != 0 {
