@@ -3,11 +3,11 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -373,8 +373,15 @@ func (p *clientPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) 
 	return p.rewrite(typ, msg)
 }
 
-// bigStmtSeq numbers the server-side names of statements too big to keep.
-var bigStmtSeq atomic.Uint64
+// bigStmtName is a server-side name for a statement too big to keep: random,
+// so that no other client can Bind it by guessing (the other names come
+// from their statement's text, which a client that knows it may as well
+// send itself).
+func bigStmtName() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "pgproxy_big_" + hex.EncodeToString(b[:])
+}
 
 // rewriteBig is what the server gets for the start of a Parse or Bind
 // larger than maxHeld (msg: its header and first bytes; the rest streams
@@ -382,7 +389,7 @@ var bigStmtSeq atomic.Uint64
 //
 //   - An unnamed Parse goes as it came: the client's unnamed statement is
 //     then one only this server holds (pooled_unnamed.go).
-//   - A named Parse goes under a name of its own (pgproxy_big_N), never
+//   - A named Parse goes under a name of its own (pgproxy_big_<random>), never
 //     shared with another client (a name from its text, as for the others,
 //     would need all of it) and not kept to prepare again: a Bind of it on
 //     another server gets PostgreSQL's 26000, and a Close of it closes it.
@@ -399,7 +406,7 @@ func (p *clientPolicy) rewriteBig(typ byte, msg []byte) ([]byte, error) {
 		p.untracked = true
 		return msg, nil
 	case typ == 'P' && ok && p.s.cfg.Pool.MaxPrepared != 0: // 0: names are the client's, as they are
-		st := &clientStmt{server: fmt.Sprintf("pgproxy_big_%d", bigStmtSeq.Add(1)), class: sqlscan.ClassWrite}
+		st := &clientStmt{server: bigStmtName(), class: sqlscan.ClassWrite}
 		p.remember(name, st)
 		l := &p.ps.link
 		l.mu.Lock()
