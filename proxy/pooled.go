@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -710,6 +711,10 @@ func queryPrepared(c *pool.Conn, name, sql string, timeout time.Duration) (strin
 	}
 }
 
+// roundTripReaders are roundTrip's read buffers (a global read's WAL
+// position is one round trip every few reads: not 4 KiB of garbage each).
+var roundTripReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
 // roundTrip writes req (ending in a Query or a Sync) to c and reads the
 // answers to their ReadyForQuery, keeping the ParameterStatus values they
 // report. It returns the first column of the last DataRow, whether a
@@ -725,7 +730,12 @@ func roundTrip(c *pool.Conn, req []byte, sql string, timeout time.Duration) (str
 		src = io.MultiReader(bytes.NewReader(c.Pending), c.Net)
 		c.Pending = nil
 	}
-	br := bufio.NewReaderSize(src, 4096)
+	br := roundTripReaders.Get().(*bufio.Reader)
+	br.Reset(src)
+	defer func() {
+		br.Reset(nil)
+		roundTripReaders.Put(br)
+	}()
 	var first error
 	value, parsed := "", false
 	for {
