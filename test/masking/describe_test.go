@@ -3,6 +3,7 @@ package masking_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +113,28 @@ func TestDescribeBeforeExecute(t *testing.T) {
 					&pgproto3.Execute{}, &pgproto3.Sync{})
 				check("Bind, Describe, Execute", rawRead(ctx, t, pc, isRFQ), 1)
 			}
+			// A refusal in the same batch is placed after the Execute's
+			// answers (the guard counts no Describe the proxy did not send).
+			rawSend(t, pc, &pgproto3.Bind{PreparedStatement: "secret"}, &pgproto3.Describe{ObjectType: 'P'},
+				&pgproto3.Execute{}, &pgproto3.Parse{Name: "refused", Query: "SELECT lower(email) FROM res_partner"}, &pgproto3.Sync{})
+			var order []string
+			a := rawRead(ctx, t, pc, func(m pgproto3.BackendMessage) bool {
+				switch m.(type) {
+				case *pgproto3.CommandComplete:
+					order = append(order, "C")
+				case *pgproto3.ErrorResponse:
+					order = append(order, "E")
+				}
+				return isRFQ(m)
+			})
+			var pe *pgconn.PgError
+			if !errors.As(a.err, &pe) || pe.Code != "42501" || len(a.rows) != 3 || a.descs != 1 || strings.Join(order, " ") != "C E" {
+				t.Fatalf("Describe, Execute, refused Parse: %d rows, %d RowDescriptions, %q, error %v; want 3, 1, the rows' CommandComplete then 42501", len(a.rows), a.descs, order, a.err)
+			}
+			if v := leaked(rec.bytes()); v != "" {
+				t.Fatalf("the clear value %q reached the client", v)
+			}
+
 			// A Flush between: the proxy describes the portal again.
 			rawSend(t, pc, &pgproto3.Bind{PreparedStatement: "secret"}, &pgproto3.Describe{ObjectType: 'P'},
 				&pgproto3.Flush{}, &pgproto3.Execute{}, &pgproto3.Sync{})
@@ -139,7 +162,7 @@ func TestDescribeBeforeExecute(t *testing.T) {
 				t.Fatalf("parse: %v", a.err)
 			}
 			rawSend(t, pc, &pgproto3.Bind{PreparedStatement: "vat"}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Flush{})
-			a := rawRead(ctx, t, pc, func(m pgproto3.BackendMessage) bool { _, ok := m.(*pgproto3.RowDescription); return ok })
+			a = rawRead(ctx, t, pc, func(m pgproto3.BackendMessage) bool { _, ok := m.(*pgproto3.RowDescription); return ok })
 			if a.err != nil {
 				t.Fatal(a.err)
 			}
@@ -147,7 +170,6 @@ func TestDescribeBeforeExecute(t *testing.T) {
 			rawSend(t, pc, &pgproto3.Execute{}, &pgproto3.Sync{})
 			a = rawRead(ctx, t, pc, isRFQ)
 			if a.err != nil {
-				var pe *pgconn.PgError
 				if errors.As(a.err, &pe) {
 					t.Fatalf("execute after the reload: %s %s", pe.Code, pe.Message)
 				}
