@@ -34,6 +34,23 @@ import (
 // description known ends the session: nothing unresolved reaches the
 // client.
 //
+// One Execute gets no Describe of the policy's own: one of the unnamed
+// portal that comes right after the client's own Describe of the unnamed
+// portal (libpq's PQexecPrepared, PQexecParams: Bind, Describe, Execute,
+// Sync), with nothing between them. The server then receives that
+// Describe and the Execute back to back, as it would the policy's (a
+// Describe of a portal changes nothing), so the description the policy
+// reads from the answer to the client's is the one it would have read
+// from its own. "Nothing between" is strict: the Describe must be the last
+// message the policy saw forwarded (inspect, including what other
+// policies forward in its stead), and mode, which sees every message the
+// client sends first, forgets it at any other message (a Flush too); a
+// RELOAD put in force at the Execute (refresh) forgets it too, so the
+// rows are resolved under the new rules. The Execute's length (9: an
+// empty portal name and the row limit) tells it is of the unnamed portal
+// when mode must decide (the read-only guard counts the answers the
+// server owes from there: forwardedExecute).
+//
 // To tell its own Describe's answer from the client's, the client→server
 // direction queues what the server will answer (link below), in the order
 // the server receives it (what the guard forwards: the policy sees the
@@ -85,6 +102,11 @@ type maskPolicy struct {
 	stale     bool                   // rules changed after an overflow: a statement not kept is refused
 	refused   map[string]stmtRefusal // statements the rules in force refuse
 	checks    masking.CheckCache     // check's answers (statements run again)
+	// described: the last message forwarded was a Describe of the unnamed
+	// portal (set by inspect, forgotten by mode at the next message);
+	// ownDescribe: the Execute under way gets the policy's own Describe.
+	described   bool
+	ownDescribe bool
 
 	// server→client only
 	cols     *masking.Columns
@@ -131,10 +153,13 @@ const (
 	// maxMaskQueue bounds the queue of answers the server owes.
 	maxMaskQueue     = 1 << 16
 	injectedDescribe = 'i' // in the queue: the policy's own Describe
+	// executeUnnamedLen is the length (header's) of an Execute of the
+	// unnamed portal: 4, the name's terminator, the row limit.
+	executeUnnamedLen = 4 + 1 + 4
 )
 
 func newMaskPolicy(s *session, set *masking.Set, cat masking.Catalog, seen *Config) *maskPolicy {
-	m := &maskPolicy{s: s, stats: s.srv.metrics, idle: true, seen: seen}
+	m := &maskPolicy{s: s, stats: s.srv.metrics, idle: true, seen: seen, ownDescribe: true}
 	m.cur.Store(&maskRules{set: set, cat: cat})
 	return m
 }
@@ -155,6 +180,11 @@ func (m *maskPolicy) mode(toServer bool, typ byte, n int) msgMode {
 		case 'Q', 'P', 'B', 'D', 'E', 'F':
 			m.refresh()
 		}
+		// An Execute of the unnamed portal (length 9) right after the
+		// client's Describe of it needs no Describe of the policy's own;
+		// any other message forgets the Describe (see maskPolicy).
+		m.ownDescribe = !(typ == 'E' && m.described && n == executeUnnamedLen)
+		m.described = false
 		switch typ {
 		case 'E':
 			return modeHold
@@ -178,6 +208,8 @@ func (m *maskPolicy) mode(toServer bool, typ byte, n int) msgMode {
 // answers is queued.
 func (m *maskPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
 	if toServer {
+		// The last message forwarded: a whole Describe of the unnamed portal?
+		m.described = typ == 'D' && !truncated && len(body) == 2 && body[0] == 'P' && body[1] == 0
 		switch typ {
 		case 'P':
 			m.track(body, truncated)
@@ -253,6 +285,7 @@ func (m *maskPolicy) refresh() {
 		return
 	}
 	m.seen = cfg
+	m.described, m.ownDescribe = false, true // the next Execute's rows are resolved under the new rules
 	var next maskRules
 	if cfg.Masking != nil {
 		m.s.mu.Lock()
@@ -363,9 +396,20 @@ func (m *maskPolicy) decide(toServer bool, typ byte, msg []byte, tooBig bool) ([
 	return msg, nil
 }
 
-// execute sends a Describe of the portal before each Execute.
+// execute sends a Describe of the portal before each Execute, but one
+// right after the client's own Describe of the unnamed portal (mode).
 func (m *maskPolicy) execute(msg []byte) ([]byte, error) {
 	if len(msg) < 6 || msg[0] != 'E' {
+		return msg, nil
+	}
+	if !m.ownDescribe {
+		if len(msg) != 1+executeUnnamedLen || msg[5] != 0 {
+			// mode took its length for an Execute of the unnamed portal.
+			return nil, m.fail(pgerr.ProtocolViolation, "pgproxy: masking: malformed Execute", nil)
+		}
+		if err := m.push('E'); err != nil {
+			return nil, err
+		}
 		return msg, nil
 	}
 	portal, _ := pgwire.CutCString(msg[5:])

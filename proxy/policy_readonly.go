@@ -269,11 +269,13 @@ func (g *readOnlyGuard) mayWait() bool {
 func (g *readOnlyGuard) forwardedExt() { g.extSinceZ++; g.extSinceSync++ }
 
 // forwardedExecute counts an Execute forwarded, and on a masked session
-// the Describe the masking sends before it (policy_masking.go), whose
-// answer the server sends too.
+// the Describe the masking sends before it (policy_masking.go: not after
+// the client's own Describe of the portal), whose answer the server sends
+// too. The masking is first in the chain: its mode for this Execute has
+// run.
 func (g *readOnlyGuard) forwardedExecute() {
 	g.forwardedExt()
-	if g.s.mask != nil {
+	if g.s.mask != nil && g.s.mask.ownDescribe {
 		g.forwardedExt()
 	}
 }

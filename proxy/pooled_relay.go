@@ -831,7 +831,8 @@ func (s *session) serveServer(c *pool.Conn, r *serverRelay) {
 	ps := s.pooled
 	l := &ps.link
 	r.sp.c, r.sp.action, r.ok = c, fifoEntry{}, false
-	r.p = pump{s: s, pol: r.pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: connRaw(c), stop: r.stop}
+	r.p = pump{s: s, pol: r.pol, toServer: false, src: c.Net, dst: ps.clientW, count: &s.bytesOut, rawSrc: connRaw(c), stop: r.stop,
+		large: s.mask != nil}
 	if len(c.Pending) > 0 {
 		r.p.pending, c.Pending = c.Pending, nil
 	}

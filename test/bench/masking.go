@@ -283,7 +283,7 @@ func (r *MaskingReport) Checks() []Check {
 func maskingDoc(r *MaskingReport) string {
 	return fmt.Sprintf("## Column masking (issue 19)\n\n"+
 		"Measured in the same rounds as the tables above, against the same replica, all as role `%s`. Script (`pgbench -f`): `%s` on a table of %d rows (`id int`, `email text`, `vat text`, `city text`): 100 rows of 4 columns per transaction. "+
-		"*pgproxy* is the pass-through pgproxy of the first table (no `masking.rules`: the session relays on an event loop); *pgproxy-masked* is a second pgproxy, same configuration plus `masking.rules` for `%s`: `email: hash`, `vat: partial` (so every session is masked: each statement is checked (parsed once per statement shape and session), each Execute gets a Describe, each row's two masked values are rewritten, and the session relays on a goroutine per direction). "+
+		"*pgproxy* is the pass-through pgproxy of the first table (no `masking.rules`: the session relays on an event loop); *pgproxy-masked* is a second pgproxy, same configuration plus `masking.rules` for `%s`: `email: hash`, `vat: partial` (so every session is masked: each statement is checked (parsed once per statement shape and session), each Execute gets a Describe but one right after the client's own Describe of the unnamed portal (`-M prepared`: libpq's Bind, Describe, Execute, Sync), each row's two masked values are rewritten, and the session relays on a goroutine per direction). "+
 		"The bench checks before the runs that pgproxy-masked rewrites both columns and the other does not.\n\n%s",
 		maskUser, strings.TrimSpace(strings.Split(maskScript, "\n")[1]), maskRows, maskUser, r.Markdown())
 }
