@@ -341,12 +341,8 @@ var hexHash = regexp.MustCompile(`^[0-9a-f]{16}$`)
 // masked results, and no clear value is in any byte the client receives.
 func TestMaskingBypass(t *testing.T) {
 	setup(t)
-	for _, mode := range []string{"", "session", "transaction"} {
-		name := "passthrough"
-		if mode != "" {
-			name = "pool_" + mode
-		}
-		t.Run(name, func(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode string) {
+		{
 			p := startMasked(t, mode)
 			if len(attempts) < 25 {
 				t.Fatalf("only %d attempts", len(attempts))
@@ -381,8 +377,8 @@ func TestMaskingBypass(t *testing.T) {
 					}
 				})
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestMaskedValues checks what each method writes, in text and binary.
@@ -533,5 +529,17 @@ func TestMaskedLargeResult(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 			t.Errorf("SELECT 1 after: %v", err)
 		}
+	}
+}
+
+// eachMode runs f as a subtest in pass-through ("") and in both pool modes
+// (pool.mode: "session", "transaction").
+func eachMode(t *testing.T, f func(t *testing.T, mode string)) {
+	for _, mode := range []string{"", "session", "transaction"} {
+		name := mode
+		if name == "" {
+			name = "passthrough"
+		}
+		t.Run(name, func(t *testing.T) { f(t, mode) })
 	}
 }

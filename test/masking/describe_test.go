@@ -72,12 +72,8 @@ func rawSend(t *testing.T, pc *pgconn.PgConn, msgs ...pgproto3.FrontendMessage) 
 // client gets the RowDescriptions it asked for, no other.
 func TestDescribeBeforeExecute(t *testing.T) {
 	setup(t)
-	for _, mode := range []string{"", "session", "transaction"} {
-		name := mode
-		if name == "" {
-			name = "passthrough"
-		}
-		t.Run(name, func(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode string) {
+		{
 			p := startMasked(t, mode)
 			conn, rec := connectRecorded(t, p)
 			ctx := pgtest.Ctx(t, 30*time.Second)
@@ -185,6 +181,6 @@ func TestDescribeBeforeExecute(t *testing.T) {
 					}
 				}
 			}
-		})
-	}
+		}
+	})
 }

@@ -45,12 +45,8 @@ func writeSyscalls(t *testing.T) int {
 // the client.
 func TestMaskedResultOneWrite(t *testing.T) {
 	setup(t)
-	for _, mode := range []string{"", "session", "transaction"} {
-		name := mode
-		if name == "" {
-			name = "passthrough"
-		}
-		t.Run(name, func(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode string) {
+		{
 			p := startMasked(t, mode)
 			conn, rec := connectRecorded(t, p)
 			ctx := pgtest.Ctx(t, 30*time.Second)
@@ -90,6 +86,6 @@ func TestMaskedResultOneWrite(t *testing.T) {
 			if writes > n*3+n/4 {
 				t.Fatalf("%d write system calls for %d statements of a %d-byte masked result, want about %d (one write per result to the client)", writes, n, size, 3*n)
 			}
-		})
-	}
+		}
+	})
 }
