@@ -110,3 +110,45 @@ func BenchmarkParkedClientFootprint(b *testing.B) {
 		warm.Close()
 	}
 }
+
+// TestIdleSessionHoldsNoLargeBuffer: a client that sends its first query
+// in the same packet as its password (md5Login does) leaves bytes the
+// authentication read ahead; relaying them must not leave the session
+// holding a 64 KiB relay buffer while it then sits idle. Session mode,
+// where an idle client never parks: before the fix each such client kept
+// one (about 70 KiB of heap per client).
+func TestIdleSessionHoldsNoLargeBuffer(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	const n = 40
+	tp := startProxy(t, pooledConfig(false, n+1), staticDirector{addr: cluster.Primary().Addr()})
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	warm, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer warm.Close()
+	md5Login(t, warm)
+	time.Sleep(100 * time.Millisecond)
+	before := heap()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", tp.addr); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+		md5Login(t, conns[i])
+	}
+	time.Sleep(100 * time.Millisecond)
+	after := heap()
+	per := (int64(after) - int64(before)) / n
+	t.Logf("heap per idle session-mode client: %d B", per)
+	if per > 24<<10 {
+		t.Fatalf("each idle client holds %d B of heap: more than its state (a relay buffer kept?)", per)
+	}
+}

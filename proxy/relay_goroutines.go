@@ -23,7 +23,13 @@ func (p *pump) run() error {
 	p.takeSmall()
 	keep := 0
 	if len(p.pending) > 0 { // bytes the authentication phase read ahead
-		p.acquireBuf()
+		// The large buffer only when they do not fit in the small one:
+		// taken here, it would stay with a client that sent its first
+		// query with its password and then went idle (64 KiB per idle
+		// session, until its next read).
+		if len(p.pending) > smallBufSize {
+			p.acquireBuf()
+		}
 		keep = copy(p.buf, p.pending)
 		p.pending = nil
 		k, err := p.process(p.buf[:keep])
