@@ -58,10 +58,13 @@ func SessionState(sql string) string {
 
 // mayHoldSessionState is SessionState's cheap filter: false only when sql
 // cannot contain any statement SessionState reports.
+// Keywords are ASCII, and PostgreSQL folds only ASCII letters, so the
+// filter folds ASCII case as it looks (no lower-cased copy: it runs for
+// every simple Query of a pooled client).
 func mayHoldSessionState(sql string) bool {
-	l := strings.ToLower(sql)
+	l := sql
 	for _, w := range []string{"listen", "advisory_lock", "temp", "hold", "prepare", "set_config", "load", "discard", "deallocate"} {
-		if strings.Contains(l, w) {
+		if containsFold(l, w) {
 			return true
 		}
 	}
@@ -91,7 +94,7 @@ func mayHoldSessionState(sql string) bool {
 			}
 			break
 		}
-		if strings.HasPrefix(l[j:], "set") || strings.HasPrefix(l[j:], "reset") {
+		if hasPrefixFold(l[j:], "set") || hasPrefixFold(l[j:], "reset") {
 			return true
 		}
 		k := strings.IndexByte(l[j:], ';')
@@ -99,6 +102,36 @@ func mayHoldSessionState(sql string) bool {
 			return false
 		}
 		i = j + k + 1
+	}
+	return false
+}
+
+// hasPrefixFold reports whether s starts with word (lower-case ASCII) in
+// any ASCII case.
+func hasPrefixFold(s, word string) bool {
+	if len(s) < len(word) {
+		return false
+	}
+	for i := 0; i < len(word); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != word[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// containsFold reports whether s contains word (lower-case ASCII, starting
+// with a letter) in any ASCII case.
+func containsFold(s, word string) bool {
+	c0 := word[0]
+	for i := 0; i+len(word) <= len(s); i++ {
+		if s[i]|0x20 == c0 && hasPrefixFold(s[i:], word) {
+			return true
+		}
 	}
 	return false
 }

@@ -35,6 +35,14 @@ func TestSessionState(t *testing.T) {
 		{"LOAD 'auto_explain'", "load"},
 		{"SELECT 'listen'", ""},
 		{"not sql at all; SET", ""},
+		// The filter folds ASCII case as the parser does.
+		{"LiStEn bus", "listen"},
+		{"sElEcT PG_ADVISORY_LOCK(1)", "advisory_lock"},
+		{"create Temp table t (a int)", "temp_table"},
+		{"  -- c\n  ReSeT ALL", "set"},
+		{"/* x */ sEt search_path TO app", "set"},
+		{"Discard All", "discard"},
+		{"declare c cursor WITH HOLD for select 1", "cursor_with_hold"},
 	} {
 		if got := SessionState(c.sql); got != c.want {
 			t.Errorf("SessionState(%q) = %q, want %q", c.sql, got, c.want)
@@ -51,6 +59,10 @@ func TestSessionStateFilterSkipsPlainStatements(t *testing.T) {
 	} {
 		if mayHoldSessionState(sql) {
 			t.Errorf("mayHoldSessionState(%q) = true: every such statement would be parsed", sql)
+		}
+		// It runs for every simple Query of a pooled client: no copy.
+		if n := testing.AllocsPerRun(50, func() { mayHoldSessionState(sql) }); n != 0 {
+			t.Errorf("mayHoldSessionState(%q) allocates %v times", sql, n)
 		}
 	}
 }
