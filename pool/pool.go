@@ -218,20 +218,7 @@ func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Durati
 		return nil, 0, ErrClosed
 	}
 	p := s.poolLocked(key)
-	p.used = time.Now()
-	for len(p.idle) > 0 {
-		c := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		now := time.Now()
-		if s.staleLocked(c, now) || now.Sub(c.idleAt) >= checkAfter && peerDone(c.Net) {
-			p.total--
-			s.mu.Unlock()
-			c.Net.Close()
-			s.mu.Lock()
-			continue
-		}
-		p.lent++
-		p.out[c] = struct{}{}
+	if c := s.takeIdleLocked(p); c != nil {
 		s.mu.Unlock()
 		return c, 0, nil
 	}
@@ -278,6 +265,43 @@ func (s *Set) Acquire(ctx context.Context, key Key) (c *Conn, waited time.Durati
 		err = &ExhaustedError{Key: key, Busy: busy, Waited: time.Since(w.since)}
 	}
 	return nil, time.Since(w.since), err
+}
+
+// TryAcquire returns an idle connection of key's pool as Acquire would, or
+// nil when there is none: it never dials or waits, so a caller that finds
+// one needs no deadline (a transaction-mode client takes a server per
+// transaction, nearly always an idle one).
+func (s *Set) TryAcquire(key Key) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	return s.takeIdleLocked(s.poolLocked(key))
+}
+
+// takeIdleLocked lends p's most recently used idle connection, closing the
+// ones found stale or closed by their server on the way; nil when none is
+// left. It may unlock s.mu while it closes one.
+func (s *Set) takeIdleLocked(p *pool) *Conn {
+	now := time.Now()
+	p.used = now
+	for len(p.idle) > 0 {
+		c := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if s.staleLocked(c, now) || now.Sub(c.idleAt) >= checkAfter && peerDone(c.Net) {
+			p.total--
+			s.mu.Unlock()
+			c.Net.Close()
+			s.mu.Lock()
+			now = time.Now()
+			continue
+		}
+		p.lent++
+		p.out[c] = struct{}{}
+		return c
+	}
+	return nil
 }
 
 func (s *Set) granted(ctx context.Context, p *pool, g grant, waited time.Duration) (*Conn, time.Duration, error) {

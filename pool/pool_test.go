@@ -221,3 +221,38 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TryAcquire lends an idle connection as Acquire does (the most recent,
+// counted as lent) and otherwise returns nil without dialing or waiting.
+func TestTryAcquire(t *testing.T) {
+	s, f := newSet(t, Config{Size: 1, MaxWait: time.Second})
+	if c := s.TryAcquire(key); c != nil {
+		t.Fatal("TryAcquire on an empty pool returned a connection")
+	}
+	if got := f.dials.Load(); got != 0 {
+		t.Fatalf("TryAcquire dialed (%d dials)", got)
+	}
+	a, _, err := s.Acquire(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.TryAcquire(key); c != nil {
+		t.Fatal("TryAcquire returned a connection while the only one is lent")
+	}
+	s.Release(a, true)
+	c := s.TryAcquire(key)
+	if c != a {
+		t.Fatalf("TryAcquire = %p, want the idle connection %p", c, a)
+	}
+	if st := s.Stats(); len(st) != 1 || st[0].Active != 1 || st[0].Idle != 0 {
+		t.Fatalf("stats after TryAcquire = %+v, want it counted as lent", st)
+	}
+	s.Release(c, true)
+	s.Drain(key.Addr) // the idle one is closed, and so is the pool's count
+	if c := s.TryAcquire(key); c != nil {
+		t.Fatal("TryAcquire returned a drained connection")
+	}
+	if got := f.dials.Load(); got != 1 {
+		t.Fatalf("dials = %d, want 1", got)
+	}
+}

@@ -252,8 +252,15 @@ func (p *clientPolicy) attach(key pool.Key) error {
 func (p *clientPolicy) acquire(key pool.Key) (*pool.Conn, error) {
 	s := p.s
 	s.waitRelayIdle()
+	set := s.srv.poolSet()
+	if c := set.TryAcquire(key); c != nil { // the usual case: no deadline, no timer
+		if m := s.srv.metrics; m != nil {
+			m.poolWait.Observe(0)
+		}
+		return c, nil
+	}
 	ctx, cancel := contextWithTimeout(s.cfg.Pool.MaxWait + time.Second /* the pool's own MaxWait timer answers first: 53300 */)
-	c, waited, err := s.acquireServer(ctx, s.srv.poolSet(), key)
+	c, waited, err := s.acquireServer(ctx, set, key)
 	cancel()
 	if m := s.srv.metrics; m != nil && err == nil {
 		m.poolWait.Observe(waited.Seconds())
