@@ -63,10 +63,8 @@ func SessionState(sql string) string {
 // every simple Query of a pooled client).
 func mayHoldSessionState(sql string) bool {
 	l := sql
-	for _, w := range []string{"listen", "advisory_lock", "temp", "hold", "prepare", "set_config", "load", "discard", "deallocate"} {
-		if containsFold(l, w) {
-			return true
-		}
+	if containsAnyFold(l) {
+		return true
 	}
 	// SET and RESET only count at the start of a statement: "UPDATE t SET"
 	// must not cost a parse.
@@ -124,13 +122,30 @@ func hasPrefixFold(s, word string) bool {
 	return true
 }
 
-// containsFold reports whether s contains word (lower-case ASCII, starting
-// with a letter) in any ASCII case.
-func containsFold(s, word string) bool {
-	c0 := word[0]
-	for i := 0; i+len(word) <= len(s); i++ {
-		if s[i]|0x20 == c0 && hasPrefixFold(s[i:], word) {
-			return true
+// stateWords are the words that can start session state, by their first
+// letter: containsAnyFold looks for all of them in one pass.
+var stateWords = func() (t [128][]string) {
+	for _, w := range []string{"listen", "advisory_lock", "temp", "hold", "prepare", "set_config", "load", "discard", "deallocate"} {
+		t[w[0]] = append(t[w[0]], w)
+	}
+	return t
+}()
+
+// containsAnyFold reports whether s contains one of stateWords in any ASCII
+// case.
+func containsAnyFold(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 128 {
+			continue
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		for _, w := range stateWords[c] {
+			if hasPrefixFold(s[i:], w) {
+				return true
+			}
 		}
 	}
 	return false
