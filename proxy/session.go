@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ofitec/pgproxy/internal/pgerr"
 	"github.com/ofitec/pgproxy/internal/pgwire"
@@ -114,6 +115,11 @@ func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) 
 
 // logger is the session's logger: the server's, with the session's id,
 // listener and client address.
+// logs reports whether the proxy logs at level: the lines every session
+// writes check it first, so that a session that logs nothing does not
+// build its logger (a zap.Logger.With per session, measured with pgbench -C).
+func (s *session) logs(level zapcore.Level) bool { return s.srv.log.Core().Enabled(level) }
+
 func (s *session) logger() *zap.Logger {
 	if l := s.logp.Load(); l != nil {
 		return l
@@ -209,7 +215,9 @@ func (s *session) run() {
 		g.Inc()
 		s.atEnd(g.Dec)
 	}
-	s.logger().Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
+	if s.logs(zapcore.DebugLevel) {
+		s.logger().Debug("session started", zap.String("backend", s.backend), zap.String("route", s.route))
+	}
 	// Under mu, with the server's configuration in force: a RELOAD that
 	// comes meanwhile either finds the session decided or is seen by it
 	// (Server.SetConfig).
@@ -277,12 +285,14 @@ func (s *session) report(reason string) {
 		s.lin.failPending(reason)
 	}
 	dur := time.Since(s.started)
-	s.logger().Info("session ended",
-		zap.String("user", s.user), zap.String("database", s.database),
-		zap.String("application_name", s.applicationName),
-		zap.String("backend", s.backend), zap.String("route", s.route), zap.Bool("read_only_enforced", s.readOnly),
-		zap.Duration("duration", dur), zap.Int64("bytes_in", s.bytesIn.Load()), zap.Int64("bytes_out", s.bytesOut.Load()),
-		zap.String("reason", reason))
+	if s.logs(zapcore.InfoLevel) {
+		s.logger().Info("session ended",
+			zap.String("user", s.user), zap.String("database", s.database),
+			zap.String("application_name", s.applicationName),
+			zap.String("backend", s.backend), zap.String("route", s.route), zap.Bool("read_only_enforced", s.readOnly),
+			zap.Duration("duration", dur), zap.Int64("bytes_in", s.bytesIn.Load()), zap.Int64("bytes_out", s.bytesOut.Load()),
+			zap.String("reason", reason))
+	}
 	if m := s.srv.metrics; m != nil {
 		m.sessionsTotal.WithLabelValues(s.listener.Addr, s.route, reason).Inc()
 		m.duration.WithLabelValues(s.route).Observe(dur.Seconds())
