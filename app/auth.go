@@ -107,11 +107,10 @@ func (a *authSource) lookup(ctx context.Context, user string) (pgauth.Secret, bo
 
 // mockKey is the key of unknown users' fake SCRAM secrets: derived from
 // the SCRAM verifiers of auth.file or, without any, from the private key of
-// tls or, without one, from auth.user's password (auth.query's login), the
-// first secret there is: the same on every restart and on every instance
-// given the same files and settings; it changes when they do. Else nil (a
-// random key per process: an unknown user's salt then changes at each
-// restart, which is warned about once).
+// tls (the same on every restart and on every instance given the same
+// files; it changes when they do), else nil (a random key per process:
+// an unknown user's salt then changes at each restart, which is warned
+// about once).
 func (a *authSource) mockKey(tc *tls.Config) []byte {
 	if m := a.mock.Load(); m != nil && len(*m) > 0 {
 		return pgauth.MockKey(*m)
@@ -121,14 +120,8 @@ func (a *authSource) mockKey(tc *tls.Config) []byte {
 			return pgauth.MockKey([]byte("tls key"), der)
 		}
 	}
-	a.mu.Lock()
-	user, pw := a.qcfg.User, a.qcfg.Password
-	a.mu.Unlock()
-	if user != "" && pw != "" {
-		return pgauth.MockKey([]byte("auth.user password"), []byte(user), []byte(pw))
-	}
 	if !a.warnedMock.Swap(true) {
-		a.log.Warn("no SCRAM verifier in auth.file, no tls key and no auth.user password: unknown users' fake SCRAM salts are random per process and change at each restart (a prober comparing salts across restarts can tell unknown users from real ones)")
+		a.log.Warn("no SCRAM verifier in auth.file and no tls key: unknown users' fake SCRAM salts are random per process and change at each restart (a prober comparing salts across restarts can tell unknown users from real ones)")
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"net"
@@ -150,33 +149,5 @@ func TestMockSaltStableAcrossRestarts(t *testing.T) {
 	}
 	if ghost1 == real1 || len(ghost1) != len(real1) {
 		t.Fatalf("unknown user's salt %q, real user's %q", ghost1, real1)
-	}
-}
-
-// Without SCRAM verifiers in auth.file and without TLS, an auth.query setup
-// derives the key of unknown users' fake SCRAM salts from auth.user's
-// password: the same across restarts and instances, another for another
-// password, and none (random per process) without a password.
-func TestMockKeyFromAuthUserPassword(t *testing.T) {
-	key := func(user, pw string) []byte {
-		cfg := configs.Default()
-		cfg.Auth.Mode = configs.AuthProxy
-		cfg.Auth.User, cfg.Auth.Password = user, pw
-		a := &authSource{log: zap.NewNop()}
-		if err := a.load(cfg); err != nil {
-			t.Fatal(err)
-		}
-		defer a.close()
-		return a.mockKey(nil)
-	}
-	k1, k2 := key("pgproxy_auth", "pw1"), key("pgproxy_auth", "pw1")
-	if len(k1) == 0 || !bytes.Equal(k1, k2) {
-		t.Fatalf("the same auth.user password gave keys %x and %x", k1, k2)
-	}
-	if bytes.Equal(k1, key("pgproxy_auth", "pw2")) {
-		t.Fatal("another auth.user password gave the same key")
-	}
-	if k := key("pgproxy_auth", ""); k != nil {
-		t.Fatalf("no password gave key %x, want none (random per process)", k)
 	}
 }
