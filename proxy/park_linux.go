@@ -87,7 +87,7 @@ func (p *parker) run() {
 	clear(p.byFd)
 	p.mu.Unlock()
 	for _, s := range left {
-		go s.resume()
+		s.srv.workers.run(s.resume)
 	}
 }
 
@@ -124,7 +124,7 @@ func (p *parker) poll(uintptr) bool {
 			}
 			p.mu.Unlock()
 			if s != nil {
-				go s.resume()
+				s.srv.workers.run(s.resume)
 			}
 		}
 		if n < parkEvents {
@@ -163,7 +163,7 @@ func (p *parker) wake(s *session) bool {
 	s.parkedFd = -1
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	p.mu.Unlock()
-	go s.resume()
+	s.srv.workers.run(s.resume)
 	return true
 }
 

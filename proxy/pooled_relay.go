@@ -766,8 +766,9 @@ func (s *session) relayServer(c *pool.Conn) {
 		ps.next = nil
 	}
 	if ps.next == nil {
-		ps.next, ps.s2cExit = make(chan *pool.Conn, 1), make(chan struct{})
-		go s.serverLoop(ps.next, ps.s2cExit)
+		next, exit := make(chan *pool.Conn, 1), make(chan struct{})
+		ps.next, ps.s2cExit = next, exit
+		s.srv.workers.run(func() { s.serverLoop(next, exit) })
 	}
 	ps.next <- c
 }

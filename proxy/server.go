@@ -170,6 +170,7 @@ type Server struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	cancels  cancelMap
+	workers  workers // the goroutines sessions and their relays run on (workers.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -325,7 +326,7 @@ func (s *Server) startSession(conn net.Conn, l Listener) {
 	s.sessions[sess] = struct{}{}
 	s.sessWG.Add(1)
 	s.mu.Unlock()
-	go sess.run() // finish calls endSession, perhaps on another goroutine (park_linux.go)
+	s.workers.run(sess.run) // finish calls endSession, perhaps on another goroutine (park_linux.go)
 }
 
 // endSession forgets a session that ended.
@@ -358,6 +359,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.serveWG.Wait()
+	s.workers.stop()
 	s.stopLoops()
 	s.closePools()
 	return err
@@ -378,6 +380,7 @@ func (s *Server) Close() error {
 	s.closeSessions("pgproxy is shutting down")
 	s.sessWG.Wait()
 	s.serveWG.Wait()
+	s.workers.stop()
 	s.stopLoops()
 	s.closePools()
 	return nil
