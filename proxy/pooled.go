@@ -722,12 +722,19 @@ var roundTripReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(ni
 func roundTrip(c *pool.Conn, req []byte, sql string, timeout time.Duration) (string, bool, error) {
 	_ = c.Net.SetDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.Net.SetDeadline(time.Time{}) }()
-	if _, err := c.Net.Write(req); err != nil {
+	// Raw system calls on plain TCP, as the relays (rawio.go).
+	var w io.Writer = c.Net
+	var src io.Reader = c.Net
+	if rc := connRaw(c); rc != nil {
+		rw := &rawWriter{rc: rc}
+		rw.fn = rw.writeAll
+		w, src = rw, newRawReader(rc)
+	}
+	if _, err := w.Write(req); err != nil {
 		return "", false, err
 	}
-	var src io.Reader = c.Net
 	if len(c.Pending) > 0 {
-		src = io.MultiReader(bytes.NewReader(c.Pending), c.Net)
+		src = io.MultiReader(bytes.NewReader(c.Pending), src)
 		c.Pending = nil
 	}
 	br := roundTripReaders.Get().(*bufio.Reader)

@@ -665,14 +665,19 @@ func (f *walFetcher) position(fetch func() (int64, error)) (int64, error) {
 func (srv *Server) walPosition(key pool.Key) (int64, error) {
 	cfg := srv.cfg.Load()
 	return srv.wal.position(func() (int64, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Pool.MaxWait+time.Second)
-		defer cancel()
-		c, _, err := srv.poolSet().Acquire(ctx, key)
-		if err != nil {
-			return 0, err
+		set := srv.poolSet()
+		c := set.TryAcquire(key) // an idle one, the usual case: no deadline, no timer
+		if c == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Pool.MaxWait+time.Second)
+			var err error
+			c, _, err = set.Acquire(ctx, key)
+			cancel()
+			if err != nil {
+				return 0, err
+			}
 		}
 		lsn, err := walInsertPosition(c, cfg.ConnectTimeout)
-		srv.poolSet().Release(c, err == nil)
+		set.Release(c, err == nil)
 		return lsn, err
 	})
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"syscall"
 	"unsafe"
@@ -93,4 +94,46 @@ func (w *rawWriter) Write(b []byte) (int, error) {
 	}
 	w.buf = nil
 	return w.n, w.err
+}
+
+// rawReader reads a plain TCP socket with raw system calls, waiting in
+// Go's poller (which honours the connection's deadlines) when it is empty.
+// The proxy's own round trips on pooled servers use it, as the relays do:
+// an ordinary system call wakes the runtime's sysmon thread after the
+// process was idle (docs/benchmarks.md, issue 17).
+type rawReader struct {
+	rc  syscall.RawConn
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // built once: no allocation per call
+}
+
+func newRawReader(rc syscall.RawConn) *rawReader {
+	r := &rawReader{rc: rc}
+	r.fn = r.readOnce
+	return r
+}
+
+func (r *rawReader) readOnce(fd uintptr) bool {
+	r.n, r.err = rawRead(fd, r.b)
+	return r.err != syscall.EAGAIN
+}
+
+func (r *rawReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.b, r.n, r.err = b, 0, nil
+	err := r.rc.Read(r.fn)
+	r.b = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case r.err != nil:
+		return 0, r.err
+	case r.n == 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
 }
