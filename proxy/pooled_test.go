@@ -145,6 +145,11 @@ func TestTransactionModeStateLeak(t *testing.T) {
 		{"LISTEN", []string{"LISTEN leak_channel"}, true, "SELECT count(*)::text FROM pg_listening_channels()", "0"},
 		{"advisory lock", []string{"SELECT pg_advisory_lock(4242)"}, true, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
 		{"cursor WITH HOLD", []string{"DECLARE leak_c CURSOR WITH HOLD FOR SELECT 1"}, true, "SELECT count(*)::text FROM pg_cursors", "0"},
+		// State the session-state filter must find behind SQL it lexes
+		// (a string holding ";--", a nested comment, a Unicode escape).
+		{"SET after a string", []string{"SELECT ';--'; SET statement_timeout = '1234s'"}, true, "SELECT current_setting('statement_timeout')", "0"},
+		{"SET after a nested comment", []string{"/* a /* b */ */ SET statement_timeout = '1234s'"}, true, "SELECT current_setting('statement_timeout')", "0"},
+		{"advisory lock by escape", []string{`SELECT U&"pg_advisory_\006Cock"(4243)`}, true, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

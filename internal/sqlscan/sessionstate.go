@@ -57,49 +57,147 @@ func SessionState(sql string) string {
 }
 
 // mayHoldSessionState is SessionState's cheap filter: false only when sql
-// cannot contain any statement SessionState reports.
+// cannot contain any statement SessionState reports. A false answer skips
+// the parse, so it must never be wrong: a missed SET would leave its
+// setting on a pooled server for the next client.
+//
 // Keywords are ASCII, and PostgreSQL folds only ASCII letters, so the
 // filter folds ASCII case as it looks (no lower-cased copy: it runs for
-// every simple Query of a pooled client).
+// every simple Query of a pooled client). Unicode escapes (U&"…") can
+// spell any name, so they always cost a parse.
 func mayHoldSessionState(sql string) bool {
-	l := sql
-	if containsAnyFold(l) {
+	if containsAnyFold(sql) || containsFold2(sql, 'u', '&') {
 		return true
 	}
-	// SET and RESET only count at the start of a statement: "UPDATE t SET"
-	// must not cost a parse.
-	for i := 0; i < len(l); {
-		j := i
-		for j < len(l) {
-			switch {
-			case l[j] == ' ' || l[j] == '\t' || l[j] == '\n' || l[j] == '\r' || l[j] == '(':
-				j++
-				continue
-			case strings.HasPrefix(l[j:], "--"):
-				if k := strings.IndexByte(l[j:], '\n'); k >= 0 {
-					j += k + 1
-					continue
-				}
-				j = len(l)
-				continue
-			case strings.HasPrefix(l[j:], "/*"):
-				if k := strings.Index(l[j:], "*/"); k >= 0 {
-					j += k + 2
-					continue
-				}
-				j = len(l)
+	return setAtStatementStart(sql)
+}
+
+// setAtStatementStart reports whether a statement of sql starts with SET or
+// RESET ("UPDATE t SET" must not cost a parse), lexing what can hide a
+// statement boundary as PostgreSQL's scanner does: string literals (” and
+// "" doubled quotes), -- comments (to a newline or carriage return),
+// nested /* */ comments, and the whitespace PostgreSQL skips (space, tab,
+// newline, carriage return, form feed, vertical tab). Whatever it cannot
+// lex exactly without the session's settings answers true (the caller
+// parses): a backslash in a string (standard_conforming_strings may be
+// off), an E” string, a dollar quote, an unterminated quote or comment.
+func setAtStatementStart(sql string) bool {
+	start := true // at the start of a statement: whitespace, comments and ( skipped
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			i++
+			continue
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			k := strings.IndexAny(sql[i:], "\n\r")
+			if k < 0 {
+				return false // a comment to the end
+			}
+			i += k + 1
+			continue
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			n, ok := skipBlockComment(sql[i:])
+			if !ok {
+				return true
+			}
+			i += n
+			continue
+		case c == ';':
+			start = true
+			i++
+			continue
+		case c == '(' && start:
+			i++
+			continue
+		}
+		if start {
+			if hasPrefixFold(sql[i:], "set") || hasPrefixFold(sql[i:], "reset") {
+				return true
+			}
+			start = false
+		}
+		switch {
+		case c == '\'':
+			if i > 0 && (sql[i-1] == 'e' || sql[i-1] == 'E') && (i < 2 || !identChar(sql[i-2])) {
+				return true // E'…': backslash escapes
+			}
+			n, ok := skipQuoted(sql[i:], '\'')
+			if !ok || strings.IndexByte(sql[i:i+n], '\\') >= 0 {
+				return true
+			}
+			i += n
+		case c == '"':
+			n, ok := skipQuoted(sql[i:], '"')
+			if !ok {
+				return true
+			}
+			i += n
+		case c == '$':
+			if i+1 < len(sql) && sql[i+1] >= '0' && sql[i+1] <= '9' {
+				i += 2 // a parameter: $1
 				continue
 			}
-			break
+			if i > 0 && identChar(sql[i-1]) {
+				i++ // inside an identifier (a$b)
+				continue
+			}
+			return true // a dollar quote
+		default:
+			i++
 		}
-		if hasPrefixFold(l[j:], "set") || hasPrefixFold(l[j:], "reset") {
+	}
+	return false
+}
+
+// skipQuoted returns the length of the quoted text that s starts with (q
+// doubled inside is the quote itself); false when it does not end.
+func skipQuoted(s string, q byte) (int, bool) {
+	for i := 1; i < len(s); i++ {
+		if s[i] == q {
+			if i+1 < len(s) && s[i+1] == q {
+				i++
+				continue
+			}
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
+// skipBlockComment returns the length of the /* */ comment s starts with,
+// nested ones included; false when it does not end.
+func skipBlockComment(s string) (int, bool) {
+	depth := 0
+	for i := 0; i+1 < len(s); i++ {
+		switch {
+		case s[i] == '/' && s[i+1] == '*':
+			depth++
+			i++
+		case s[i] == '*' && s[i+1] == '/':
+			depth--
+			i++
+			if depth == 0 {
+				return i + 1, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// identChar: a byte that continues an identifier (non-ASCII bytes are
+// identifier characters to PostgreSQL's scanner).
+func identChar(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// containsFold2 reports whether s contains the two bytes a (a lower-case
+// ASCII letter, in either case) and b in a row.
+func containsFold2(s string, a, b byte) bool {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i]|0x20 == a && s[i+1] == b {
 			return true
 		}
-		k := strings.IndexByte(l[j:], ';')
-		if k < 0 {
-			return false
-		}
-		i = j + k + 1
 	}
 	return false
 }
@@ -214,7 +312,11 @@ func sessionStateOf(m proto.Message) string {
 		if len(names) == 0 {
 			return ""
 		}
-		fn := strings.ToLower(names[len(names)-1].GetString_().GetSval())
+		// The parser has folded an unquoted name to lower case; a quoted
+		// "PG_ADVISORY_LOCK" is another function, so the name is compared
+		// as it is (folding it with Unicode rules would also match names
+		// the ASCII filter above lets through).
+		fn := names[len(names)-1].GetString_().GetSval()
 		if sessionAdvisoryLocks[fn] {
 			return "advisory_lock"
 		}

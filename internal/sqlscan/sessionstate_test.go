@@ -43,6 +43,24 @@ func TestSessionState(t *testing.T) {
 		{"/* x */ sEt search_path TO app", "set"},
 		{"Discard All", "discard"},
 		{"declare c cursor WITH HOLD for select 1", "cursor_with_hold"},
+		// Statement boundaries the filter must lex as PostgreSQL does. The
+		// first seven and U& were missed before (no parse, so the SET or
+		// the lock stayed on the pooled server for its next client).
+		{"SELECT ';--'; SET search_path = evil", "set"},
+		{"SELECT '; /*'; SET role x; -- */", "set"},
+		{"SELECT 'it''s;--'; SET search_path = x", "set"},
+		{`SELECT "a;--"; SET search_path = x`, "set"},
+		{"-- c\rSET search_path = x", "set"},
+		{"/* a /* b */ */ SET search_path = x", "set"},
+		{"\fSET search_path = x", "set"},
+		{"\vSET search_path = x", "set"},
+		{"SELECT $$;$$; SET search_path = x", "set"},
+		{"SELECT E'\\';'; SET search_path = x", "set"},
+		{`SELECT U&"pg_advisory_\006Cock"(1)`, "advisory_lock"},
+		{`SELECT "pg_advisory_lock"(1)`, "advisory_lock"},
+		{`SELECT "PG_ADVISORY_LOCK"(1)`, ""}, // another (quoted, upper-case) function
+		{"SELECT 1 -- SET search_path = x", ""},
+		{"SELECT 'SET x'; SELECT 2", ""},
 	} {
 		if got := SessionState(c.sql); got != c.want {
 			t.Errorf("SessionState(%q) = %q, want %q", c.sql, got, c.want)
@@ -56,6 +74,8 @@ func TestSessionStateFilterSkipsPlainStatements(t *testing.T) {
 		"UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2",
 		"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
 		"BEGIN", "END", "COMMIT",
+		"SELECT name FROM res_partner WHERE name = 'O''Higgins; SET' AND id = $1 OFFSET 10",
+		`SELECT "x"."offset" FROM "x" /* c */ WHERE a = 'b'`,
 	} {
 		if mayHoldSessionState(sql) {
 			t.Errorf("mayHoldSessionState(%q) = true: every such statement would be parsed", sql)
