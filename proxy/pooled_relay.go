@@ -335,6 +335,13 @@ func (p *clientPolicy) pin(sql string) {
 		return
 	}
 	reason := f(sql)
+	if reason == "" && strings.IndexByte(sql, '\\') >= 0 && p.backslashQuotes() {
+		// The parser reads strings as standard_conforming_strings = on.
+		// With it off, a backslash can end a string where the parser sees
+		// none, so a statement the server runs may be hidden from it.
+		p.pinFor("set")
+		return
+	}
 	if p.trx && p.movable(sql, reason) {
 		return
 	}
@@ -342,6 +349,19 @@ func (p *clientPolicy) pin(sql string) {
 		return
 	}
 	p.pinFor(reason)
+}
+
+// backslashQuotes: the client's strings are not standard conforming (its
+// standard_conforming_strings, else its server's, is off).
+func (p *clientPolicy) backslashQuotes() bool {
+	l := &p.ps.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, ok := l.desired["standard_conforming_strings"]
+	if !ok && l.conn != nil {
+		v = l.conn.Params["standard_conforming_strings"]
+	}
+	return strings.EqualFold(v, "off")
 }
 
 // pinFor pins the client to its server (the first reason is kept).

@@ -149,6 +149,10 @@ func TestTransactionModeStateLeak(t *testing.T) {
 		// (a string holding ";--", a nested comment, a Unicode escape).
 		{"SET after a string", []string{"SELECT ';--'; SET statement_timeout = '1234s'"}, true, "SELECT current_setting('statement_timeout')", "0"},
 		{"SET after a nested comment", []string{"/* a /* b */ */ SET statement_timeout = '1234s'"}, true, "SELECT current_setting('statement_timeout')", "0"},
+		// With standard_conforming_strings off, \' does not end a string:
+		// the server runs a SET that PostgreSQL's parser (strings standard)
+		// reads as part of a literal.
+		{"SET hidden by a backslash", []string{"SET standard_conforming_strings = off", `SELECT '\'; SELECT '; SET statement_timeout = 1234000; --'`, "SET standard_conforming_strings = on" /* for pgx's own queries below */}, true, "SELECT current_setting('statement_timeout')", "0"},
 		{"advisory lock by escape", []string{`SELECT U&"pg_advisory_\006Cock"(4243)`}, true, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
 	}
 	for _, tc := range cases {
