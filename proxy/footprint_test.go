@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ofitec/pgproxy/internal/pgauth"
 	"github.com/ofitec/pgproxy/internal/pgwire"
 	"github.com/ofitec/pgproxy/proxy"
 	"github.com/ofitec/pgproxy/test/pgcluster"
@@ -150,5 +152,46 @@ func TestIdleSessionHoldsNoLargeBuffer(t *testing.T) {
 	t.Logf("heap per idle session-mode client: %d B", per)
 	if per > 24<<10 {
 		t.Fatalf("each idle client holds %d B of heap: more than its state (a relay buffer kept?)", per)
+	}
+}
+
+// BenchmarkPooledConnect measures what pgbench -C costs the proxy in
+// transaction mode, one connection at a time: accept, startup, md5
+// authentication by the proxy, one query on a pooled server, Terminate
+// (run it with -cpuprofile or -memprofile to see where that goes).
+//
+//	go test ./proxy -run '^$' -bench PooledConnect -benchtime 2000x
+func BenchmarkPooledConnect(b *testing.B) {
+	pgcluster.Require(b, cluster)
+	// The secret is looked up once: authidLookup connects to the cluster
+	// for every login (about 4 ms), which would hide the proxy's own cost.
+	sec, found, err := authidLookup(context.Background(), pgcluster.MD5User)
+	if err != nil || !found {
+		b.Fatalf("look up %s: %v %v", pgcluster.MD5User, found, err)
+	}
+	cfg := pooledConfig(true, 4)
+	cfg.Auth = &proxy.ProxyAuth{Lookup: func(context.Context, string) (pgauth.Secret, bool, error) { return sec, true, nil }}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := proxy.NewServer(cfg, staticDirector{addr: cluster.Primary().Addr()}, nil, nil)
+	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
+	b.Cleanup(func() { srv.Close() })
+	terminate := []byte{'X', 0, 0, 0, 4}
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		md5Login(b, c)
+		if _, err := c.Write(terminate); err != nil {
+			b.Fatal(err)
+		}
+		// Wait for the proxy to close, so that sessions do not pile up.
+		var one [1]byte
+		_, _ = c.Read(one[:])
+		c.Close()
 	}
 }
