@@ -113,13 +113,13 @@ func newSession(srv *Server, conn net.Conn, l Listener, cfg *Config, id uint64) 
 	}
 }
 
-// logger is the session's logger: the server's, with the session's id,
-// listener and client address.
 // logs reports whether the proxy logs at level: the lines every session
 // writes check it first, so that a session that logs nothing does not
 // build its logger (a zap.Logger.With per session, measured with pgbench -C).
 func (s *session) logs(level zapcore.Level) bool { return s.srv.log.Core().Enabled(level) }
 
+// logger is the session's logger: the server's, with the session's id,
+// listener and client address.
 func (s *session) logger() *zap.Logger {
 	if l := s.logp.Load(); l != nil {
 		return l
