@@ -4,4 +4,6 @@ package proxy
 var (
 	QueryValue    = queryValue
 	QueryPrepared = queryPrepared
+	// LargeObjectFunctions: the FunctionCall OIDs that do not pin.
+	LargeObjectFunctions = largeObjectFunctions
 )

@@ -231,10 +231,20 @@ func (p *clientPolicy) sentMode(typ byte) msgMode {
 	switch typ {
 	case 'P', 'B', 'D', 'C':
 		return modeHold
-	case 'Q':
+	case 'Q', 'F':
 		return modeInspect
 	}
 	return modePass
+}
+
+// largeObjectFunctions are the built-in functions libpq's large-object
+// interface calls with FunctionCall messages (lo_initialize looks them up
+// by name; these are their OIDs in every PostgreSQL since 9.4). A large
+// object descriptor lives for its transaction only, so they leave nothing
+// for the session.
+var largeObjectFunctions = map[uint32]bool{
+	952: true, 953: true, 954: true, 955: true, 956: true, 957: true, 958: true, // lo_open, lo_close, loread, lowrite, lo_lseek, lo_creat, lo_tell
+	964: true, 715: true, 1004: true, 3170: true, 3171: true, 3172: true, // lo_unlink, lo_create, lo_truncate, lo_lseek64, lo_tell64, lo_truncate64
 }
 
 // attach gets the session a server of key for its next transaction and
@@ -315,6 +325,15 @@ func (s *session) waitRelayIdle() {
 }
 
 func (p *clientPolicy) inspect(toServer bool, typ byte, body []byte, truncated bool) error {
+	if typ == 'F' {
+		// A FunctionCall names its function by OID, with no SQL to check:
+		// any function but large-object access may leave session state
+		// (set_config, pg_advisory_lock), so the client is pinned.
+		if len(body) < 4 || !largeObjectFunctions[binary.BigEndian.Uint32(body)] {
+			p.pinFor("function_call")
+		}
+		return nil
+	}
 	if typ == 'Q' {
 		if truncated {
 			p.exch.other = true

@@ -35,15 +35,16 @@ func rawConnect(t *testing.T, ctx context.Context, dsn, name string) *rawClient 
 }
 
 // send sends msgs in one write and reads the answers up to the
-// ReadyForQuery of each Sync and Query among them. It returns the answers
-// summed up: each DataRow's first column, "E:<SQLSTATE>" per ErrorResponse.
+// ReadyForQuery of each Sync, Query and FunctionCall among them. It returns
+// the answers summed up: each DataRow's first column, "F:<result>" per
+// FunctionCallResponse, "E:<SQLSTATE>" per ErrorResponse.
 func (c *rawClient) send(msgs ...pgproto3.FrontendMessage) []string {
 	c.t.Helper()
 	want := 0
 	for _, m := range msgs {
 		c.fe.Send(m)
 		switch m.(type) {
-		case *pgproto3.Sync, *pgproto3.Query:
+		case *pgproto3.Sync, *pgproto3.Query, *pgproto3.FunctionCall:
 			want++
 		}
 	}
@@ -60,6 +61,8 @@ func (c *rawClient) send(msgs ...pgproto3.FrontendMessage) []string {
 		switch m := m.(type) {
 		case *pgproto3.DataRow:
 			got = append(got, string(m.Values[0]))
+		case *pgproto3.FunctionCallResponse:
+			got = append(got, "F:"+string(m.Result))
 		case *pgproto3.ErrorResponse:
 			got = append(got, "E:"+m.Code)
 		case *pgproto3.ReadyForQuery:
