@@ -153,6 +153,7 @@ func TestTransactionModeStateLeak(t *testing.T) {
 		// the server runs a SET that PostgreSQL's parser (strings standard)
 		// reads as part of a literal.
 		{"SET hidden by a backslash", []string{"SET standard_conforming_strings = off", `SELECT '\'; SELECT '; SET statement_timeout = 1234000; --'`, "SET standard_conforming_strings = on" /* for pgx's own queries below */}, true, "SELECT current_setting('statement_timeout')", "0"},
+		{"function in pg_temp", []string{"CREATE FUNCTION pg_temp.leak_f() RETURNS int LANGUAGE sql AS 'SELECT 1'"}, true, "SELECT count(*)::text FROM pg_proc WHERE proname = 'leak_f'", "0"},
 		{"advisory lock by escape", []string{`SELECT U&"pg_advisory_\006Cock"(4243)`}, true, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
 	}
 	for _, tc := range cases {

@@ -249,6 +249,22 @@ func containsAnyFold(s string) bool {
 	return false
 }
 
+// tempRel: the relation is temporary (TEMP, or named in pg_temp).
+func tempRel(r *pg.RangeVar) bool {
+	return r != nil && (r.GetRelpersistence() == "t" || tempSchema(r.GetSchemaname()))
+}
+
+// tempName: a qualified name (schema.name, db.schema.name) in pg_temp.
+func tempName(list []*pg.Node) bool {
+	return len(list) >= 2 && tempSchema(list[len(list)-2].GetString_().GetSval())
+}
+
+// tempSchema: pg_temp, the session's temporary schema, or one of its
+// pg_temp_N names.
+func tempSchema(s string) bool {
+	return s == "pg_temp" || strings.HasPrefix(s, "pg_temp_")
+}
+
 var sessionAdvisoryLocks = map[string]bool{
 	"pg_advisory_lock": true, "pg_advisory_lock_shared": true,
 	"pg_try_advisory_lock": true, "pg_try_advisory_lock_shared": true,
@@ -275,24 +291,51 @@ func sessionStateOf(m proto.Message) string {
 			return ""
 		}
 		return "set"
+	// Temporary objects: TEMP relations, and anything created in the
+	// session's own schema by name (pg_temp.t, a function or type in
+	// pg_temp), all reported as "temp_table".
 	case *pg.CreateStmt:
-		if n.GetRelation().GetRelpersistence() == "t" {
+		if tempRel(n.GetRelation()) {
 			return "temp_table"
 		}
 	case *pg.CreateTableAsStmt:
-		if n.GetInto().GetRel().GetRelpersistence() == "t" {
+		if tempRel(n.GetInto().GetRel()) {
 			return "temp_table"
 		}
 	case *pg.ViewStmt:
-		if n.GetView().GetRelpersistence() == "t" {
+		if tempRel(n.GetView()) {
 			return "temp_table"
 		}
 	case *pg.CreateSeqStmt:
-		if n.GetSequence().GetRelpersistence() == "t" {
+		if tempRel(n.GetSequence()) {
+			return "temp_table"
+		}
+	case *pg.CompositeTypeStmt:
+		if tempRel(n.GetTypevar()) {
+			return "temp_table"
+		}
+	case *pg.CreateFunctionStmt:
+		if tempName(n.GetFuncname()) {
+			return "temp_table"
+		}
+	case *pg.DefineStmt:
+		if tempName(n.GetDefnames()) {
+			return "temp_table"
+		}
+	case *pg.CreateDomainStmt:
+		if tempName(n.GetDomainname()) {
+			return "temp_table"
+		}
+	case *pg.CreateEnumStmt:
+		if tempName(n.GetTypeName()) {
+			return "temp_table"
+		}
+	case *pg.CreateRangeStmt:
+		if tempName(n.GetTypeName()) {
 			return "temp_table"
 		}
 	case *pg.SelectStmt:
-		if into := n.GetIntoClause(); into != nil && into.GetRel().GetRelpersistence() == "t" {
+		if into := n.GetIntoClause(); into != nil && tempRel(into.GetRel()) {
 			return "temp_table"
 		}
 	case *pg.DeclareCursorStmt:

@@ -60,6 +60,17 @@ func TestSessionState(t *testing.T) {
 		{`SELECT "pg_advisory_lock"(1)`, "advisory_lock"},
 		{`SELECT "PG_ADVISORY_LOCK"(1)`, ""}, // another (quoted, upper-case) function
 		{"SELECT 1 -- SET search_path = x", ""},
+		// Objects created in the session's temporary schema by name.
+		{"CREATE TABLE pg_temp.t (a int)", "temp_table"},
+		{"CREATE VIEW pg_temp.v AS SELECT 1", "temp_table"},
+		{"CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "temp_table"},
+		{"CREATE TYPE pg_temp.ty AS (a int)", "temp_table"},
+		{"CREATE TYPE pg_temp.en AS ENUM ('a')", "temp_table"},
+		{"CREATE DOMAIN pg_temp.d AS int", "temp_table"},
+		{"CREATE SEQUENCE pg_temp.s", "temp_table"},
+		{"SELECT 1 INTO pg_temp.t2", "temp_table"},
+		{"CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", ""},
+		{"SELECT pg_temp.f()", ""},
 		{"SELECT 'SET x'; SELECT 2", ""},
 	} {
 		if got := SessionState(c.sql); got != c.want {
