@@ -124,6 +124,9 @@ type clientPolicy struct {
 	order []string // client names, oldest first (MaxPrepared)
 
 	exch exchange // the statements sent since the last Query or Sync (pooled_set.go)
+	// scsTouched: the client sent a statement naming
+	// standard_conforming_strings (pin: backslashQuotes).
+	scsTouched bool
 	// untracked: messages whose answers the fifo does not track were sent
 	// since its last entry (pooled_unnamed.go).
 	untracked bool
@@ -336,7 +339,9 @@ func (p *clientPolicy) inspect(toServer bool, typ byte, body []byte, truncated b
 	}
 	if typ == 'Q' {
 		if truncated {
+			// Too big to check (over maxInspect): it may hold anything.
 			p.exch.other = true
+			p.pinFor("unchecked")
 		} else {
 			p.pin(pgwire.CString(body))
 		}
@@ -353,8 +358,14 @@ func (p *clientPolicy) pin(sql string) {
 	if f == nil {
 		return
 	}
+	if !p.scsTouched && containsASCIIFold(sql, "standard_conforming_strings") {
+		// Its ParameterStatus comes back only after the server ran it, and
+		// a statement sent meanwhile is checked now: from here on, assume
+		// it may be off.
+		p.scsTouched = true
+	}
 	reason := f(sql)
-	if reason == "" && strings.IndexByte(sql, '\\') >= 0 && p.backslashQuotes() {
+	if reason == "" && strings.IndexByte(sql, '\\') >= 0 && (p.scsTouched || p.backslashQuotes()) {
 		// The parser reads strings as standard_conforming_strings = on.
 		// With it off, a backslash can end a string where the parser sees
 		// none, so a statement the server runs may be hidden from it.
@@ -370,6 +381,21 @@ func (p *clientPolicy) pin(sql string) {
 	p.pinFor(reason)
 }
 
+// containsASCIIFold reports whether s contains word (lower-case ASCII) in
+// any ASCII case, without a lower-cased copy.
+func containsASCIIFold(s, word string) bool {
+outer:
+	for i := 0; i+len(word) <= len(s); i++ {
+		for j := 0; j < len(word); j++ {
+			if s[i+j]|0x20 != word[j] && s[i+j] != word[j] {
+				continue outer
+			}
+		}
+		return true
+	}
+	return false
+}
+
 // backslashQuotes: the client's strings are not standard conforming (its
 // standard_conforming_strings, else its server's, is off).
 func (p *clientPolicy) backslashQuotes() bool {
@@ -381,6 +407,21 @@ func (p *clientPolicy) backslashQuotes() bool {
 		v = l.conn.Params["standard_conforming_strings"]
 	}
 	return strings.EqualFold(v, "off")
+}
+
+// sharedNames: the servers' statements are named by the proxy and shared
+// by its clients (max_prepared_statements > 0), and this client is not
+// pinned. A name the client did not prepare must then reach no server: it
+// could be another client's statement (a pinned client's server is its
+// own, with its SQL PREPAREs under their own names).
+func (p *clientPolicy) sharedNames() bool {
+	if p.s.cfg.Pool.MaxPrepared == 0 {
+		return false
+	}
+	l := &p.ps.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pinned == ""
 }
 
 // pinFor pins the client to its server (the first reason is kept).
@@ -442,6 +483,9 @@ func bigStmtName() string {
 //   - A Bind goes under its statement's server-side name.
 func (p *clientPolicy) rewriteBig(typ byte, msg []byte) ([]byte, error) {
 	p.exch.other = true
+	if typ == 'P' {
+		p.pinFor("unchecked") // its statement is too big to check
+	}
 	body := msg[5:]
 	name, rest, ok := cutName(body)
 	switch {
@@ -568,6 +612,13 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		}
 		st := p.stmts[name]
 		if st == nil {
+			if p.sharedNames() {
+				// Not the client's: under a name no server has, so that
+				// the server answers 26000 instead of running another
+				// client's statement that happens to have this name.
+				nb := append(append([]byte(portal), 0), noSuchStatement...)
+				return pgwire.AppendMessage(nil, 'B', append(append(nb, 0), rest...)), nil
+			}
 			return msg, nil // unknown: the server says so
 		}
 		out := p.ensurePrepared(st)
@@ -592,6 +643,9 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 			}
 			p.push(fifoEntry{kind: 'C'})
 			if st == nil {
+				if p.sharedNames() {
+					return closeMsg('S', noSuchStatement), nil // not the client's: closes nothing (nor another client's)
+				}
 				return msg, nil
 			}
 			p.forget(name)
@@ -613,6 +667,9 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 			return append(out, msg...), nil
 		}
 		if st == nil {
+			if p.sharedNames() {
+				return pgwire.AppendMessage(nil, 'D', append(append([]byte{'S'}, noSuchStatement...), 0)), nil
+			}
 			return msg, nil
 		}
 		out := p.ensurePrepared(st)

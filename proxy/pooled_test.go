@@ -153,6 +153,9 @@ func TestTransactionModeStateLeak(t *testing.T) {
 		// the server runs a SET that PostgreSQL's parser (strings standard)
 		// reads as part of a literal.
 		{"SET hidden by a backslash", []string{"SET standard_conforming_strings = off", `SELECT '\'; SELECT '; SET statement_timeout = 1234000; --'`, "SET standard_conforming_strings = on" /* for pgx's own queries below */}, true, "SELECT current_setting('statement_timeout')", "0"},
+		{"query too big to check", []string{"SELECT pg_advisory_lock(4244), '" + strings.Repeat("x", 1<<20+100) + "' IS NOT NULL"}, true, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
+		{"temp table through search_path", []string{"BEGIN", "SET LOCAL search_path = pg_temp", "CREATE TABLE leak_sp AS SELECT 42 AS v", "COMMIT"}, true, "SELECT coalesce(to_regclass('leak_sp')::text, 'none')", "none"},
+		{"DO block", []string{"DO $$BEGIN PERFORM set_config('statement_timeout', '1234s', false); END$$"}, true, "SELECT current_setting('statement_timeout')", "0"},
 		{"function in pg_temp", []string{"CREATE FUNCTION pg_temp.leak_f() RETURNS int LANGUAGE sql AS 'SELECT 1'"}, true, "SELECT count(*)::text FROM pg_proc WHERE proname = 'leak_f'", "0"},
 		{"advisory lock by escape", []string{`SELECT U&"pg_advisory_\006Cock"(4243)`}, true, "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"},
 	}

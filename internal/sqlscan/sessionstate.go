@@ -41,6 +41,12 @@ func SessionState(sql string) string {
 	if !mayHoldSessionState(sql) {
 		return ""
 	}
+	if containsFold(sql, "pg_temp") {
+		// Naming the session's temporary schema (SET LOCAL search_path =
+		// pg_temp, then CREATE TABLE t: a temporary table) is taken as
+		// leaving temporary objects.
+		return "temp_table"
+	}
 	tree, err := pg.Parse(sql)
 	if err != nil {
 		return ""
@@ -112,7 +118,8 @@ func setAtStatementStart(sql string) bool {
 			continue
 		}
 		if start {
-			if hasPrefixFold(sql[i:], "set") || hasPrefixFold(sql[i:], "reset") {
+			if hasPrefixFold(sql[i:], "set") || hasPrefixFold(sql[i:], "reset") ||
+				hasPrefixFold(sql[i:], "do") && (i+2 == len(sql) || !identChar(sql[i+2])) {
 				return true
 			}
 			start = false
@@ -189,6 +196,17 @@ func skipBlockComment(s string) (int, bool) {
 // identifier characters to PostgreSQL's scanner).
 func identChar(c byte) bool {
 	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// containsFold reports whether s contains word (lower-case ASCII) in any
+// ASCII case.
+func containsFold(s, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		if s[i]|0x20 == word[0] && hasPrefixFold(s[i:], word) {
+			return true
+		}
+	}
+	return false
 }
 
 // containsFold2 reports whether s contains the two bytes a (a lower-case
@@ -346,6 +364,8 @@ func sessionStateOf(m proto.Message) string {
 		return "prepare"
 	case *pg.LoadStmt:
 		return "load"
+	case *pg.DoStmt:
+		return "do_block" // its code may do anything: SET, LISTEN, set_config, advisory locks
 	case *pg.DiscardStmt:
 		return "discard"
 	case *pg.DeallocateStmt:

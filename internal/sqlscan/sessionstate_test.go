@@ -70,7 +70,11 @@ func TestSessionState(t *testing.T) {
 		{"CREATE SEQUENCE pg_temp.s", "temp_table"},
 		{"SELECT 1 INTO pg_temp.t2", "temp_table"},
 		{"CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", ""},
-		{"SELECT pg_temp.f()", ""},
+		{"SELECT pg_temp.f()", "temp_table"}, // naming pg_temp is enough (a client that made f is pinned already)
+		{"BEGIN; SET LOCAL search_path = pg_temp; CREATE TABLE t AS SELECT 42; COMMIT", "temp_table"},
+		{"DO $$BEGIN PERFORM set_config('statement_timeout', '1s', false); END$$", "do_block"},
+		{"do 'BEGIN NULL; END'", "do_block"},
+		{"DO LANGUAGE plpgsql 'BEGIN NULL; END'", "do_block"},
 		{"SELECT 'SET x'; SELECT 2", ""},
 	} {
 		if got := SessionState(c.sql); got != c.want {
