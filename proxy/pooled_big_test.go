@@ -19,7 +19,8 @@ import (
 func TestTransactionModeMessagesTooBigToHold(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	checkLeaks(t)
-	tp := startProxy(t, pooledConfig(true, 1), staticDirector{addr: cluster.Primary().Addr()})
+	// Two servers: a Parse too big to check pins its client (b gets the other).
+	tp := startProxy(t, pooledConfig(true, 2), staticDirector{addr: cluster.Primary().Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	a := rawConnect(t, ctx, scramDSN(tp, "app"), "a")
@@ -35,7 +36,7 @@ func TestTransactionModeMessagesTooBigToHold(t *testing.T) {
 	a.expect(want, &pgproto3.Bind{PreparedStatement: "big"}, execute, syncMsg)
 	b.expect("1", &pgproto3.Query{String: "SELECT 1"})
 	a.expect(want, &pgproto3.Bind{PreparedStatement: "big"}, execute, syncMsg)
-	// Not another client's, even on the same server.
+	// Not another client's.
 	b.expect("E:26000", &pgproto3.Bind{PreparedStatement: "big"}, execute, syncMsg)
 	// Closed, it is gone.
 	a.expect("", &pgproto3.Close{ObjectType: 'S', Name: "big"}, syncMsg)

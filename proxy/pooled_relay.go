@@ -409,13 +409,15 @@ func (p *clientPolicy) backslashQuotes() bool {
 	return strings.EqualFold(v, "off")
 }
 
-// sharedNames: the servers' statements are named by the proxy and shared
-// by its clients (max_prepared_statements > 0), and this client is not
-// pinned. A name the client did not prepare must then reach no server: it
-// could be another client's statement (a pinned client's server is its
-// own, with its SQL PREPAREs under their own names).
-func (p *clientPolicy) sharedNames() bool {
-	if p.s.cfg.Pool.MaxPrepared == 0 {
+// foreignName: name, which the client did not prepare, is in the proxy's
+// own namespace (pgproxy_…: the servers' statements, named by the proxy and
+// shared by clients with the same text, max_prepared_statements > 0), and
+// the client is not pinned. It must then reach no server as it is: it
+// could be another client's statement. (A pinned client's server is its
+// own; other names are the client's, and DISCARD ALL, the default
+// reset_query, drops what a pinned client PREPAREd under them.)
+func (p *clientPolicy) foreignName(name string) bool {
+	if p.s.cfg.Pool.MaxPrepared == 0 || !strings.HasPrefix(name, "pgproxy_") {
 		return false
 	}
 	l := &p.ps.link
@@ -612,7 +614,7 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		}
 		st := p.stmts[name]
 		if st == nil {
-			if p.sharedNames() {
+			if p.foreignName(name) {
 				// Not the client's: under a name no server has, so that
 				// the server answers 26000 instead of running another
 				// client's statement that happens to have this name.
@@ -643,7 +645,7 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 			}
 			p.push(fifoEntry{kind: 'C'})
 			if st == nil {
-				if p.sharedNames() {
+				if p.foreignName(name) {
 					return closeMsg('S', noSuchStatement), nil // not the client's: closes nothing (nor another client's)
 				}
 				return msg, nil
@@ -667,7 +669,7 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 			return append(out, msg...), nil
 		}
 		if st == nil {
-			if p.sharedNames() {
+			if p.foreignName(name) {
 				return pgwire.AppendMessage(nil, 'D', append(append([]byte{'S'}, noSuchStatement...), 0)), nil
 			}
 			return msg, nil

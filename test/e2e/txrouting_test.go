@@ -180,7 +180,8 @@ func TestTransactionRoutingTable(t *testing.T) {
 		{stmts: []string{"BEGIN", "SELECT 1", "SET TRANSACTION READ ONLY", "COMMIT"}},
 		{stmts: []string{"SELECT 1; INSERT INTO rt VALUES (102, 1) ON CONFLICT DO NOTHING"}, simple: true},
 		{stmts: []string{"BEGIN; SELECT 1", "COMMIT"}, simple: true},
-		{stmts: []string{"DO $$BEGIN PERFORM 1; END$$"}, simple: true},
+		// A DO block pins its client (its code may leave session state:
+		// proxy's TestTransactionModeStateLeak), so it is not in this table.
 		{stmts: []string{"MERGE INTO rt USING (VALUES (1)) s(id) ON rt.id = s.id WHEN MATCHED THEN UPDATE SET v = rt.v"}},
 	}
 	modes := []struct {
