@@ -110,6 +110,10 @@ type clientStmt struct {
 	server string        // server-side name
 	parse  []byte        // the Parse message under that name
 	class  sqlscan.Class // per-transaction routing: what it does (pooled_route.go)
+	// set: the statement is a plain SET that moves with the client
+	// (pooled_set.go); each exchange that Binds it makes the setting the
+	// client's again, as the exchange of its Parse did.
+	set *Setting
 }
 
 // clientPolicy is the client→server policy of a pooled session.
@@ -565,7 +569,13 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 	case 'P':
 		name, rest := pgwire.CutCString(body)
 		sql, _ := pgwire.CutCString(rest)
+		nsets := len(p.exch.sets)
 		p.pin(sql)
+		var set *Setting
+		if len(p.exch.sets) > nsets { // a movable SET (pin → movable)
+			st := p.exch.sets[len(p.exch.sets)-1]
+			set = &st
+		}
 		if name == "" {
 			out, err := p.parseUnnamed(msg) // pooled_unnamed.go
 			if err != nil {
@@ -578,7 +588,7 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 			return msg, nil
 		}
 		server := serverStmtName(rest)
-		st := &clientStmt{server: server, parse: pgwire.AppendMessage(nil, 'P', append(append([]byte(server), 0), rest...))}
+		st := &clientStmt{server: server, parse: pgwire.AppendMessage(nil, 'P', append(append([]byte(server), 0), rest...)), set: set}
 		if p.ps.route != nil {
 			st.class = p.s.cfg.Routing.Classify(sql) // cached by its text
 		}
@@ -602,7 +612,15 @@ func (p *clientPolicy) rewrite(typ byte, msg []byte) ([]byte, error) {
 		portal, rest := pgwire.CutCString(body)
 		name, rest := pgwire.CutCString(rest)
 		if name != "" {
-			p.exch.other = true // a statement prepared before: not one of this exchange's SETs
+			if st := p.stmts[name]; st != nil && st.set != nil {
+				// A prepared SET run again (pgx's statement cache, pgjdbc's
+				// named statements): the setting is the client's once
+				// more when this exchange succeeds (it may have been RESET
+				// since the exchange that parsed it).
+				p.exch.sets = append(p.exch.sets, *st.set)
+			} else {
+				p.exch.other = true // a statement prepared before: not one of this exchange's SETs
+			}
 		}
 		defer func() { p.untracked = true }()
 		if name == "" {

@@ -13,10 +13,14 @@ import "go.uber.org/zap"
 // (pooledState.extra, as if it had come in the startup packet): syncParams
 // sets it with set_config on whichever server runs the client's next
 // transaction, and RESETs it on a server the client did not set it on
-// (pool.Conn.Applied). Anything else in the same exchange (another
-// statement, a Bind of a statement prepared before, a FunctionCall), or an
-// exchange that ends inside a transaction block (the SET may still be
-// rolled back), pins as before.
+// (pool.Conn.Applied). A Bind of such a SET prepared before (pgx's and
+// pgjdbc's named statements) counts as that SET again, so running it
+// after a RESET makes it the client's once more. Anything else in the same
+// exchange (another statement, a Bind of another statement prepared
+// before, a FunctionCall), or an exchange that ends inside a transaction
+// block (the SET may still be rolled back), pins as before. (A prepared
+// SET that is only parsed, never run, is recorded all the same: the client
+// then gets it on its next servers without having run it.)
 
 // Setting is a plain SET (Reset: RESET) of one setting.
 type Setting struct {

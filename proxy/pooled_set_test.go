@@ -130,3 +130,42 @@ func TestTransactionModeSessionCharacteristicsMove(t *testing.T) {
 		t.Errorf("the client then sees %q", got)
 	}
 }
+
+// TestTransactionModePreparedSetRunAgain: a plain SET run through a
+// prepared statement (pgx's statement cache) becomes the client's setting
+// each time it runs, not only when it was parsed: SET, RESET, then the
+// cached SET again leaves the client with the setting and the next client
+// of the server without it.
+func TestTransactionModePreparedSetRunAgain(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	cfg := pooledConfig(true, 1)
+	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
+		name, value, reset, ok := sqlscan.SessionSetting(sql)
+		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
+	}
+	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := connectPooled(t, ctx, scramDSN(tp, "a"))
+	if _, err := a.Prepare(ctx, "set1", "SET statement_timeout = '1234s'"); err != nil {
+		t.Fatal(err)
+	}
+	// Bind and Execute of the prepared SET, a RESET (simple Query), the
+	// prepared SET again.
+	for _, q := range []string{"set1", "RESET statement_timeout", "set1"} {
+		if _, err := a.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if got := queryString(t, ctx, a, "SELECT current_setting('statement_timeout')"); got != "1234s" {
+		t.Fatalf("the client's own statement_timeout = %q, want 1234s", got)
+	}
+	b := connectPooled(t, ctx, scramDSN(tp, "b"))
+	if got := queryString(t, ctx, b, "SELECT current_setting('statement_timeout')"); got != "0" {
+		t.Errorf("the next client of the server sees statement_timeout %q, want 0", got)
+	}
+	if got := queryString(t, ctx, a, "SELECT current_setting('statement_timeout')"); got != "1234s" {
+		t.Errorf("the client's statement_timeout after the other's turn = %q, want 1234s", got)
+	}
+}
