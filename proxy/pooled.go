@@ -474,6 +474,14 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 			}
 		}
 		ps.setParams(params)
+		if s.cfg.Pool.Transaction && tempSearchPath(ps.extra) {
+			// An unqualified CREATE makes a temporary object: the client
+			// keeps its server, as a statement naming pg_temp does.
+			ps.link.pinned = "temp_table"
+			if m := s.srv.metrics; m != nil {
+				m.poolPins.WithLabelValues("temp_table").Inc()
+			}
+		}
 		key := pool.Key{Addr: t.Addr, Database: database, User: s.user, ReadOnly: t.ReadOnly}
 		actx, acancel := context.WithTimeout(context.Background(), s.cfg.Pool.MaxWait+time.Second /* the pool's own MaxWait timer answers first: 53300 */)
 		c, waited, err := s.acquireServer(withCred(actx, cred), set, key)
@@ -536,6 +544,17 @@ func (s *session) connectPooled(sp *pgwire.StartupPacket, deadline time.Time) er
 	}
 	return &pgerr.Error{Code: pgerr.CannotConnectNow, Severity: "FATAL",
 		Message: "pgproxy could not connect to any backend for this session", Err: lastErr}
+}
+
+// tempSearchPath: the client's startup search_path names pg_temp (the
+// session's temporary schema).
+func tempSearchPath(extra map[string]string) bool {
+	for k, v := range extra {
+		if strings.EqualFold(k, "search_path") && strings.Contains(strings.ToLower(v), "pg_temp") {
+			return true
+		}
+	}
+	return false
 }
 
 // setParams splits the startup parameters forwarded for the session into

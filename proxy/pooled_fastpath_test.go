@@ -105,3 +105,37 @@ func connectEventually(ctx context.Context, connect func() (*pgx.Conn, error)) (
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestTransactionModeTempSearchPathPins: a client whose startup
+// search_path names pg_temp makes temporary tables with an unqualified
+// CREATE TABLE, so it keeps its server from the start.
+func TestTransactionModeTempSearchPathPins(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	checkLeaks(t)
+	cfg := pooledConfig(true, 1)
+	cfg.Pool.MaxWait = 500 * time.Millisecond
+	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := pgx.Connect(ctx, scramDSN(tp, "a")+"&options=-c%20search_path%3Dpg_temp,public&default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "CREATE TABLE leak_opt AS SELECT 1 AS v"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgx.Connect(ctx, scramDSN(tp, "b"))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "53300" {
+		t.Fatalf("second client while the first has a temporary table: %v, want 53300 (the first pinned)", err)
+	}
+	a.Close(ctx)
+	b, err := connectEventually(ctx, func() (*pgx.Conn, error) { return pgx.Connect(ctx, scramDSN(tp, "b")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if got := queryString(t, ctx, b, "SELECT coalesce(to_regclass('pg_temp.leak_opt')::text, 'none')"); got != "none" {
+		t.Errorf("second client sees %q, want none", got)
+	}
+}
