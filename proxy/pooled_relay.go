@@ -362,7 +362,7 @@ func (p *clientPolicy) pin(sql string) {
 	if f == nil {
 		return
 	}
-	if !p.scsTouched && containsASCIIFold(sql, "standard_conforming_strings") {
+	if !p.scsTouched && sqlscan.ContainsFold(sql, "standard_conforming_strings") {
 		// Its ParameterStatus comes back only after the server ran it, and
 		// a statement sent meanwhile is checked now: from here on, assume
 		// it may be off.
@@ -383,21 +383,6 @@ func (p *clientPolicy) pin(sql string) {
 		return
 	}
 	p.pinFor(reason)
-}
-
-// containsASCIIFold reports whether s contains word (lower-case ASCII) in
-// any ASCII case, without a lower-cased copy.
-func containsASCIIFold(s, word string) bool {
-outer:
-	for i := 0; i+len(word) <= len(s); i++ {
-		for j := 0; j < len(word); j++ {
-			if s[i+j]|0x20 != word[j] && s[i+j] != word[j] {
-				continue outer
-			}
-		}
-		return true
-	}
-	return false
 }
 
 // backslashQuotes: the client's strings are not standard conforming (its

@@ -41,7 +41,7 @@ func SessionState(sql string) string {
 	if !mayHoldSessionState(sql) {
 		return ""
 	}
-	if containsFold(sql, "pg_temp") {
+	if ContainsFold(sql, "pg_temp") {
 		// Naming the session's temporary schema (SET LOCAL search_path =
 		// pg_temp, then CREATE TABLE t: a temporary table) is taken as
 		// leaving temporary objects.
@@ -72,7 +72,7 @@ func SessionState(sql string) string {
 // every simple Query of a pooled client). Unicode escapes (U&"…") can
 // spell any name, so they always cost a parse.
 func mayHoldSessionState(sql string) bool {
-	if containsAnyFold(sql) || containsFold2(sql, 'u', '&') {
+	if containsAnyFold(sql) || ContainsFold(sql, "u&") {
 		return true
 	}
 	return setAtStatementStart(sql)
@@ -198,22 +198,11 @@ func identChar(c byte) bool {
 	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
-// containsFold reports whether s contains word (lower-case ASCII) in any
-// ASCII case.
-func containsFold(s, word string) bool {
+// ContainsFold reports whether s contains word (lower-case ASCII, starting
+// with a letter) in any ASCII case, without a lower-cased copy.
+func ContainsFold(s, word string) bool {
 	for i := 0; i+len(word) <= len(s); i++ {
 		if s[i]|0x20 == word[0] && hasPrefixFold(s[i:], word) {
-			return true
-		}
-	}
-	return false
-}
-
-// containsFold2 reports whether s contains the two bytes a (a lower-case
-// ASCII letter, in either case) and b in a row.
-func containsFold2(s string, a, b byte) bool {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i]|0x20 == a && s[i+1] == b {
 			return true
 		}
 	}
