@@ -52,6 +52,15 @@ func md5Login(tb testing.TB, c net.Conn) {
 	}
 }
 
+// liveHeap is the heap in use after two GCs (what is reachable).
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
 // BenchmarkParkedClientFootprint measures the proxy's heap per idle
 // transaction-mode client (parked: park_linux.go) as the metric
 // heap-B/client: the in-use heap with n clients parked, minus before, over
@@ -73,13 +82,6 @@ func BenchmarkParkedClientFootprint(b *testing.B) {
 	srv := proxy.NewServer(pooledConfig(true, 4), staticDirector{addr: cluster.Primary().Addr()}, nil, nil)
 	go srv.Serve(ln, proxy.Listener{Addr: ln.Addr().String()})
 	b.Cleanup(func() { srv.Close() })
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	for b.Loop() {
 		warm, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -87,7 +89,7 @@ func BenchmarkParkedClientFootprint(b *testing.B) {
 		}
 		md5Login(b, warm)
 		time.Sleep(500 * time.Millisecond)
-		before := heap()
+		before := liveHeap()
 		conns := make([]net.Conn, n)
 		for i := range conns {
 			if conns[i], err = net.Dial("tcp", ln.Addr().String()); err != nil {
@@ -96,7 +98,7 @@ func BenchmarkParkedClientFootprint(b *testing.B) {
 			md5Login(b, conns[i])
 		}
 		time.Sleep(time.Second) // all parked (parkAfter is 250 ms)
-		after := heap()
+		after := liveHeap()
 		if f := os.Getenv("PGPROXY_FOOTPRINT_PROFILE"); f != "" {
 			out, err := os.Create(f)
 			if err != nil {
@@ -123,13 +125,6 @@ func TestIdleSessionHoldsNoLargeBuffer(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	const n = 40
 	tp := startProxy(t, pooledConfig(false, n+1), staticDirector{addr: cluster.Primary().Addr()})
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	warm, err := net.Dial("tcp", tp.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +132,7 @@ func TestIdleSessionHoldsNoLargeBuffer(t *testing.T) {
 	defer warm.Close()
 	md5Login(t, warm)
 	time.Sleep(100 * time.Millisecond)
-	before := heap()
+	before := liveHeap()
 	conns := make([]net.Conn, n)
 	for i := range conns {
 		if conns[i], err = net.Dial("tcp", tp.addr); err != nil {
@@ -147,7 +142,7 @@ func TestIdleSessionHoldsNoLargeBuffer(t *testing.T) {
 		md5Login(t, conns[i])
 	}
 	time.Sleep(100 * time.Millisecond)
-	after := heap()
+	after := liveHeap()
 	per := (int64(after) - int64(before)) / n
 	t.Logf("heap per idle session-mode client: %d B", per)
 	if per > 24<<10 {

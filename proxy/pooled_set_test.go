@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/ofitec/pgproxy/internal/sqlscan"
-	"github.com/ofitec/pgproxy/proxy"
 	"github.com/ofitec/pgproxy/test/pgcluster"
 )
 
@@ -23,13 +20,7 @@ import (
 func TestTransactionModePlainSetMoves(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	checkLeaks(t)
-	cfg := pooledConfig(true, 1)
-	cfg.Pool.MaxWait = 500 * time.Millisecond
-	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
-		name, value, reset, ok := sqlscan.SessionSetting(sql)
-		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
-	}
-	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	tp := startProxy(t, withSessionSetting(oneServerConfig()), staticDirector{addr: cluster.Primary().Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	settings := "SELECT pg_backend_pid()::text || ' ' || current_setting('statement_timeout') || ' ' || current_setting('extra_float_digits')"
@@ -81,10 +72,7 @@ func TestTransactionModePlainSetMoves(t *testing.T) {
 	if _, err := a.Exec(ctx, "COMMIT"); err != nil {
 		t.Fatal(err)
 	}
-	var pe *pgconn.PgError
-	if _, err := pgx.Connect(ctx, scramDSN(tp, "c")); !errors.As(err, &pe) || pe.Code != "53300" {
-		t.Fatalf("a client that SET inside a transaction block is not pinned: another client connected (%v)", err)
-	}
+	wantPinned(t, ctx, tp, "c", "the first SET inside a transaction block")
 }
 
 // TestTransactionModeSessionCharacteristicsMove: pgjdbc's setReadOnly and
@@ -95,13 +83,7 @@ func TestTransactionModePlainSetMoves(t *testing.T) {
 func TestTransactionModeSessionCharacteristicsMove(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	checkLeaks(t)
-	cfg := pooledConfig(true, 1)
-	cfg.Pool.MaxWait = 500 * time.Millisecond
-	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
-		name, value, reset, ok := sqlscan.SessionSetting(sql)
-		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
-	}
-	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	tp := startProxy(t, withSessionSetting(oneServerConfig()), staticDirector{addr: cluster.Primary().Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	settings := "SELECT current_setting('transaction_read_only') || ' ' || current_setting('transaction_isolation')"
@@ -139,12 +121,7 @@ func TestTransactionModeSessionCharacteristicsMove(t *testing.T) {
 func TestTransactionModePreparedSetRunAgain(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	checkLeaks(t)
-	cfg := pooledConfig(true, 1)
-	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
-		name, value, reset, ok := sqlscan.SessionSetting(sql)
-		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
-	}
-	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	tp := startProxy(t, withSessionSetting(pooledConfig(true, 1)), staticDirector{addr: cluster.Primary().Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	a := connectPooled(t, ctx, scramDSN(tp, "a"))

@@ -51,6 +51,36 @@ func pooledConfig(trx bool, size int) proxy.Config {
 	}
 }
 
+// oneServerConfig is transaction mode on one server with a short
+// max_client_wait: while a client is pinned, another gets 53300 at once
+// (wantPinned).
+func oneServerConfig() proxy.Config {
+	cfg := pooledConfig(true, 1)
+	cfg.Pool.MaxWait = 500 * time.Millisecond
+	return cfg
+}
+
+// withSessionSetting lets plain SETs move with their client (as app does).
+func withSessionSetting(cfg proxy.Config) proxy.Config {
+	cfg.SessionSetting = func(sql string) (proxy.Setting, bool) {
+		name, value, reset, ok := sqlscan.SessionSetting(sql)
+		return proxy.Setting{Name: name, Value: value, Reset: reset}, ok
+	}
+	return cfg
+}
+
+// wantPinned fails t unless a client app connecting through tp (a
+// oneServerConfig proxy) gets 53300: the only server is held by a pinned
+// client. why says what should have pinned it.
+func wantPinned(t *testing.T, ctx context.Context, tp *testProxy, app, why string) {
+	t.Helper()
+	_, err := pgx.Connect(ctx, scramDSN(tp, app))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "53300" {
+		t.Fatalf("another client while %s: %v, want 53300 (the first client pinned)", why, err)
+	}
+}
+
 func scramDSN(tp *testProxy, app string) string {
 	return fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable&application_name=%s",
 		pgcluster.ScramUser, pgcluster.ScramPassword, tp.addr, app)
@@ -118,9 +148,7 @@ func TestPooledLoginSCRAMWithoutPassword(t *testing.T) {
 func TestTransactionModeStateLeak(t *testing.T) {
 	pgcluster.Require(t, cluster)
 	checkLeaks(t)
-	cfg := pooledConfig(true, 1)
-	cfg.Pool.MaxWait = 500 * time.Millisecond
-	tp := startProxy(t, cfg, staticDirector{addr: cluster.Primary().Addr()})
+	tp := startProxy(t, oneServerConfig(), staticDirector{addr: cluster.Primary().Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := cluster.Primary().Exec(ctx, "CREATE TABLE IF NOT EXISTS leak_rows (v text)"); err != nil {
@@ -179,11 +207,7 @@ func TestTransactionModeStateLeak(t *testing.T) {
 			} else {
 				pidA = queryString(t, ctx, a, "SELECT pg_backend_pid()::text")
 				// Pinned: the only server is a's, so b cannot get one.
-				_, err := pgx.Connect(ctx, scramDSN(tp, "b"))
-				var pe *pgconn.PgError
-				if !errors.As(err, &pe) || pe.Code != "53300" {
-					t.Fatalf("second client while the first is pinned: %v, want 53300", err)
-				}
+				wantPinned(t, ctx, tp, "b", "the first is pinned")
 				a.Close(ctx)
 			}
 			if tc.name == "open transaction" {
